@@ -1,0 +1,20 @@
+"""sktransfer: frozen pretrained encoders as scikit-learn transformers.
+
+>>> from sktransfer import TextEncoder
+"""
+
+from ._registry import model_registry
+from .base import BaseEncoder
+from .model_store import ModelNotFoundError, models_dir, resolve_text_model
+from .text import TextEncoder
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BaseEncoder",
+    "ModelNotFoundError",
+    "TextEncoder",
+    "model_registry",
+    "models_dir",
+    "resolve_text_model",
+]

@@ -1,0 +1,84 @@
+"""Device selection and mixed-precision contexts shared by every encoder."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+#: Precision names accepted by the ``precision`` parameter and the autocast dtype they select.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def device_available(device: torch.device) -> bool:
+    """Return whether ``device`` can be used in this process."""
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        return device.index is None or device.index < torch.cuda.device_count()
+    if device.type == "mps":
+        return _mps_available()
+    return False
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn the ``device`` parameter into a concrete, available :class:`torch.device`.
+
+    ``"auto"`` picks CUDA, then MPS, then the CPU. An explicit device that this machine does not
+    have raises a ``ValueError`` that says so, rather than failing deep inside PyTorch.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from exc
+    if not device_available(resolved):
+        raise ValueError(
+            f"device={device!r} is not available on this machine (torch.cuda.is_available()="
+            f"{torch.cuda.is_available()}, mps={_mps_available()}). Use device='auto' or 'cpu'."
+        )
+    return resolved
+
+
+def fallback_device(device: torch.device, owner: str) -> torch.device:
+    """Return ``device`` if usable here, else the CPU with a warning.
+
+    Used when a fitted estimator is unpickled on another machine: the weights are identical on
+    every device, so a model fitted on a GPU can still transform on a CPU-only machine.
+    """
+    if device_available(device):
+        return device
+    warnings.warn(
+        f"{owner} was fitted on device '{device}', which this machine does not have; "
+        "encoding on the CPU instead (same weights, same features up to float noise).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    """Context that runs the forward pass in ``precision`` on ``device``.
+
+    fp32 needs no context. bf16 and fp16 use :func:`torch.autocast`, which keeps the weights in
+    float32 and casts per operation, so one loaded model serves every precision.
+    """
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

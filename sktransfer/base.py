@@ -1,0 +1,272 @@
+"""The contract every sktransfer encoder shares.
+
+:class:`BaseEncoder` turns a frozen pretrained network into a scikit-learn transformer:
+
+* ``__init__`` only stores parameters; ``fit`` resolves the device and loads the model (through
+  the process-level :mod:`~sktransfer._registry`, so clones and grid-search folds share one copy);
+* ``transform`` validates one column of items, encodes each distinct item once, in batches under
+  ``eval()`` + ``torch.inference_mode()`` + optional autocast, moves every batch to the CPU as it
+  finishes and returns a float32 array in input order;
+* pickles carry parameters and fitted metadata, never the weights; the model is reloaded lazily
+  after unpickling, on the CPU if the device it was fitted on is absent.
+
+Subclasses say how to load a model (:meth:`BaseEncoder._load_model`), how to check one column of
+input (:meth:`BaseEncoder._prepare_items`) and how to encode one batch
+(:meth:`BaseEncoder._encode_batch`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from ._device import PRECISIONS, autocast, fallback_device, resolve_device
+from ._registry import model_registry
+
+__all__ = ["BaseEncoder", "column_to_list"]
+
+
+def _is_dataframe(X) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "iloc")
+
+
+def column_to_list(X, owner: str) -> list:
+    """Flatten one column of input into a list of Python objects.
+
+    Accepts a list or tuple, a 1-D array, a 2-D array with one column, a pandas Series or a
+    one-column DataFrame. Anything wider raises a ``ValueError`` that says how to select a column.
+    """
+    if isinstance(X, (str, bytes)):
+        raise ValueError(
+            f"{owner} expects a sequence of items (one per sample), got a single {type(X).__name__}. "
+            "Wrap it in a list: [item]."
+        )
+    if _is_dataframe(X):
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"{owner} encodes one column, got a DataFrame with {X.shape[1]} columns "
+                f"{list(X.columns)[:5]}. Select the column (df['name'] or df[['name']]), or use a "
+                "ColumnTransformer with one encoder per column."
+            )
+        return X.iloc[:, 0].to_numpy(dtype=object).tolist()
+    if hasattr(X, "to_numpy") and getattr(X, "ndim", None) == 1:  # pandas Series
+        return X.to_numpy(dtype=object).tolist()
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            return X[:, 0].tolist()
+        if X.ndim == 1:
+            return X.tolist()
+        raise ValueError(
+            f"{owner} encodes one column, got an array of shape {X.shape}. Pass a 1-D array or a "
+            "2-D array with a single column."
+        )
+    if not isinstance(X, Sequence):
+        try:
+            X = list(X)
+        except TypeError:
+            raise ValueError(f"{owner} expects a sequence of items, got {type(X).__name__}.") from None
+    items = list(X)
+    # A nested list with one value per row is a one-column 2-D input (what np.c_ or a list of rows gives).
+    if items and all(isinstance(row, (list, tuple)) and len(row) == 1 for row in items):
+        items = [row[0] for row in items]
+    return items
+
+
+class BaseEncoder(TransformerMixin, BaseEstimator):
+    """Base class for frozen pretrained encoders; not meant to be used directly.
+
+    Parameters
+    ----------
+    device : str, default="auto"
+        Where the forward pass runs: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    batch_size : int, default=32
+        Number of items per forward pass. Outputs do not depend on it beyond float noise.
+    precision : {"fp32", "bf16", "fp16"}, default="fp32"
+        Arithmetic of the forward pass. ``"bf16"`` and ``"fp16"`` run under
+        :func:`torch.autocast`; the returned features are float32 in every case.
+    show_progress : bool, default=False
+        Show a tqdm progress bar over batches during ``transform``.
+    """
+
+    _parameter_constraints: dict = {
+        "device": [str],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "show_progress": ["boolean"],
+    }
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _model_identity(self) -> Hashable:
+        """Resolve the model parameters to a hashable identity (called by ``fit``)."""
+        raise NotImplementedError
+
+    def _load_model(self, identity: Hashable, device: torch.device) -> Any:
+        """Load the model named by ``identity`` onto ``device``, frozen and in eval mode."""
+        raise NotImplementedError
+
+    def _configure(self, model: Any) -> None:
+        """Record model-dependent fitted attributes such as ``embedding_dim_`` (called by ``fit``)."""
+        raise NotImplementedError
+
+    def _prepare_items(self, X) -> tuple[list, np.ndarray]:
+        """Validate one column of input.
+
+        Returns the items to encode and a boolean mask of rows to output as NaN (by the
+        ``on_error`` policy of the subclass); masked positions in the list are ignored.
+        """
+        raise NotImplementedError
+
+    def _item_key(self, item) -> Hashable:
+        """Key under which identical items are encoded once per call."""
+        return item
+
+    def _item_size(self, item) -> int:
+        """Length used to sort items so that batches hold items of similar size."""
+        return 0
+
+    def _encode_batch(self, model: Any, batch: list) -> torch.Tensor:
+        """Return the (len(batch), embedding_dim_) features of one batch, on the model's device."""
+        raise NotImplementedError
+
+    def _finish_transform(self) -> None:
+        """Called once after every transform, e.g. to emit summary warnings."""
+
+    # ------------------------------------------------------------------ scikit-learn API
+    def fit(self, X, y=None):
+        """Load the pretrained model; nothing is learned from ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items. Only its shape and column name are recorded.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted encoder.
+        """
+        self._validate_params()
+        validate_data(self, X, reset=True, skip_check_array=True)
+        column_to_list(X, type(self).__name__)
+        device = resolve_device(self.device)
+        self.__dict__.pop("model_", None)  # a refit with new parameters must not reuse the old model
+        identity = self._model_identity()
+        self.model_identity_ = identity
+        self.device_ = str(device)
+        model = self._get_model()
+        self._configure(model)
+        return self
+
+    def transform(self, X):
+        """Encode each item into a pretrained feature vector.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items: a list, tuple, 1-D array, pandas Series or one-column DataFrame.
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
+            One row per input item, in input order.
+        """
+        check_is_fitted(self, "model_identity_")
+        validate_data(self, X, reset=False, skip_check_array=True)
+        items, nan_rows = self._prepare_items(X)
+        out = np.full((len(items), self.embedding_dim_), np.nan, dtype=np.float32)
+        rows = np.flatnonzero(~nan_rows)
+        if rows.size:
+            # Identical items are encoded once; ``inverse`` scatters the results back.
+            unique_index: dict[Hashable, int] = {}
+            inverse = np.empty(rows.size, dtype=np.intp)
+            unique_items = []
+            for position, row in enumerate(rows):
+                key = self._item_key(items[row])
+                slot = unique_index.setdefault(key, len(unique_items))
+                if slot == len(unique_items):
+                    unique_items.append(items[row])
+                inverse[position] = slot
+            out[rows] = self._encode_unique(unique_items)[inverse]
+        self._finish_transform()
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features: the lower-cased class name and a zero-padded index.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored apart from validation against ``feature_names_in_``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``["textencoder_000", "textencoder_001", ...]`` for a 384-dimensional TextEncoder.
+        """
+        check_is_fitted(self, "embedding_dim_")
+        if input_features is not None and hasattr(self, "feature_names_in_"):
+            if list(input_features) != list(self.feature_names_in_):
+                raise ValueError(
+                    f"input_features {list(input_features)} do not match feature_names_in_ "
+                    f"{list(self.feature_names_in_)}."
+                )
+        prefix = type(self).__name__.lower()
+        width = len(str(self.embedding_dim_ - 1))
+        return np.asarray([f"{prefix}_{i:0{width}d}" for i in range(self.embedding_dim_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = True  # a one-column DataFrame or array
+        tags.transformer_tags.preserves_dtype = []  # always float32, whatever goes in
+        tags.requires_fit = True
+        return tags
+
+    # ------------------------------------------------------------------ model and batching
+    def _get_model(self):
+        """The loaded model, from this estimator or, after unpickling, from the registry."""
+        model = self.__dict__.get("model_")
+        if model is None:
+            identity = self.model_identity_
+            device = torch.device(self.device_)
+            key = (type(self).__name__, identity, self.device_, self.precision)
+            model = model_registry.get(key, lambda: self._load_model(identity, device))
+            self.model_ = model
+        return model
+
+    def _encode_unique(self, items: list) -> np.ndarray:
+        """Encode distinct items in length-sorted batches; rows come back in the given order."""
+        model = self._get_model()
+        device = torch.device(self.device_)
+        order = sorted(range(len(items)), key=lambda i: -self._item_size(items[i]))
+        out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
+        starts = range(0, len(order), self.batch_size)
+        bar = tqdm(starts, desc=type(self).__name__, unit="batch", disable=not self.show_progress)
+        with torch.inference_mode(), autocast(device, self.precision):
+            for start in bar:
+                index = order[start : start + self.batch_size]
+                features = self._encode_batch(model, [items[i] for i in index])
+                # Move each batch off the accelerator as it finishes: memory stays flat.
+                out[index] = features.float().cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("model_", None)  # weights stay out of the pickle: reloaded lazily by name
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "device_" in state:
+            self.device_ = str(fallback_device(torch.device(state["device_"]), type(self).__name__))

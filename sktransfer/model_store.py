@@ -1,0 +1,149 @@
+"""Where models come from: local model folders first, then the Hugging Face cache, then the hub.
+
+A model *name* such as ``"all-MiniLM-L6-v2"`` resolves, in order, to
+
+1. an existing directory, if the name is a path;
+2. a folder in the sktransfer model directory (:func:`models_dir`): ``<models_dir>/<name>``, and
+   for a bare sentence-transformers name also ``<models_dir>/sentence-transformers/<name>``;
+3. a snapshot already in the Hugging Face cache;
+4. a download from the hub, tried once with a short connection check.
+
+Steps 1-3 never touch the network, so a machine without internet works as soon as a model
+folder has been placed in the model directory (``scripts/seed_offline_weights.py`` does that for
+the default models). When nothing resolves, :class:`ModelNotFoundError` names the model and both
+remedies instead of hanging on retries.
+
+Image weights need no such step: torchvision's own loader reads ``<torch hub dir>/checkpoints``
+before it downloads, so a checkpoint placed there is found by the ordinary ``weights=`` names.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["ModelNotFoundError", "models_dir", "resolve_text_model", "sktransfer_home"]
+
+
+class ModelNotFoundError(OSError):
+    """A model name resolved to nothing on this machine and could not be downloaded."""
+
+
+def sktransfer_home() -> Path:
+    """Root of sktransfer's on-disk state: ``$SKTRANSFER_HOME`` or ``~/.cache/sktransfer``."""
+    return Path(os.environ.get("SKTRANSFER_HOME", Path.home() / ".cache" / "sktransfer")).expanduser()
+
+
+def models_dir() -> Path:
+    """Folder consulted by name before any hub: ``$SKTRANSFER_MODELS`` or ``<home>/models``."""
+    env = os.environ.get("SKTRANSFER_MODELS")
+    return Path(env).expanduser() if env else sktransfer_home() / "models"
+
+
+def _hub_repo_ids(name: str) -> list[str]:
+    # sentence-transformers treats a bare name as an alias of its own organisation's model.
+    return [name] if "/" in name else [f"sentence-transformers/{name}", name]
+
+
+def _local_candidates(name: str) -> list[Path]:
+    root = models_dir()
+    return [root / repo_id for repo_id in dict.fromkeys([name, *_hub_repo_ids(name)])]
+
+
+def _is_model_folder(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / marker).exists() for marker in ("modules.json", "config.json", "config_sentence_transformers.json")
+    )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _not_found(name: str, reason: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"Model {name!r} could not be resolved: {reason}. Remedies: (1) give this machine network "
+        f"access to the Hugging Face hub (and unset HF_HUB_OFFLINE) so the model downloads once, "
+        f"or (2) pass a local model folder, e.g. model='/path/to/{name.split('/')[-1]}', or place "
+        f"that folder at {models_dir() / _hub_repo_ids(name)[0]}."
+    )
+
+
+def resolve_text_model(name: str, *, download: bool = True) -> str:
+    """Return a local folder for the sentence-transformers model ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A local path, a hub id (``"org/model"``) or a sentence-transformers short name.
+    download : bool, default=True
+        Whether to fall back to downloading from the hub when nothing local matches.
+
+    Returns
+    -------
+    path : str
+        Absolute path of a folder that ``SentenceTransformer`` loads without network access.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the name resolves to no local folder and the hub is offline or unreachable.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.is_absolute() or name.startswith((".", "~")):
+        raise ModelNotFoundError(f"Model folder {name!r} does not exist.")
+    for candidate in _local_candidates(name):
+        if _is_model_folder(candidate):
+            return str(candidate.resolve())
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    for repo_id in _hub_repo_ids(name):
+        try:
+            return snapshot_download(repo_id, local_files_only=True)
+        except (LocalEntryNotFoundError, ValueError):
+            continue
+
+    if not download:
+        raise _not_found(name, "no local folder or cached snapshot")
+    if _hub_offline():
+        raise _not_found(name, "no local folder or cached snapshot, and HF_HUB_OFFLINE is set")
+    if not _hub_reachable():
+        raise _not_found(name, "no local folder or cached snapshot, and the hub is unreachable")
+    errors = []
+    for repo_id in _hub_repo_ids(name):
+        try:
+            return snapshot_download(repo_id)
+        except Exception as exc:  # repository missing, gated, network dropped: try the next id
+            errors.append(f"{repo_id}: {type(exc).__name__}")
+    raise _not_found(name, "the hub has no such model (" + "; ".join(errors) + ")")
+
+
+def available_text_models() -> list[str]:
+    """Names of the sentence-transformers models in :func:`models_dir` (resolvable offline)."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for modules in sorted(root.glob("**/modules.json")):
+        found.append(modules.parent.relative_to(root).as_posix())
+    return found

@@ -1,0 +1,43 @@
+"""Shared test configuration: offline by construction, small real inputs, shared data paths."""
+
+import os
+
+# Tests never touch the network: the hub clients read these at import time, so set them first.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SKTRANSFER_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared real data sets; tests that need them skip cleanly when they are absent."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR} (set SKTRANSFER_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def sst2_sample(data_dir):
+    """40 short SST-2 training sentences with labels (20 per class)."""
+    path = data_dir / "sst2" / "stsa.binary.train"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    texts, labels = [], []
+    counts = {0: 0, 1: 0}
+    with open(path, encoding="latin-1") as handle:
+        for line in handle:
+            label, text = int(line[0]), line[2:].strip()
+            if counts[label] < 20 and len(text) < 120:
+                counts[label] += 1
+                texts.append(text)
+                labels.append(label)
+            if min(counts.values()) >= 20:
+                break
+    return texts, labels
