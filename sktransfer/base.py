@@ -43,6 +43,11 @@ def column_to_list(X, owner: str) -> list:
     Accepts a list or tuple, a 1-D array, a 2-D array with one column, a pandas Series or a
     one-column DataFrame. Anything wider raises a ``ValueError`` that says how to select a column.
     """
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{owner} does not accept sparse input: it encodes one column of items (texts, images). "
+            "Pass a list, a 1-D array, a pandas Series or a one-column DataFrame."
+        )
     if isinstance(X, (str, bytes)):
         raise ValueError(
             f"{owner} expects a sequence of items (one per sample), got a single {type(X).__name__}. "
@@ -156,8 +161,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             The fitted encoder.
         """
         self._validate_params()
-        validate_data(self, X, reset=True, skip_check_array=True)
         column_to_list(X, type(self).__name__)
+        self._check_columns(X, reset=True)
         device = resolve_device(self.device)
         self.__dict__.pop("model_", None)  # a refit with new parameters must not reuse the old model
         identity = self._model_identity()
@@ -181,7 +186,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             One row per input item, in input order.
         """
         check_is_fitted(self, "model_identity_")
-        validate_data(self, X, reset=False, skip_check_array=True)
+        self._check_columns(X, reset=False)
         items, nan_rows = self._prepare_items(X)
         out = np.full((len(items), self.embedding_dim_), np.nan, dtype=np.float32)
         rows = np.flatnonzero(~nan_rows)
@@ -231,6 +236,15 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = []  # always float32, whatever goes in
         tags.requires_fit = True
         return tags
+
+    def _check_columns(self, X, *, reset):
+        # n_features_in_ and feature_names_in_ describe 2-D inputs (a one-column DataFrame or
+        # array); a plain list or Series is one unnamed column and records neither.
+        if _is_dataframe(X) or getattr(X, "ndim", 1) == 2:
+            validate_data(self, X, reset=reset, skip_check_array=True)
+        elif reset:
+            for name in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ model and batching
     def _get_model(self):
