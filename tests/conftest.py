@@ -1,15 +1,9 @@
-"""Shared test configuration: offline by construction, small real inputs, shared data paths."""
+"""Shared fixtures: small samples of the real data sets (offline set-up is in ../conftest.py)."""
 
 import os
+from pathlib import Path
 
-# Tests never touch the network: the hub clients read these at import time, so set them first.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SKTRANSFER_DATA", REPO_ROOT.parent / "shared" / "data"))
