@@ -1,10 +1,11 @@
 """sktransfer: frozen pretrained encoders as scikit-learn transformers.
 
->>> from sktransfer import TextEncoder
+>>> from sktransfer import ImageEncoder, TextEncoder
 """
 
 from ._registry import model_registry
 from .base import BaseEncoder
+from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
 from .text import TextEncoder
 
@@ -12,6 +13,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseEncoder",
+    "ImageEncoder",
     "ModelNotFoundError",
     "TextEncoder",
     "model_registry",

@@ -17,7 +17,9 @@ input (:meth:`BaseEncoder._prepare_items`) and how to encode one batch
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import warnings
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -144,6 +146,31 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _finish_transform(self) -> None:
         """Called once after every transform, e.g. to emit summary warnings."""
 
+    def _handle_failures(self, failures: list, n_items: int) -> None:
+        """Apply the ``on_error`` policy to items that could not be encoded.
+
+        ``failures`` lists ``(row, item, reason)`` in row order. With ``on_error="raise"`` the first
+        one becomes a ``ValueError`` naming its index; otherwise the rows are returned as NaN and
+        a warning counts them, so that no failure goes unnoticed.
+        """
+        row, item, reason = failures[0]
+        name = type(self).__name__
+        what = self._describe_item(item)
+        if self.on_error == "raise":
+            raise ValueError(
+                f"{name} could not read the item at index {row} ({what}): {reason}. Fix or remove "
+                "it, or set on_error='nan' to get NaN rows for such items (then impute or filter them)."
+            )
+        warnings.warn(
+            f"{name} could not read {len(failures)} of {n_items} items and returned NaN rows for them "
+            f"(on_error={self.on_error!r}); first at index {row} ({what}): {reason}.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _describe_item(self, item) -> str:
+        return repr(item)
+
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X, y=None):
         """Load the pretrained model; nothing is learned from ``X``.
@@ -194,14 +221,22 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             # Identical items are encoded once; ``inverse`` scatters the results back.
             unique_index: dict[Hashable, int] = {}
             inverse = np.empty(rows.size, dtype=np.intp)
-            unique_items = []
+            unique_items, first_row = [], []
             for position, row in enumerate(rows):
                 key = self._item_key(items[row])
                 slot = unique_index.setdefault(key, len(unique_items))
                 if slot == len(unique_items):
                     unique_items.append(items[row])
+                    first_row.append(row)
                 inverse[position] = slot
-            out[rows] = self._encode_unique(unique_items)[inverse]
+            encoded, failures = self._encode_unique(unique_items)
+            if failures:
+                self._handle_failures(
+                    [(first_row[slot], unique_items[slot], reason) for slot, reason in sorted(failures.items())],
+                    n_items=len(items),
+                )
+                encoded[list(failures)] = np.nan
+            out[rows] = encoded[inverse]
         self._finish_transform()
         return out
 
@@ -258,21 +293,31 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             self.model_ = model
         return model
 
-    def _encode_unique(self, items: list) -> np.ndarray:
-        """Encode distinct items in length-sorted batches; rows come back in the given order."""
+    @contextlib.contextmanager
+    def _inference_context(self):
+        """Inference without autograd, in the requested precision (models are already in eval mode)."""
+        with torch.inference_mode(), autocast(torch.device(self.device_), self.precision):
+            yield
+
+    def _progress(self, iterable, total: int):
+        return tqdm(iterable, total=total, desc=type(self).__name__, unit="batch", disable=not self.show_progress)
+
+    def _encode_unique(self, items: list) -> tuple[np.ndarray, dict]:
+        """Encode distinct items in size-sorted batches, in the given order.
+
+        Returns the features and a ``{position: reason}`` map of items that could not be encoded.
+        """
         model = self._get_model()
-        device = torch.device(self.device_)
         order = sorted(range(len(items)), key=lambda i: -self._item_size(items[i]))
         out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)
-        bar = tqdm(starts, desc=type(self).__name__, unit="batch", disable=not self.show_progress)
-        with torch.inference_mode(), autocast(device, self.precision):
-            for start in bar:
+        with self._inference_context():
+            for start in self._progress(starts, total=len(starts)):
                 index = order[start : start + self.batch_size]
                 features = self._encode_batch(model, [items[i] for i in index])
                 # Move each batch off the accelerator as it finishes: memory stays flat.
                 out[index] = features.float().cpu().numpy()
-        return out
+        return out, {}
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):

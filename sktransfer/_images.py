@@ -1,0 +1,179 @@
+"""Reading every kind of image a user has into RGB, the way a careful person would.
+
+``to_rgb`` is the single entry point: it accepts a path, raw bytes, a PIL image or a NumPy array
+and returns either an RGB ``PIL.Image`` (8-bit sources) or a float ``(3, H, W)`` tensor in [0, 1]
+(float and 16-bit sources, which would lose precision as 8-bit). Failures raise
+:class:`ImageReadError` with a reason a user can act on; callers add the index.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageReadError", "describe_item", "to_rgb", "item_key"]
+
+#: Transparent pixels are composited onto this colour (white, as image viewers show them).
+BACKGROUND = (255, 255, 255)
+
+
+class ImageReadError(ValueError):
+    """An item could not be read as an image; the message says why."""
+
+
+def describe_item(item) -> str:
+    """Short description of an item for error messages (a path stays a path)."""
+    if isinstance(item, (str, os.PathLike)):
+        return repr(os.fspath(item))
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<{len(item)} bytes>"
+    if isinstance(item, Image.Image):
+        return f"<PIL image {item.mode} {item.size[0]}x{item.size[1]}>"
+    if isinstance(item, np.ndarray):
+        return f"<array {item.dtype} {item.shape}>"
+    return f"<{type(item).__name__}: {item!r:.60}>"
+
+
+def item_key(item):
+    """Key under which identical items are encoded once per call.
+
+    Paths are keyed by their resolved location and bytes by their content; in-memory images by
+    object identity (hashing every pixel array would cost more than it saves here).
+    """
+    if isinstance(item, (str, os.PathLike)):
+        return ("path", os.path.realpath(os.fspath(item)))
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return ("bytes", hash(bytes(item)))
+    return ("object", id(item))
+
+
+def _open(item, draft_size: int | None) -> Image.Image:
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if not path.exists():
+            raise ImageReadError(f"file not found: {os.fspath(item)!r}")
+        if path.is_dir():
+            raise ImageReadError(f"{os.fspath(item)!r} is a folder, not an image file")
+        source = path
+    else:
+        source = io.BytesIO(bytes(item))
+    try:
+        image = Image.open(source)
+        if draft_size and image.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale when the file is much larger than the model's input:
+            # the DCT does the downscaling, far cheaper than decoding everything and resizing.
+            image.draft(image.mode if image.mode in ("CMYK", "L") else "RGB", (draft_size, draft_size))
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"{exc} Pillow's decompression-bomb limit stays on; if you trust this file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before encoding."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageReadError("not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"unreadable or truncated image ({exc})") from None
+    return image
+
+
+def _pil_to_rgb(image: Image.Image):
+    # Animated formats: the first frame is the image.
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High-bit-depth grayscale: scale to [0, 1] as floats instead of clipping to 8 bits.
+        values = np.asarray(image, dtype=np.float32)
+        if mode.startswith("I;16"):
+            scale = 65535.0
+        elif mode == "F":
+            scale = 1.0 if values.size == 0 or values.max() <= 1.0 else 255.0
+        else:  # "I": 32-bit container, in practice 8- or 16-bit data
+            scale = 255.0 if values.size == 0 or values.max() <= 255 else 65535.0
+        return _float_hwc_to_tensor(np.clip(values / scale, 0.0, 1.0))
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _float_hwc_to_tensor(values: np.ndarray) -> torch.Tensor:
+    if values.ndim == 2:
+        values = np.repeat(values[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _array_to_rgb(array: np.ndarray):
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageReadError(
+            f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)"
+        )
+    if array.size == 0:
+        raise ImageReadError(f"array of shape {array.shape} has no pixels")
+    if array.dtype == np.uint8:
+        mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[2] if array.ndim == 3 else 2]
+        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), mode=mode))
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ImageReadError("float array contains NaN or infinity")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageReadError(
+                f"float array values span [{low:.3g}, {high:.3g}]; float images must lie in [0, 1] "
+                "(divide 0-255 data by 255, or pass it as uint8)"
+            )
+        if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
+            alpha = array[:, :, 3:4]
+            array = array[:, :, :3] * alpha + (1.0 - alpha) * np.asarray(BACKGROUND) / 255.0
+        return _float_hwc_to_tensor(array.astype(np.float32))
+    if array.dtype == np.uint16:
+        return _array_to_rgb(array.astype(np.float32) / 65535.0)
+    raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
+
+
+def to_rgb(item, draft_size: int | None = None):
+    """Read one item as an RGB ``PIL.Image`` or a float ``(3, H, W)`` tensor in [0, 1].
+
+    Parameters
+    ----------
+    item : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        A file path, the encoded bytes of a file, an image, or an array (uint8 HxW / HxWx3 /
+        HxWx4, uint16, or float in [0, 1]).
+    draft_size : int or None, default=None
+        Let JPEG files decode at a reduced scale, no smaller than this on either side.
+
+    Returns
+    -------
+    image : PIL.Image.Image or torch.Tensor
+        EXIF orientation applied, first frame of animations, alpha composited onto white.
+
+    Raises
+    ------
+    ImageReadError
+        Missing file, unreadable or truncated data, decompression bomb, unsupported array.
+    """
+    if isinstance(item, Image.Image):
+        try:
+            item.load()
+        except OSError as exc:
+            raise ImageReadError(f"unreadable or truncated image ({exc})") from None
+        return _pil_to_rgb(item)
+    if isinstance(item, np.ndarray):
+        return _array_to_rgb(item)
+    if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return _pil_to_rgb(_open(item, draft_size))
+    raise ImageReadError(
+        f"unsupported item type {type(item).__name__}; pass a file path, bytes, a PIL image or a NumPy array"
+    )
