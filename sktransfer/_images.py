@@ -1,9 +1,10 @@
 """Reading every kind of image a user has into RGB, the way a careful person would.
 
 ``to_rgb`` is the single entry point: it accepts a path, raw bytes, a PIL image or a NumPy array
-and returns either an RGB ``PIL.Image`` (8-bit sources) or a float ``(3, H, W)`` tensor in [0, 1]
-(float and 16-bit sources, which would lose precision as 8-bit). Failures raise
-:class:`ImageReadError` with a reason a user can act on; callers add the index.
+and returns an 8-bit RGB ``PIL.Image``. Every source takes the same route to the network, so the
+same picture gives the same features whether it arrives as a file, a uint8 array or floats (float
+and 16-bit data are scaled to 8 bits: pretrained networks were trained on 8-bit images). Failures
+raise :class:`ImageReadError` with a reason a user can act on; callers add the index.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageReadError", "describe_item", "to_rgb", "item_key"]
@@ -90,15 +90,16 @@ def _pil_to_rgb(image: Image.Image):
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High-bit-depth grayscale: scale to [0, 1] as floats instead of clipping to 8 bits.
+        # High-bit-depth grayscale: scale the real range to 8 bits instead of clipping at 255
+        # (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
         values = np.asarray(image, dtype=np.float32)
         if mode.startswith("I;16"):
             scale = 65535.0
         elif mode == "F":
             scale = 1.0 if values.size == 0 or values.max() <= 1.0 else 255.0
-        else:  # "I": 32-bit container, in practice 8- or 16-bit data
+        else:  # "I": a 32-bit container, in practice holding 8- or 16-bit data
             scale = 255.0 if values.size == 0 or values.max() <= 255 else 65535.0
-        return _float_hwc_to_tensor(np.clip(values / scale, 0.0, 1.0))
+        return _float_to_rgb(values / scale)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
@@ -107,10 +108,10 @@ def _pil_to_rgb(image: Image.Image):
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def _float_hwc_to_tensor(values: np.ndarray) -> torch.Tensor:
-    if values.ndim == 2:
-        values = np.repeat(values[:, :, None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))
+def _float_to_rgb(values: np.ndarray) -> Image.Image:
+    """[0, 1] floats (H, W) or (H, W, 3) to an 8-bit RGB image, rounding to nearest."""
+    pixels = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").convert("RGB")
 
 
 def _array_to_rgb(array: np.ndarray):
@@ -137,14 +138,14 @@ def _array_to_rgb(array: np.ndarray):
         if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
             alpha = array[:, :, 3:4]
             array = array[:, :, :3] * alpha + (1.0 - alpha) * np.asarray(BACKGROUND) / 255.0
-        return _float_hwc_to_tensor(array.astype(np.float32))
+        return _float_to_rgb(array)
     if array.dtype == np.uint16:
         return _array_to_rgb(array.astype(np.float32) / 65535.0)
     raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
 
 
 def to_rgb(item, draft_size: int | None = None):
-    """Read one item as an RGB ``PIL.Image`` or a float ``(3, H, W)`` tensor in [0, 1].
+    """Read one item as an 8-bit RGB ``PIL.Image``.
 
     Parameters
     ----------
@@ -156,8 +157,8 @@ def to_rgb(item, draft_size: int | None = None):
 
     Returns
     -------
-    image : PIL.Image.Image or torch.Tensor
-        EXIF orientation applied, first frame of animations, alpha composited onto white.
+    image : PIL.Image.Image
+        Mode RGB, EXIF orientation applied, first frame of animations, alpha composited onto white.
 
     Raises
     ------

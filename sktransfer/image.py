@@ -22,10 +22,17 @@ __all__ = ["ImageEncoder"]
 LARGE_OUTPUT = 100_000
 
 
-def default_num_workers() -> int:
-    """Decoding processes: one per core beyond the one that runs the network, at most 8."""
+def default_num_workers(device: torch.device) -> int:
+    """Decoding processes chosen from the machine.
+
+    With an accelerator the CPU only decodes, so every core but one decodes (at most 8). On a CPU
+    the network already uses every core: extra decoding processes only pay off on larger machines
+    (measured on 2 cores: 0 workers 8.7 s vs 1 worker 9.5 s for 398 photos at bf16, equal at fp32).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 1))
+    if device.type != "cpu":
+        return max(0, min(8, cores - 1))
+    return 0 if cores <= 2 else min(4, max(1, cores // 4))
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -93,8 +100,8 @@ class ImageEncoder(BaseEncoder):
         Fraction of the resized shorter side kept by the centre crop. ``None``: the weights' own
         (224/256 = 0.875 for most); ``1.0`` keeps the whole shorter side.
     preprocess : callable or None, default=None
-        Replaces the weights' preprocessing: takes an RGB ``PIL.Image`` (or, for float and 16-bit
-        sources, a float ``(3, H, W)`` tensor in [0, 1]) and returns a ``(C, H, W)`` tensor.
+        Replaces the weights' preprocessing: takes an RGB ``PIL.Image`` (every input is converted
+        to one first) and returns a ``(C, H, W)`` float tensor.
     on_error : {"raise", "nan"}, default="raise"
         Missing, unreadable or truncated images: ``"raise"`` raises a ``ValueError`` naming the
         index, the path and the reason; ``"nan"`` returns a NaN row for them and warns with the
@@ -104,8 +111,9 @@ class ImageEncoder(BaseEncoder):
         resize target (the DCT does the coarse downscaling, the antialiased resize the rest).
         Set False for bit-exact parity with a full decode.
     num_workers : int or "auto", default="auto"
-        Processes that decode and preprocess while the network runs. ``"auto"``: one per core
-        beyond the first, at most 8 (0, decoding in this process, for a single batch).
+        Processes that decode and preprocess while the network runs. ``"auto"``: with a GPU,
+        one per core beyond the first (at most 8); on a CPU, whose cores already run the network,
+        none up to 2 cores and ``cores // 4`` (at most 4) beyond; always none for a single batch.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     batch_size : int, default=32
@@ -141,7 +149,9 @@ class ImageEncoder(BaseEncoder):
     Accepted items: file paths (str or pathlib), raw file bytes, PIL images of any mode, uint8
     arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1]; mixed freely.
     Every PIL mode is converted to RGB correctly (alpha composited onto white, 16-bit scaled, CMYK
-    converted), EXIF orientation is applied and animated files give their first frame.
+    converted), EXIF orientation is applied and animated files give their first frame. Float
+    and 16-bit sources are scaled to 8 bits, so one picture gives the same features whatever
+    container it arrives in.
 
     Examples
     --------
@@ -279,7 +289,7 @@ class ImageEncoder(BaseEncoder):
     def _resolved_num_workers(self, n_items):
         if self.num_workers != "auto":
             return self.num_workers
-        return 0 if n_items <= self.batch_size else default_num_workers()
+        return 0 if n_items <= self.batch_size else default_num_workers(torch.device(self.device_))
 
     def _encode_unique(self, items):
         backbone = self._get_model()

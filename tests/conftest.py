@@ -35,3 +35,15 @@ def sst2_sample(data_dir):
             if min(counts.values()) >= 20:
                 break
     return texts, labels
+
+
+@pytest.fixture(scope="session")
+def hymenoptera(data_dir):
+    """Sorted photo paths of the hymenoptera data set: {"train": {"ants": [...], ...}, "val": ...}."""
+    root = data_dir / "hymenoptera"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    return {
+        split: {cls: sorted(str(p) for p in (root / split / cls).glob("*.jp*g")) for cls in ("ants", "bees")}
+        for split in ("train", "val")
+    }

@@ -13,7 +13,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import TextEncoder
+from sktransfer import ImageEncoder, TextEncoder
 
 NUMERIC_INPUT = "check_estimator feeds numeric arrays; encoders take one column of texts or images"
 ONE_D_INPUT = "the encoder takes a 1-D column by design (one_d_array tag), so 1-D input is valid"
@@ -46,7 +46,10 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-@parametrize_with_checks([TextEncoder()], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+ESTIMATORS = [TextEncoder(), ImageEncoder(weights="IMAGENET1K_V1", num_workers=0)]
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
@@ -54,10 +57,30 @@ def test_sklearn_compatible_estimator(estimator, check):
 TEXTS = ["the film was wonderful", "a dull, lifeless plot", "", "the film was wonderful", "ok"]
 
 
-@pytest.fixture(params=["text"])
+def _images():
+    """Four small images of different kinds (array, grayscale, bytes of a PNG, PIL)."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(png, "PNG")
+    return [
+        rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+        rng.integers(0, 255, (50, 50), dtype=np.uint8),
+        png.getvalue(),
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+        png.getvalue(),  # a duplicate
+    ]
+
+
+@pytest.fixture(params=["text", "image"])
 def encoder_and_input(request):
-    """An unfitted encoder and a small valid input column for it (images join this list)."""
-    return TextEncoder(), list(TEXTS)
+    """An unfitted encoder and a small valid input column for it."""
+    if request.param == "text":
+        return TextEncoder(), list(TEXTS)
+    return ImageEncoder(weights="IMAGENET1K_V1", num_workers=0), _images()
 
 
 def test_contract_on_real_input(encoder_and_input):
@@ -99,6 +122,6 @@ def test_rejects_sparse_and_wide_input(encoder_and_input):
     with pytest.raises(TypeError, match="sparse"):
         clone(encoder).fit(sp.csr_matrix(np.ones((3, 1))))
     with pytest.raises(ValueError, match="one column"):
-        clone(encoder).fit(np.array([X[:2], X[:2]]).T)
+        clone(encoder).fit(np.array([["a", "b"], ["c", "d"]], dtype=object))
     with pytest.raises(ValueError, match="single str"):
-        clone(encoder).fit(X[0] if isinstance(X[0], str) else "a")
+        clone(encoder).fit("a")

@@ -1,0 +1,94 @@
+"""ImageEncoder vs the tutorial-style torchvision loop, same model and files, in one process.
+
+Baseline (what the PyTorch transfer-learning tutorial and most blog posts do): open each file with
+PIL, apply ``weights.transforms()``, stack 32 images, forward, repeat; one process, no overlap.
+Candidates: ImageEncoder at fp32 and at bf16 (autocast). Also reported: decode+preprocess alone and
+the network alone, so the bottleneck is visible. Prints times, images/s, ratios and the cosine
+similarity of the features to the baseline's.
+
+Usage: python benchmarks/bench_images.py [--data DIR] [--repeats 3] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import hymenoptera_files, machine_description, summary, time_alternating  # noqa: E402
+
+from sktransfer import ImageEncoder  # noqa: E402
+
+
+def tutorial_loop(files, model, transform, batch_size=32):
+    """The hand-written loop users write: decode, transform, stack, forward."""
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files[start : start + batch_size]])
+            feats.append(model(batch))
+    return torch.cat(feats).numpy()
+
+
+def cosine_rows(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="folder with the hymenoptera images")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N files (smoke test)")
+    args = parser.parse_args(argv)
+
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    files = hymenoptera_files(args.data)[: args.limit]
+    weights = MobileNet_V2_Weights.IMAGENET1K_V1
+    model = mobilenet_v2(weights=weights).eval()
+    model.classifier = torch.nn.Identity()  # same penultimate features as ImageEncoder's default
+    transform = weights.transforms()
+    fp32 = ImageEncoder("mobilenet_v2", weights="IMAGENET1K_V1", device="cpu").fit(files)
+    bf16 = ImageEncoder("mobilenet_v2", weights="IMAGENET1K_V1", device="cpu", precision="bf16").fit(files)
+    print(f"Machine: {machine_description()}")
+    print(f"{len(files)} files from hymenoptera; MobileNetV2 IMAGENET1K_V1; batch 32; "
+          f"ImageEncoder num_workers={fp32._resolved_num_workers(len(files))}\n")
+
+    results = {}
+    reference = tutorial_loop(files, model, transform)
+    for name, encoder in [("ImageEncoder fp32", fp32), ("ImageEncoder bf16", bf16)]:
+        cos = cosine_rows(encoder.transform(files), reference)
+        results[name] = cos.min()
+    preprocessed = torch.stack([transform(Image.open(f).convert("RGB")) for f in files[:64]])
+
+    def network_only():
+        with torch.inference_mode():
+            for start in range(0, len(files), 32):
+                model(preprocessed[: min(32, len(files) - start)])
+
+    times = time_alternating(
+        {
+            "tutorial loop (baseline)": lambda: tutorial_loop(files, model, transform),
+            "ImageEncoder fp32": lambda: fp32.transform(files),
+            "ImageEncoder bf16": lambda: bf16.transform(files),
+            "decode + preprocess only": lambda: [transform(Image.open(f).convert("RGB")) for f in files],
+            "network only, fp32 NCHW": network_only,
+        },
+        args.repeats,
+    )
+    base = np.median(times["tutorial loop (baseline)"])
+    print(f"{'pipeline':<28} {'time (this machine)':>20} {'images/s':>9} {'vs baseline':>12} {'min cosine':>11}")
+    for name, seconds in times.items():
+        median = np.median(seconds)
+        cos = f"{results[name]:.6f}" if name in results else ""
+        print(f"{name:<28} {summary(seconds):>20} {len(files) / median:>9.1f} {base / median:>11.2f}x {cos:>11}")
+    return times, results
+
+
+if __name__ == "__main__":
+    main()
