@@ -42,6 +42,16 @@ def read_sst2(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels)
 
 
+def subsample(texts, labels, n, seed):
+    """A random subset of ``n`` items, stratified by label."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(texts):
+        return texts, labels
+    idx, _ = train_test_split(np.arange(len(texts)), train_size=n, stratify=labels, random_state=seed)
+    return [texts[i] for i in idx], labels[idx]
+
+
 def learning_curve(sizes, draws, seed, train_texts, y_train, test_texts, y_test, E_train, E_test):
     """Test accuracy of both models for each size; yields (size, emb_scores, tfidf_scores)."""
     rng = np.random.default_rng(seed)
@@ -95,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="TextEncoder model (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only a stratified random N training and N test sentences (quick check)")
     parser.add_argument("--output", type=Path, default=Path("output") / "sst2_learning_curve.png",
                         help="where to save the plot (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -106,6 +118,9 @@ def main(argv=None) -> int:
         return 2
     train_texts, y_train = read_sst2(train_file)
     test_texts, y_test = read_sst2(test_file)
+    if args.limit:
+        train_texts, y_train = subsample(train_texts, y_train, args.limit, args.seed)
+        test_texts, y_test = subsample(test_texts, y_test, args.limit, args.seed)
     print(f"SST-2: {len(train_texts)} training and {len(test_texts)} test sentences from {args.data}")
 
     encoder = TextEncoder(model=args.model, precision=args.precision, show_progress=True)
