@@ -5,6 +5,7 @@
 
 from ._registry import model_registry
 from .base import BaseEncoder
+from .cache import EmbeddingCache
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
 from .text import TextEncoder
@@ -13,6 +14,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseEncoder",
+    "EmbeddingCache",
     "ImageEncoder",
     "ModelNotFoundError",
     "TextEncoder",

@@ -120,6 +120,38 @@ def module_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def describe_preprocessing(preprocess) -> dict:
+    """What a preprocessing callable does, for the cache fingerprint.
+
+    torchvision presets are described by their settings. Other callables by their qualified
+    name, their source code when available, and their repr (for partials and configured objects).
+    """
+    from torchvision.transforms._presets import ImageClassification
+
+    if isinstance(preprocess, ImageClassification):
+        return {
+            "crop_size": list(preprocess.crop_size),
+            "resize_size": list(preprocess.resize_size),
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
+            "interpolation": str(preprocess.interpolation),
+            "antialias": preprocess.antialias,
+        }
+    import inspect
+
+    target = getattr(preprocess, "func", preprocess)
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):
+        source = ""
+    name = getattr(target, "__qualname__", type(target).__qualname__)
+    return {
+        "callable": f"{getattr(target, '__module__', '')}.{name}",
+        "source": hashlib.sha256(source.encode()).hexdigest(),
+        "repr": repr(preprocess) if not inspect.isfunction(preprocess) else "",
+    }
+
+
 @dataclass
 class Backbone:
     """A frozen network ready to encode: returns ``{layer_name: tensor}`` for a batch."""
@@ -128,6 +160,7 @@ class Backbone:
     layers: tuple  # output names, in order
     class_token: bool  # ViT-style token sequences carry a class token at position 0
     channels_last_maps: bool  # Swin returns (N, H, W, C) feature maps
+    fingerprint: str | None = None  # content hash of the weights, filled in on first use
 
     def __call__(self, batch: torch.Tensor) -> dict:
         out = self.network(batch)

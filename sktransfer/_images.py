@@ -9,6 +9,7 @@ raise :class:`ImageReadError` with a reason a user can act on; callers add the i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "describe_item", "to_rgb", "item_key"]
+__all__ = ["ImageReadError", "content_key", "describe_item", "item_key", "to_rgb"]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
 BACKGROUND = (255, 255, 255)
@@ -50,6 +51,36 @@ def item_key(item):
     if isinstance(item, (bytes, bytearray, memoryview)):
         return ("bytes", hash(bytes(item)))
     return ("object", id(item))
+
+
+def content_key(item) -> bytes | None:
+    """Digest of an item's content for the embedding cache, or None if it cannot be read.
+
+    A file and its bytes share a key (same content, same vector); a renamed file keeps its key
+    and an edited one gets a new one. In-memory images are keyed by their pixels and mode.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        if isinstance(item, (str, os.PathLike)):
+            digest.update(b"file:")
+            with open(item, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            digest.update(b"file:")
+            digest.update(bytes(item))
+        elif isinstance(item, Image.Image):
+            orientation = item.getexif().get(0x0112, 1)
+            digest.update(f"pil:{item.mode}:{item.size}:{orientation}:{getattr(item, 'n_frames', 1)}:".encode())
+            digest.update(item.tobytes())
+        elif isinstance(item, np.ndarray):
+            digest.update(f"array:{item.dtype.str}:{item.shape}:".encode())
+            digest.update(np.ascontiguousarray(item).tobytes())
+        else:
+            return None
+    except (OSError, ValueError):
+        return None  # unreadable: not cached, and the encoder reports the failure
+    return digest.digest()
 
 
 def _open(item, draft_size: int | None) -> Image.Image:

@@ -18,7 +18,10 @@ input (:meth:`BaseEncoder._prepare_items`) and how to encode one batch
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import numbers
+import os
 import warnings
 from typing import Any, Hashable, Sequence
 
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ._device import PRECISIONS, autocast, fallback_device, resolve_device
 from ._registry import model_registry
+from .cache import EmbeddingCache, as_cache
 
 __all__ = ["BaseEncoder", "column_to_list"]
 
@@ -101,6 +105,10 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         :func:`torch.autocast`; the returned features are float32 in every case.
     show_progress : bool, default=False
         Show a tqdm progress bar over batches during ``transform``.
+    cache : None, str, os.PathLike or EmbeddingCache, default=None
+        Reuse embeddings across calls, folds, grid points and processes: each distinct item is
+        encoded once per fingerprint (see :class:`~sktransfer.EmbeddingCache`). A path means
+        ``EmbeddingCache(path)``.
     """
 
     _parameter_constraints: dict = {
@@ -108,6 +116,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "precision": [StrOptions(set(PRECISIONS))],
         "show_progress": ["boolean"],
+        "cache": [None, str, os.PathLike, EmbeddingCache],
     }
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -191,7 +200,9 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         column_to_list(X, type(self).__name__)
         self._check_columns(X, reset=True)
         device = resolve_device(self.device)
-        self.__dict__.pop("model_", None)  # a refit with new parameters must not reuse the old model
+        # A refit with new parameters must not reuse the old model or fingerprint.
+        self.__dict__.pop("model_", None)
+        self.__dict__.pop("_fingerprint", None)
         identity = self._model_identity()
         self.model_identity_ = identity
         self.device_ = str(device)
@@ -229,7 +240,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                     unique_items.append(items[row])
                     first_row.append(row)
                 inverse[position] = slot
-            encoded, failures = self._encode_unique(unique_items)
+            cache = as_cache(self.cache)
+            if cache is None:
+                encoded, failures = self._encode_unique(unique_items)
+            else:
+                encoded, failures = self._encode_with_cache(cache, unique_items)
             if failures:
                 self._handle_failures(
                     [(first_row[slot], unique_items[slot], reason) for slot, reason in sorted(failures.items())],
@@ -293,6 +308,55 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             self.model_ = model
         return model
 
+    def _encode_with_cache(self, cache, items: list) -> tuple[np.ndarray, dict]:
+        """Serve hits from ``cache``, encode only the misses, and store them batch by batch."""
+        fingerprint = self._cache_fingerprint()
+        keys = [self._content_key(item) for item in items]  # None: unhashable (e.g. missing file)
+        hashable = [i for i, key in enumerate(keys) if key is not None]
+        vectors, found = cache.get(fingerprint, [keys[i] for i in hashable], self.embedding_dim_)
+        out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
+        hit = np.zeros(len(items), dtype=bool)
+        hit_rows = np.asarray(hashable, dtype=np.intp)[found]
+        out[hit_rows] = vectors[found]
+        hit[hit_rows] = True
+        misses = np.flatnonzero(~hit)
+        if not misses.size:
+            return out, {}
+        description = self._cache_description()
+
+        def store(positions, features):
+            rows = [(keys[misses[p]], f) for p, f in zip(positions, features) if keys[misses[p]] is not None]
+            if rows:
+                cache.put(fingerprint, [k for k, _ in rows], np.stack([f for _, f in rows]), description)
+
+        encoded, failures = self._encode_unique([items[i] for i in misses], on_batch=store)
+        out[misses] = encoded
+        return out, {int(misses[p]): reason for p, reason in failures.items()}
+
+    def _cache_fingerprint(self) -> str:
+        """Hash of everything that changes the vectors; computed once per fitted estimator."""
+        fingerprint = self.__dict__.get("_fingerprint")
+        if fingerprint is None:
+            from . import __version__
+
+            parts = {"encoder": type(self).__name__, "sktransfer": __version__.split(".")[0]}
+            parts.update(self._fingerprint_parts())
+            blob = json.dumps(parts, sort_keys=True, default=str).encode()
+            fingerprint = self.__dict__["_fingerprint"] = hashlib.sha256(blob).hexdigest()
+        return fingerprint
+
+    def _fingerprint_parts(self) -> dict:
+        """Everything besides the class that changes the output vectors (subclasses extend)."""
+        return {"precision": self.precision}
+
+    def _cache_description(self) -> str:
+        """Human-readable summary of the fingerprint, shown by ``EmbeddingCache.info()``."""
+        return f"{type(self).__name__}(model={self.model!r}, precision={self.precision!r})"
+
+    def _content_key(self, item) -> bytes | None:
+        """Digest of an item's content for the cache (None: not cacheable)."""
+        raise NotImplementedError
+
     @contextlib.contextmanager
     def _inference_context(self):
         """Inference without autograd, in the requested precision (models are already in eval mode)."""
@@ -302,10 +366,12 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _progress(self, iterable, total: int):
         return tqdm(iterable, total=total, desc=type(self).__name__, unit="batch", disable=not self.show_progress)
 
-    def _encode_unique(self, items: list) -> tuple[np.ndarray, dict]:
+    def _encode_unique(self, items: list, on_batch=None) -> tuple[np.ndarray, dict]:
         """Encode distinct items in size-sorted batches, in the given order.
 
         Returns the features and a ``{position: reason}`` map of items that could not be encoded.
+        ``on_batch(positions, features)`` is called as each batch finishes (the cache stores
+        finished work batch by batch, so an interrupted run keeps it).
         """
         model = self._get_model()
         order = sorted(range(len(items)), key=lambda i: -self._item_size(items[i]))
@@ -317,6 +383,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 features = self._encode_batch(model, [items[i] for i in index])
                 # Move each batch off the accelerator as it finishes: memory stays flat.
                 out[index] = features.float().cpu().numpy()
+                if on_batch is not None:
+                    on_batch(index, out[index])
         return out, {}
 
     # ------------------------------------------------------------------ pickling

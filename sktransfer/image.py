@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from . import _backbones
-from ._images import ImageReadError, describe_item, item_key, to_rgb
+from ._images import ImageReadError, content_key, describe_item, item_key, to_rgb
 from .base import BaseEncoder, column_to_list
 
 __all__ = ["ImageEncoder"]
@@ -122,6 +122,11 @@ class ImageEncoder(BaseEncoder):
         Forward-pass arithmetic; bf16/fp16 run under autocast. Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
+    cache : None, str, os.PathLike or EmbeddingCache, default=None
+        Reuse embeddings across calls, folds, grid points and processes: each distinct image
+        (by content: a renamed file hits, an edited one misses) is encoded once per fingerprint
+        (weights, layer, pooling, preprocessing, jpeg_draft, precision). A path means
+        ``EmbeddingCache(path)``.
 
     Attributes
     ----------
@@ -193,6 +198,7 @@ class ImageEncoder(BaseEncoder):
         batch_size=32,
         precision="fp32",
         show_progress=False,
+        cache=None,
     ):
         self.model = model
         self.weights = weights
@@ -208,6 +214,7 @@ class ImageEncoder(BaseEncoder):
         self.batch_size = batch_size
         self.precision = precision
         self.show_progress = show_progress
+        self.cache = cache
 
     # ------------------------------------------------------------------ model
     def _layers(self):
@@ -285,13 +292,36 @@ class ImageEncoder(BaseEncoder):
     def _describe_item(self, item):
         return describe_item(item)
 
+    def _content_key(self, item):
+        return content_key(item)
+
+    def _fingerprint_parts(self):
+        backbone = self._get_model()
+        if backbone.fingerprint is None:  # hashed once per loaded model, shared by clones
+            backbone.fingerprint = _backbones.module_fingerprint(backbone.network)
+        return {
+            **super()._fingerprint_parts(),
+            "weights": backbone.fingerprint,
+            "identity": list(self.model_identity_[:2]) + [self.model_identity_[3]],
+            "pooling": self.pooling,
+            "preprocess": _backbones.describe_preprocessing(self.preprocess_),
+            "jpeg_draft": bool(self.jpeg_draft),
+        }
+
+    def _cache_description(self):
+        model = self.model if isinstance(self.model, str) else type(self.model).__name__
+        return (
+            f"ImageEncoder(model={model!r}, weights={self.model_identity_[2]!r}, layer={self.layer!r}, "
+            f"pooling={self.pooling!r}, precision={self.precision!r})"
+        )
+
     # ------------------------------------------------------------------ encoding
     def _resolved_num_workers(self, n_items):
         if self.num_workers != "auto":
             return self.num_workers
         return 0 if n_items <= self.batch_size else default_num_workers(torch.device(self.device_))
 
-    def _encode_unique(self, items):
+    def _encode_unique(self, items, on_batch=None):
         backbone = self._get_model()
         device = torch.device(self.device_)
         resize = getattr(self.preprocess_, "resize_size", None)
@@ -324,6 +354,8 @@ class ImageEncoder(BaseEncoder):
                 features = torch.cat([self._pool(backbone, outputs[name]) for name in backbone.layers], dim=1)
                 # Move each batch off the accelerator as it finishes: memory stays flat.
                 out[index] = features.float().cpu().numpy()
+                if on_batch is not None:
+                    on_batch(index, out[index])
         return out, failures
 
     def get_feature_names_out(self, input_features=None):

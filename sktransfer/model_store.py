@@ -19,6 +19,7 @@ before it downloads, so a checkpoint placed there is found by the ordinary ``wei
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -136,6 +137,35 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
         except Exception as exc:  # repository missing, gated, network dropped: try the next id
             errors.append(f"{repo_id}: {type(exc).__name__}")
     raise _not_found(name, "the hub has no such model (" + "; ".join(errors) + ")")
+
+
+_FOLDER_HASHES: dict = {}
+
+
+def folder_fingerprint(path: str) -> str:
+    """Content hash of every file in a model folder (weights, tokenizer, configuration).
+
+    Memoised per process by the files' sizes and modification times, so clones and grid-search
+    folds hash the weights once.
+    """
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not _ignored(p.relative_to(root)))
+    signature = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    cached = _FOLDER_HASHES.get((str(root), signature))
+    if cached is None:
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        cached = _FOLDER_HASHES[(str(root), signature)] = digest.hexdigest()
+    return cached
+
+
+def _ignored(relative: Path) -> bool:
+    # Documentation and VCS/cache metadata do not change the vectors.
+    return relative.name.lower().startswith("readme") or any(part.startswith(".") for part in relative.parts)
 
 
 def available_text_models() -> list[str]:

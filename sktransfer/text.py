@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import warnings
@@ -11,7 +12,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .base import BaseEncoder, column_to_list
-from .model_store import resolve_text_model
+from .model_store import folder_fingerprint, resolve_text_model
 
 __all__ = ["TextEncoder"]
 
@@ -58,6 +59,10 @@ class TextEncoder(BaseEncoder):
         Forward-pass arithmetic; bf16/fp16 run under autocast. Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
+    cache : None, str, os.PathLike or EmbeddingCache, default=None
+        Reuse embeddings across calls, folds, grid points and processes: each distinct text is
+        encoded once per fingerprint (model files, normalize, max_length, precision). A path
+        means ``EmbeddingCache(path)``.
 
     Attributes
     ----------
@@ -116,6 +121,7 @@ class TextEncoder(BaseEncoder):
         batch_size=32,
         precision="fp32",
         show_progress=False,
+        cache=None,
     ):
         self.model = model
         self.normalize = normalize
@@ -125,6 +131,7 @@ class TextEncoder(BaseEncoder):
         self.batch_size = batch_size
         self.precision = precision
         self.show_progress = show_progress
+        self.cache = cache
 
     # ------------------------------------------------------------------ model
     def _model_identity(self):
@@ -189,6 +196,23 @@ class TextEncoder(BaseEncoder):
 
     def _item_size(self, item):
         return len(item)
+
+    def _content_key(self, item):
+        return hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _fingerprint_parts(self):
+        return {
+            **super()._fingerprint_parts(),
+            "model": folder_fingerprint(self.model_identity_),
+            "normalize": bool(self.normalize),
+            "max_length": self.max_length_,
+        }
+
+    def _cache_description(self):
+        return (
+            f"TextEncoder(model={self.model!r}, normalize={self.normalize}, max_length={self.max_length_}, "
+            f"precision={self.precision!r})"
+        )
 
     # ------------------------------------------------------------------ encoding
     def _encode_batch(self, model, batch):

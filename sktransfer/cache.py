@@ -1,0 +1,408 @@
+"""EmbeddingCache: every distinct input is encoded once, across folds, grid points and processes.
+
+An entry's key has two parts:
+
+* the encoder's **fingerprint**: a hash of everything that changes the vectors (encoder class,
+  a content hash of the model's weights and configuration, layer, pooling, preprocessing,
+  normalisation, precision, token limit, sktransfer's major version). Parameters that do not
+  change the vectors (batch_size, device, num_workers, show_progress) are left out, so changing
+  them keeps hitting;
+* a **content hash** of the item: a text's bytes; an image file's bytes (not its path: a renamed
+  file hits, an edited file misses); a PIL image's or array's pixels.
+
+Storage is one SQLite database per cache folder (``embeddings.sqlite3``) in WAL mode: atomic
+transactions, several processes writing at once (``GridSearchCV(n_jobs=...)``), readers never
+blocked by a writer, and no pickle anywhere (vectors are raw float32 bytes with a CRC32 each, so
+loading a cache never executes code, and a damaged row is detected and re-encoded). An optional
+in-memory layer serves repeat lookups within a process.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import warnings
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .model_store import sktransfer_home
+
+__all__ = ["CacheStats", "EmbeddingCache", "default_cache_dir"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fingerprints (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    fingerprint_id INTEGER NOT NULL,
+    item_key BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    crc INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint_id, item_key)
+) WITHOUT ROWID;
+"""
+# SQLite limits the number of bound parameters per statement; stay well below every build's limit.
+_CHUNK = 900
+
+
+def default_cache_dir() -> Path:
+    """``$SKTRANSFER_CACHE``, else ``<sktransfer home>/cache`` (``~/.cache/sktransfer/cache``)."""
+    env = os.environ.get("SKTRANSFER_CACHE")
+    return Path(env).expanduser() if env else sktransfer_home() / "cache"
+
+
+@dataclass
+class CacheStats:
+    """Hit and miss counts; ``EmbeddingCache.stats`` accumulates, ``last`` is the latest call."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0  # rows whose checksum or length did not match: re-encoded
+    last: dict = field(default_factory=lambda: {"hits": 0, "misses": 0, "corrupt": 0})
+
+    def record(self, hits: int, misses: int, corrupt: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        self.corrupt += corrupt
+        self.last = {"hits": hits, "misses": misses, "corrupt": corrupt}
+
+
+class _Store:
+    """The per-process state of one cache folder: connection, memory layer, counters."""
+
+    def __init__(self, directory: Path, memory_bytes: int):
+        self.directory = directory
+        self.path = directory / "embeddings.sqlite3"
+        self.memory_bytes = memory_bytes
+        self.memory: OrderedDict = OrderedDict()
+        self.memory_used = 0
+        self.stats = CacheStats()
+        self.lock = threading.RLock()
+        self._connection = None
+        self._pid = None
+        self._fingerprint_ids: dict[str, int] = {}
+
+    # -------------------------------------------------------------- connection
+    def connection(self) -> sqlite3.Connection:
+        # A connection must not cross a fork: reconnect in a child process.
+        if self._connection is None or self._pid != os.getpid():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=60000")
+            try:
+                connection.executescript(_SCHEMA)
+            except sqlite3.OperationalError:  # another process is creating the schema right now
+                time.sleep(0.2)
+                connection.executescript(_SCHEMA)
+            self._connection, self._pid = connection, os.getpid()
+            self._fingerprint_ids = {}
+        return self._connection
+
+    def fingerprint_id(self, fingerprint: str, description: str, dim: int, create: bool) -> int | None:
+        if fingerprint in self._fingerprint_ids:
+            return self._fingerprint_ids[fingerprint]
+        db = self.connection()
+        row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            now = time.time()
+            db.execute(
+                "INSERT OR IGNORE INTO fingerprints (fingerprint, description, dim, created, last_used) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (fingerprint, description, dim, now, now),
+            )
+            row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row[1] != dim:
+            raise RuntimeError(f"cache fingerprint {fingerprint[:12]} stores {row[1]}-d vectors, not {dim}-d")
+        self._fingerprint_ids[fingerprint] = row[0]
+        return row[0]
+
+    # -------------------------------------------------------------- memory layer
+    def _remember(self, key, vector: np.ndarray) -> None:
+        if self.memory_bytes <= 0:
+            return
+        if key in self.memory:
+            self.memory.move_to_end(key)
+            return
+        self.memory[key] = vector
+        self.memory_used += vector.nbytes
+        while self.memory_used > self.memory_bytes and self.memory:
+            _, dropped = self.memory.popitem(last=False)
+            self.memory_used -= dropped.nbytes
+
+
+class EmbeddingCache:
+    """An on-disk cache of embeddings shared by every encoder that is given it.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None, default=None
+        Folder of the cache. ``None`` uses :func:`default_cache_dir`. Several encoders (with
+        different models, layers or settings) can share one folder: entries are keyed by each
+        encoder's fingerprint, so they never see each other's vectors.
+    memory_bytes : int, default=256 MiB
+        Size of the in-process layer that serves repeat lookups without reading the database;
+        0 disables it.
+    max_bytes : int or None, default=None
+        Size limit of the database. When a write takes it over, whole fingerprints are evicted,
+        least recently used first (never the one being written).
+
+    Attributes
+    ----------
+    stats : CacheStats
+        Hits, misses and corrupt rows in this process, in total and for the latest lookup.
+
+    Notes
+    -----
+    All ``EmbeddingCache`` objects for one folder in one process share their connection, memory
+    layer and counters, so the copies that ``clone`` and ``GridSearchCV`` make count together.
+    A pickled cache stores only its settings. SQLite's locking needs a local filesystem (not NFS).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sktransfer import EmbeddingCache, TextEncoder
+    >>> cache = EmbeddingCache(tempfile.mkdtemp())
+    >>> encoder = TextEncoder(cache=cache).fit(["a", "b"])
+    >>> _ = encoder.transform(["a", "b", "a"])
+    >>> cache.stats.last
+    {'hits': 0, 'misses': 2, 'corrupt': 0}
+    >>> _ = encoder.transform(["b", "a"])
+    >>> cache.stats.last
+    {'hits': 2, 'misses': 0, 'corrupt': 0}
+    """
+
+    _stores: dict = {}
+    _stores_lock = threading.Lock()
+
+    def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_cache_dir()
+        self.memory_bytes = int(memory_bytes)
+        self.max_bytes = max_bytes
+
+    def __repr__(self):
+        return f"EmbeddingCache({str(self.path)!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, EmbeddingCache) and self._settings() == other._settings()
+
+    def __hash__(self):
+        return hash(self._settings())
+
+    def _settings(self):
+        return (str(self.path.resolve()), self.memory_bytes, self.max_bytes)
+
+    def __getstate__(self):
+        return {"path": str(self.path), "memory_bytes": self.memory_bytes, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"])
+
+    @property
+    def _store(self) -> _Store:
+        key = str(self.path.resolve())
+        with EmbeddingCache._stores_lock:
+            store = EmbeddingCache._stores.get(key)
+            if store is None:
+                store = EmbeddingCache._stores[key] = _Store(self.path.resolve(), self.memory_bytes)
+            return store
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._store.stats
+
+    # -------------------------------------------------------------- lookups and writes
+    def get(self, fingerprint: str, keys: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Look up ``keys`` under ``fingerprint``.
+
+        Returns
+        -------
+        vectors : ndarray of shape (len(keys), dim), float32
+            Rows of the hits; other rows are undefined.
+        found : ndarray of shape (len(keys),), bool
+            Which keys hit.
+        """
+        store = self._store
+        vectors = np.empty((len(keys), dim), dtype=np.float32)
+        found = np.zeros(len(keys), dtype=bool)
+        corrupt = 0
+        with store.lock:
+            pending = {}
+            for i, key in enumerate(keys):
+                cached = store.memory.get((fingerprint, key))
+                if cached is not None:
+                    vectors[i] = cached
+                    found[i] = True
+                else:
+                    pending.setdefault(key, []).append(i)
+            fid = store.fingerprint_id(fingerprint, "", dim, create=False) if pending else None
+            if fid is not None:
+                db = store.connection()
+                wanted = list(pending)
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = db.execute(
+                        f"SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ? AND item_key IN ({marks})",
+                        (fid, *chunk),
+                    ).fetchall()
+                    for key, blob, crc in rows:
+                        if len(blob) != 4 * dim or zlib.crc32(blob) != crc:
+                            corrupt += 1  # damaged row: treat as a miss; the rewrite replaces it
+                            continue
+                        vector = np.frombuffer(blob, dtype=np.float32)
+                        store._remember((fingerprint, bytes(key)), vector)
+                        for i in pending[bytes(key)]:
+                            vectors[i] = vector
+                            found[i] = True
+                db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
+        hits = int(found.sum())
+        store.stats.record(hits, len(keys) - hits, corrupt)
+        return vectors, found
+
+    def put(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str = "") -> None:
+        """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not len(keys):
+            return
+        store = self._store
+        with store.lock:
+            fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True)
+            rows = []
+            for key, vector in zip(keys, vectors):
+                blob = vector.tobytes()
+                rows.append((fid, key, blob, zlib.crc32(blob)))
+                store._remember((fingerprint, key), vector.copy())
+            db = store.connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+                db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if self.max_bytes is not None:
+            self._evict(keep=fingerprint)
+
+    # -------------------------------------------------------------- management
+    def info(self) -> dict:
+        """Entries, bytes and per-fingerprint counts of the cache.
+
+        Returns
+        -------
+        info : dict
+            ``{"path", "entries", "bytes", "fingerprints": [{"fingerprint", "description",
+            "dim", "entries", "bytes", "last_used"}, ...]}``, most recently used first.
+        """
+        store = self._store
+        with store.lock:
+            db = store.connection()
+            rows = db.execute(
+                "SELECT f.fingerprint, f.description, f.dim, f.last_used, count(e.item_key), "
+                "coalesce(sum(length(e.vector) + length(e.item_key)), 0) FROM fingerprints f "
+                "LEFT JOIN embeddings e ON e.fingerprint_id = f.id GROUP BY f.id ORDER BY f.last_used DESC"
+            ).fetchall()
+        fingerprints = [
+            {"fingerprint": fp, "description": desc, "dim": dim, "entries": n, "bytes": size, "last_used": used}
+            for fp, desc, dim, used, n, size in rows
+        ]
+        return {
+            "path": str(store.path),
+            "entries": sum(f["entries"] for f in fingerprints),
+            "bytes": self._file_bytes(),
+            "fingerprints": fingerprints,
+        }
+
+    def _file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._store.directory.glob("embeddings.sqlite3*") if p.exists())
+
+    def clear(self, fingerprint: str | None = None) -> int:
+        """Delete every entry, or those of one fingerprint (a unique prefix is enough).
+
+        Returns
+        -------
+        n_deleted : int
+            Number of entries removed.
+        """
+        store = self._store
+        with store.lock:
+            db = store.connection()
+            if fingerprint is None:
+                ids = [row[0] for row in db.execute("SELECT id FROM fingerprints")]
+            else:
+                ids = [row[0] for row in db.execute("SELECT id FROM fingerprints WHERE fingerprint LIKE ?", (fingerprint + "%",))]
+                if len(ids) > 1:
+                    raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(ids)} fingerprints; give more characters")
+            deleted = self._delete(db, ids)
+            store.memory.clear()
+            store.memory_used = 0
+            store._fingerprint_ids = {}
+        db.execute("VACUUM")
+        return deleted
+
+    @staticmethod
+    def _delete(db, ids) -> int:
+        deleted = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for fid in ids:
+                deleted += db.execute("DELETE FROM embeddings WHERE fingerprint_id = ?", (fid,)).rowcount
+                db.execute("DELETE FROM fingerprints WHERE id = ?", (fid,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def _evict(self, keep: str) -> None:
+        store = self._store
+        with store.lock:
+            db = store.connection()
+            page_size = db.execute("PRAGMA page_size").fetchone()[0]
+
+            def used():
+                pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+                return pages * page_size
+
+            if used() <= self.max_bytes:
+                return
+            candidates = db.execute(
+                "SELECT id, fingerprint FROM fingerprints WHERE fingerprint != ? ORDER BY last_used ASC", (keep,)
+            ).fetchall()
+            for fid, fingerprint in candidates:
+                self._delete(db, [fid])
+                store._fingerprint_ids.pop(fingerprint, None)
+                for key in [k for k in store.memory if k[0] == fingerprint]:
+                    store.memory_used -= store.memory.pop(key).nbytes
+                if used() <= self.max_bytes:
+                    return
+            warnings.warn(
+                f"EmbeddingCache at {self.path} holds {used():,} bytes for the current encoder alone, over "
+                f"max_bytes={self.max_bytes:,}; nothing older is left to evict.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def as_cache(cache) -> EmbeddingCache | None:
+    """Turn the ``cache`` parameter of an encoder into an :class:`EmbeddingCache` (or None)."""
+    if cache is None or isinstance(cache, EmbeddingCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return EmbeddingCache(cache)
+    raise TypeError(f"cache must be None, a folder path or an EmbeddingCache, got {type(cache).__name__}")
