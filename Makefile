@@ -1,7 +1,7 @@
 # Every target sets itself up first (scripts/bootstrap.sh is idempotent and fast when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench-images
+.PHONY: setup demo test bench-images bench-cache
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -15,4 +15,7 @@ test: setup
 	@$(PY) -m pytest
 
 bench-images: setup
-	@$(PY) benchmarks/bench_images.py
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_images.py
+
+bench-cache: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cache.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -161,6 +161,7 @@ class Backbone:
     class_token: bool  # ViT-style token sequences carry a class token at position 0
     channels_last_maps: bool  # Swin returns (N, H, W, C) feature maps
     fingerprint: str | None = None  # content hash of the weights, filled in on first use
+    output_dims: dict = field(default_factory=dict)  # (input shape, pooling) -> {layer: features}
 
     def __call__(self, batch: torch.Tensor) -> dict:
         out = self.network(batch)

@@ -53,19 +53,39 @@ def item_key(item):
     return ("object", id(item))
 
 
+# Content hashes of files, memoised by (path, size, mtime): a grid search looks the same files up
+# dozens of times, and reading every file each time would cost more than the lookup itself.
+_FILE_KEYS: dict = {}
+_FILE_KEYS_MAX = 1_000_000
+
+
+def _file_key(path) -> bytes:
+    stat = os.stat(path)
+    signature = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    key = _FILE_KEYS.get(signature)
+    if key is None:
+        digest = hashlib.blake2b(b"file:", digest_size=16)
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        key = digest.digest()
+        if len(_FILE_KEYS) >= _FILE_KEYS_MAX:
+            _FILE_KEYS.clear()
+        _FILE_KEYS[signature] = key
+    return key
+
+
 def content_key(item) -> bytes | None:
     """Digest of an item's content for the embedding cache, or None if it cannot be read.
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
-    and an edited one gets a new one. In-memory images are keyed by their pixels and mode.
+    and an edited one gets a new one (a file is re-hashed when its size or modification time
+    changes). In-memory images are keyed by their pixels and mode.
     """
     digest = hashlib.blake2b(digest_size=16)
     try:
         if isinstance(item, (str, os.PathLike)):
-            digest.update(b"file:")
-            with open(item, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            return _file_key(item)
         elif isinstance(item, (bytes, bytearray, memoryview)):
             digest.update(b"file:")
             digest.update(bytes(item))

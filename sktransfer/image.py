@@ -256,11 +256,15 @@ class ImageEncoder(BaseEncoder):
             weights = _backbones.resolve_weights(self.model, self.weights)
             self.preprocess_ = _backbones.preprocessing_for(weights, self.model, self.image_size, self.crop)
         probe = self.preprocess_(Image.new("RGB", (320, 256), (128, 128, 128)))
-        with self._inference_context():
-            outputs = backbone(probe.unsqueeze(0).to(torch.device(self.device_)))
-            self.layer_dims_ = {
-                name: int(self._pool(backbone, outputs[name]).shape[1]) for name in backbone.layers
-            }
+        # Output sizes depend on the input size and pooling only; clones share the answer.
+        probe_key = (tuple(probe.shape), self.pooling)
+        dims = backbone.output_dims.get(probe_key)
+        if dims is None:
+            with self._inference_context():
+                outputs = backbone(probe.unsqueeze(0).to(torch.device(self.device_)))
+                dims = {name: int(self._pool(backbone, outputs[name]).shape[1]) for name in backbone.layers}
+            backbone.output_dims[probe_key] = dims
+        self.layer_dims_ = dict(dims)
         self.embedding_dim_ = sum(self.layer_dims_.values())
         if self.embedding_dim_ > LARGE_OUTPUT:
             warnings.warn(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -206,11 +207,14 @@ def test_killed_writer_leaves_a_readable_cache(tmp_path, sst2_sample, encoded):
 
 
 def test_info_clear_and_lru_eviction(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c", max_bytes=200_000)
+    cache = EmbeddingCache(tmp_path / "c", max_bytes=400_000)  # room for one encoder's 60 rows, not two
     a = TextEncoder(cache=cache).fit(["x"])
-    a.transform([f"sentence {i}" for i in range(60)])
-    b = TextEncoder(cache=cache, normalize=True).fit(["x"])
-    b.transform([f"sentence {i}" for i in range(60)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a.transform([f"sentence {i}" for i in range(60)])
+        assert [f["entries"] for f in cache.info()["fingerprints"]] == [60]
+        b = TextEncoder(cache=cache, normalize=True).fit(["x"])
+        b.transform([f"sentence {i}" for i in range(60)])
     info = cache.info()
     assert [f["entries"] for f in info["fingerprints"]] == [60]  # a's fingerprint was evicted
     assert info["fingerprints"][0]["fingerprint"] == b._cache_fingerprint()

@@ -42,7 +42,11 @@ def test_hymenoptera_example(data_dir):
     assert "ImageEncoder(mobilenet_v2, IMAGENET1K_V1) + LogReg" in out and "raw pixels" in out
 
 
-@pytest.mark.parametrize("script", ["benchmarks/bench_images.py"])
-def test_benchmark_smoke(data_dir, script):
-    out = run(script, "--limit", "4", "--repeats", "1")
+def test_image_benchmark_smoke(data_dir):
+    out = run("benchmarks/bench_images.py", "--limit", "4", "--repeats", "1")
     assert "vs baseline" in out and "Machine:" in out
+
+
+def test_cache_benchmark_smoke(data_dir):
+    out = run("benchmarks/bench_cache.py", "--n-texts", "30", "--n-images", "10", "--n-hit", "200", "--repeats", "1")
+    assert out.count("cached pipeline") == 4 and "Full hit" in out and "texts/s" in out

@@ -1,0 +1,148 @@
+"""What the embedding cache buys in cross-validated grid searches, and how fast a full hit is.
+
+For texts (SST-2 sentences, TextEncoder) and images (hymenoptera photos, ImageEncoder), three
+ways to run a 5-fold x 6-value GridSearchCV over LogisticRegression's C:
+
+* **encode once** (the named baseline: what a careful user writes by hand): encode every item
+  once, then grid-search LogisticRegression on the precomputed array;
+* **cached pipeline**: ``GridSearchCV(Pipeline(Encoder(cache=...), LogisticRegression))`` with a
+  fresh cache, the one-liner sktransfer is for;
+* **uncached pipeline**: the same without a cache (every fold and candidate re-encodes).
+
+Then a full-hit lookup of 10,000 texts, from disk (fresh process state, memory layer off) and
+from the in-process memory layer.
+
+Usage: python benchmarks/bench_cache.py [--n-texts 1000] [--n-images 100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA_DIR, hymenoptera_files, machine_description, summary  # noqa: E402
+
+from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder  # noqa: E402
+
+GRID = {"logisticregression__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
+HEAD_GRID = {"C": GRID["logisticregression__C"]}
+
+
+def read_sst2(path):
+    texts, labels = [], []
+    with open(path, encoding="latin-1") as handle:
+        for line in handle:
+            if line.strip():
+                labels.append(int(line[0]))
+                texts.append(line[2:].strip())
+    return texts, np.asarray(labels)
+
+
+def grid_comparison(make_encoder, X, y, repeats, uncached_repeats):
+    """Time the three strategies; returns {name: [seconds...]} and the cache's miss count."""
+    times = {"encode once + grid on arrays (baseline)": [], "cached pipeline": [], "uncached pipeline": []}
+    misses = None
+    make_encoder().fit(X[:1])  # load the model into the registry once, outside every timing
+    for rep in range(repeats):
+        start = time.perf_counter()
+        features = make_encoder().fit(X).transform(X)
+        GridSearchCV(LogisticRegression(max_iter=2000), HEAD_GRID, cv=5).fit(features, y)
+        times["encode once + grid on arrays (baseline)"].append(time.perf_counter() - start)
+
+        with tempfile.TemporaryDirectory() as folder:
+            cache = EmbeddingCache(folder)
+            start = time.perf_counter()
+            pipe = make_pipeline(make_encoder(cache=cache), LogisticRegression(max_iter=2000))
+            GridSearchCV(pipe, GRID, cv=5).fit(X, y)
+            times["cached pipeline"].append(time.perf_counter() - start)
+            misses = cache.stats.misses
+            EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)
+
+        if rep < uncached_repeats:
+            start = time.perf_counter()
+            pipe = make_pipeline(make_encoder(), LogisticRegression(max_iter=2000))
+            GridSearchCV(pipe, GRID, cv=5).fit(X, y)
+            times["uncached pipeline"].append(time.perf_counter() - start)
+    return times, misses
+
+
+def report(title, times, n_unique, misses):
+    base = np.median(times["encode once + grid on arrays (baseline)"])
+    print(f"\n{title}: 5-fold x 6-value GridSearchCV (31 pipeline fits); {n_unique} distinct items, "
+          f"{misses} encoded with the cache")
+    print(f"{'strategy':<42} {'time (this machine)':>20} {'runs':>5} {'vs baseline':>12}")
+    for name, seconds in times.items():
+        if seconds:
+            print(f"{name:<42} {summary(seconds):>20} {len(seconds):>5} {np.median(seconds) / base:>11.2f}x")
+
+
+def full_hit(texts, repeats):
+    """Lookup rate of a cache that already holds every text."""
+    with tempfile.TemporaryDirectory() as folder:
+        encoder = TextEncoder(cache=EmbeddingCache(folder), precision="bf16", batch_size=64).fit(texts)
+        encoder.transform(texts)  # fill
+        results = {}
+        for label, memory in [("from disk (memory layer off)", 0), ("from the in-process memory layer", 256 * 2**20)]:
+            seconds = []
+            for _ in range(repeats):
+                EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)  # fresh process state
+                cache = EmbeddingCache(folder, memory_bytes=memory)
+                enc = TextEncoder(cache=cache, precision="bf16").fit(texts[:1])
+                enc._cache_fingerprint()  # the one-off weights hash is not part of a lookup
+                if memory:
+                    enc.transform(texts)  # warm the memory layer
+                start = time.perf_counter()
+                enc.transform(texts)
+                seconds.append(time.perf_counter() - start)
+                assert cache.stats.last["misses"] == 0
+            results[label] = seconds
+        EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-texts", type=int, default=1000, help="SST-2 sentences in the text grid search")
+    parser.add_argument("--n-images", type=int, default=100, help="photos in the image grid search")
+    parser.add_argument("--n-hit", type=int, default=10_000, help="texts in the full-hit lookup")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--uncached-repeats", type=int, default=1, help="the uncached grid is slow: run it fewer times")
+    args = parser.parse_args(argv)
+
+    texts, labels = read_sst2(DATA_DIR / "sst2" / "stsa.binary.train")
+    print(f"Machine: {machine_description()}")
+
+    X, y = texts[: args.n_texts], labels[: args.n_texts]
+    times, misses = grid_comparison(lambda **kw: TextEncoder(**kw), X, y, args.repeats, args.uncached_repeats)
+    report(f"Text: TextEncoder(all-MiniLM-L6-v2), {len(X)} SST-2 sentences", times, len(set(X)), misses)
+
+    files = hymenoptera_files()
+    photos = [f for f in files if "/train/" in f and not f.endswith(".gif")]
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(len(photos), min(args.n_images, len(photos)), replace=False))
+    X_img = [photos[i] for i in pick]
+    y_img = np.array(["/bees/" in p for p in X_img], dtype=int)
+    times, misses = grid_comparison(
+        lambda **kw: ImageEncoder(weights="IMAGENET1K_V1", **kw), X_img, y_img, args.repeats, args.uncached_repeats
+    )
+    report(f"Images: ImageEncoder(mobilenet_v2, IMAGENET1K_V1), {len(X_img)} photos", times, len(set(X_img)), misses)
+
+    pool = texts + read_sst2(DATA_DIR / "sst2" / "stsa.binary.test")[0] + read_sst2(DATA_DIR / "sst2" / "stsa.binary.dev")[0]
+    hit_texts = [f"{t} [{i}]" for i, t in enumerate((pool * (args.n_hit // len(pool) + 1))[: args.n_hit])]
+    results = full_hit(hit_texts, args.repeats)
+    print(f"\nFull hit: transform of {len(hit_texts):,} distinct texts that are all in the cache")
+    for label, seconds in results.items():
+        print(f"  {label:<36} {summary(seconds):>16}   {len(hit_texts) / np.median(seconds):>10,.0f} texts/s")
+
+
+if __name__ == "__main__":
+    main()
