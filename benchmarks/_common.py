@@ -53,3 +53,20 @@ def hymenoptera_files(root: Path | None = None) -> list[str]:
     if not files:
         raise SystemExit(f"no images under {root}; set SKTRANSFER_DATA to the folder holding hymenoptera/")
     return files
+
+
+def read_sst2(path):
+    """One SST-2 split as (texts, labels): ``<label> <sentence>`` per line, latin-1.
+
+    The same format as ``examples/sst2_learning_curve.py`` reads; the example keeps its own copy
+    so that it stays a self-contained script for users.
+    """
+    import numpy as np
+
+    texts, labels = [], []
+    with open(path, encoding="latin-1") as handle:
+        for line in handle:
+            if line.strip():
+                labels.append(int(line[0]))
+                texts.append(line[2:].strip())
+    return texts, np.asarray(labels)

@@ -29,22 +29,12 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, hymenoptera_files, machine_description, summary  # noqa: E402
+from _common import DATA_DIR, hymenoptera_files, machine_description, read_sst2, summary  # noqa: E402
 
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder  # noqa: E402
 
 GRID = {"logisticregression__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
 HEAD_GRID = {"C": GRID["logisticregression__C"]}
-
-
-def read_sst2(path):
-    texts, labels = [], []
-    with open(path, encoding="latin-1") as handle:
-        for line in handle:
-            if line.strip():
-                labels.append(int(line[0]))
-                texts.append(line[2:].strip())
-    return texts, np.asarray(labels)
 
 
 def grid_comparison(make_encoder, X, y, repeats, uncached_repeats):
