@@ -283,6 +283,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.one_d_array = True
         tags.input_tags.two_d_array = True  # a one-column DataFrame or array
+        tags.input_tags.string = True  # texts, and image file paths
         tags.transformer_tags.preserves_dtype = []  # always float32, whatever goes in
         tags.requires_fit = True
         return tags
