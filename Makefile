@@ -1,7 +1,7 @@
 # Every target sets itself up first (scripts/bootstrap.sh is idempotent and fast when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench-images bench-cache
+.PHONY: setup demo test bench-text bench-images bench-cache
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -19,3 +19,6 @@ bench-images: setup
 
 bench-cache: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cache.py
+
+bench-text: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_text.py

@@ -50,3 +50,8 @@ def test_image_benchmark_smoke(data_dir):
 def test_cache_benchmark_smoke(data_dir):
     out = run("benchmarks/bench_cache.py", "--n-texts", "30", "--n-images", "10", "--n-hit", "200", "--repeats", "1")
     assert out.count("cached pipeline") == 4 and "Full hit" in out and "texts/s" in out
+
+
+def test_text_benchmark_smoke(data_dir):
+    out = run("benchmarks/bench_text.py", "--limit", "40", "--repeats", "1")
+    assert "SentenceTransformer.encode fp32 (baseline)" in out and "% of matmul peak" in out

@@ -1,0 +1,110 @@
+"""TextEncoder vs raw SentenceTransformer.encode: same model, same sentences, one process.
+
+Baseline: ``SentenceTransformer("all-MiniLM-L6-v2").encode(texts, batch_size=32)`` at fp32, the
+call users would otherwise write. Candidates: ``TextEncoder().transform`` at fp32 (wrapper
+overhead; vectors must be identical) and at ``precision="bf16"`` (autocast). Also reported:
+tokens per second, and the achieved arithmetic rate as a fraction of this machine's measured
+fp32 and bf16 matmul throughput (a large square matmul), so the distance to the hardware limit
+is visible.
+
+Usage: python benchmarks/bench_text.py [--limit N] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA_DIR, machine_description, read_sst2, summary, time_alternating  # noqa: E402
+
+from sktransfer import TextEncoder  # noqa: E402
+
+
+def matmul_throughput(dtype, n=2048, repeats=5) -> float:
+    """FLOP/s of an n x n matmul in ``dtype`` on the CPU (best of ``repeats``)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up (oneDNN picks its kernels)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def flops_per_token(model, mean_length: float) -> float:
+    """Multiply-adds of a BERT-style encoder per token, as FLOPs (2 per multiply-add).
+
+    Every weight matrix outside the embeddings is used once per token; attention adds
+    ``4 * seq_len * hidden`` FLOPs per token and layer (scores and weighted sum).
+    """
+    transformer = model[0].auto_model
+    config = transformer.config
+    weights = sum(p.numel() for name, p in transformer.named_parameters() if p.ndim == 2 and "embeddings" not in name)
+    return 2 * weights + 4 * config.num_hidden_layers * mean_length * config.hidden_size
+
+
+def cosine_rows(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N sentences (smoke test)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    texts, _ = read_sst2(DATA_DIR / "sst2" / "stsa.binary.train")
+    texts = texts[: args.limit]
+    fp32 = TextEncoder(device="cpu").fit(texts)
+    bf16 = TextEncoder(device="cpu", precision="bf16").fit(texts)
+    raw = fp32._get_model()  # the very SentenceTransformer object, as the baseline calls it
+
+    lengths = [len(ids) for ids in raw.tokenizer(texts, truncation=True, max_length=fp32.max_length_)["input_ids"]]
+    tokens = sum(lengths)
+    print(f"Machine: {machine_description()}")
+    print(f"{len(texts)} SST-2 training sentences ({len(set(texts))} distinct), {tokens:,} tokens "
+          f"(mean {np.mean(lengths):.1f}); all-MiniLM-L6-v2; batch 32\n")
+
+    reference = raw.encode(texts, batch_size=32)
+    checks = {
+        "TextEncoder fp32": cosine_rows(fp32.transform(texts), reference),
+        "TextEncoder bf16": cosine_rows(bf16.transform(texts), reference),
+    }
+    max_diff = np.abs(fp32.transform(texts) - reference).max()
+
+    times = time_alternating(
+        {
+            "SentenceTransformer.encode fp32 (baseline)": lambda: raw.encode(texts, batch_size=32),
+            "TextEncoder fp32": lambda: fp32.transform(texts),
+            "TextEncoder bf16": lambda: bf16.transform(texts),
+        },
+        args.repeats,
+    )
+    peak = {"fp32": matmul_throughput(torch.float32), "bf16": matmul_throughput(torch.bfloat16)}
+    per_token = flops_per_token(raw, float(np.mean(lengths)))
+    base = np.median(times["SentenceTransformer.encode fp32 (baseline)"])
+    print(f"{'pipeline':<44} {'time (this machine)':>20} {'texts/s':>8} {'tokens/s':>9} {'vs baseline':>12} "
+          f"{'min cosine':>11} {'% of matmul peak':>17}")
+    for name, seconds in times.items():
+        median = float(np.median(seconds))
+        precision = "bf16" if "bf16" in name else "fp32"
+        achieved = tokens / median * per_token
+        cos = f"{checks[name].min():.6f}" if name in checks else ""
+        print(f"{name:<44} {summary(seconds):>20} {len(texts) / median:>8.1f} {tokens / median:>9.0f} "
+              f"{base / median:>11.2f}x {cos:>11} {100 * achieved / peak[precision]:>16.1f}%")
+    print(f"\nTextEncoder fp32 vs encode: largest absolute difference {max_diff:.2e}")
+    print(f"Matmul peak on this machine (2048x2048): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s; the model needs {per_token / 1e6:.1f} MFLOP per token.")
+    return times
+
+
+if __name__ == "__main__":
+    main()
