@@ -190,7 +190,8 @@ class EmbeddingCache:
     _stores_lock = threading.Lock()
 
     def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None):
-        self.path = Path(path).expanduser() if path is not None else default_cache_dir()
+        # Absolute from the start: a relative folder must not change meaning after a chdir.
+        self.path = (Path(path).expanduser() if path is not None else default_cache_dir()).absolute()
         self.memory_bytes = int(memory_bytes)
         self.max_bytes = max_bytes
 
