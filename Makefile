@@ -1,7 +1,7 @@
 # Every target sets itself up first (scripts/bootstrap.sh is idempotent and fast when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench-text bench-images bench-cache
+.PHONY: setup demo test bench-text bench-images bench-cache bench-scaling
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -22,3 +22,6 @@ bench-cache: setup
 
 bench-text: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_text.py
+
+bench-scaling: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_scaling.py

@@ -55,3 +55,8 @@ def test_cache_benchmark_smoke(data_dir):
 def test_text_benchmark_smoke(data_dir):
     out = run("benchmarks/bench_text.py", "--limit", "40", "--repeats", "1")
     assert "SentenceTransformer.encode fp32 (baseline)" in out and "% of matmul peak" in out
+
+
+def test_scaling_benchmark_smoke(data_dir):
+    out = run("benchmarks/bench_scaling.py", "--image-factors", "1", "--text-sizes", "64")
+    assert "hymenoptera files x 1" in out and "SST-2 sentences, 64 distinct" in out and "MiB" in out
