@@ -70,3 +70,10 @@ def read_sst2(path):
                 labels.append(int(line[0]))
                 texts.append(line[2:].strip())
     return texts, np.asarray(labels)
+
+
+def cosine_rows(a, b):
+    """Cosine similarity of matching rows of two feature arrays."""
+    import numpy as np
+
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hymenoptera_files, machine_description, summary, time_alternating  # noqa: E402
+from _common import cosine_rows, hymenoptera_files, machine_description, summary, time_alternating  # noqa: E402
 
 from sktransfer import ImageEncoder  # noqa: E402
 
@@ -33,10 +33,6 @@ def tutorial_loop(files, model, transform, batch_size=32):
             batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files[start : start + batch_size]])
             feats.append(model(batch))
     return torch.cat(feats).numpy()
-
-
-def cosine_rows(a, b):
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, machine_description, read_sst2, summary, time_alternating  # noqa: E402
+from _common import DATA_DIR, cosine_rows, machine_description, read_sst2, summary, time_alternating  # noqa: E402
 
 from sktransfer import TextEncoder  # noqa: E402
 
@@ -49,10 +49,6 @@ def flops_per_token(model, mean_length: float) -> float:
     config = transformer.config
     weights = sum(p.numel() for name, p in transformer.named_parameters() if p.ndim == 2 and "embeddings" not in name)
     return 2 * weights + 4 * config.num_hidden_layers * mean_length * config.hidden_size
-
-
-def cosine_rows(a, b):
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def main(argv=None):

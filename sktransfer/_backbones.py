@@ -13,7 +13,7 @@ from torch import nn
 
 from .model_store import ModelNotFoundError
 
-__all__ = ["Backbone", "load_backbone", "pool", "preprocessing_for", "resolve_weights"]
+__all__ = ["Backbone", "build_backbone", "load_torchvision", "pool", "preprocessing_for", "resolve_weights"]
 
 #: Pooling names accepted by ImageEncoder (``None`` means flatten).
 POOLINGS = {"auto", "avg", "max", "avgmax", "cls"}

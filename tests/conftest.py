@@ -47,3 +47,19 @@ def hymenoptera(data_dir):
         split: {cls: sorted(str(p) for p in (root / split / cls).glob("*.jp*g")) for cls in ("ants", "bees")}
         for split in ("train", "val")
     }
+
+
+@pytest.fixture
+def encoded(monkeypatch):
+    """Every text that reaches TextEncoder's network, in order (to count real encodings)."""
+    from sktransfer import TextEncoder
+
+    seen = []
+    original = TextEncoder._encode_batch
+
+    def recording(self, model, batch):
+        seen.extend(batch)
+        return original(self, model, batch)
+
+    monkeypatch.setattr(TextEncoder, "_encode_batch", recording)
+    return seen

@@ -28,18 +28,6 @@ def cache(tmp_path):
     return EmbeddingCache(tmp_path / "cache")
 
 
-@pytest.fixture
-def encoded(monkeypatch):
-    """Every text that reaches the network, in order."""
-    seen = []
-    original = TextEncoder._encode_batch
-
-    def recording(self, model, batch):
-        seen.extend(batch)
-        return original(self, model, batch)
-
-    monkeypatch.setattr(TextEncoder, "_encode_batch", recording)
-    return seen
 
 
 def test_hits_return_the_same_vectors_and_skip_the_network(cache, encoded):

@@ -7,7 +7,6 @@ outputs. They never assert on timings.
 import subprocess
 import sys
 
-import pytest
 
 from conftest import REPO_ROOT
 

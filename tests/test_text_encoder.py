@@ -49,27 +49,14 @@ def test_output_matches_sentence_transformers_in_input_order(encoder, reference)
     np.testing.assert_array_equal(out[0], out[2])  # duplicates share one encoding
 
 
-def test_identical_texts_are_encoded_once(encoder, monkeypatch):
-    seen = []
-    original = TextEncoder._encode_batch
-
-    def counting(self, model, batch):
-        seen.extend(batch)
-        return original(self, model, batch)
-
-    monkeypatch.setattr(TextEncoder, "_encode_batch", counting)
+def test_identical_texts_are_encoded_once(encoder, encoded):
     encoder.transform(TEXTS * 3)
-    assert sorted(seen) == sorted(set(TEXTS))
+    assert sorted(encoded) == sorted(set(TEXTS))
 
 
-def test_batches_are_length_sorted(encoder, monkeypatch):
-    batches = []
-    original = TextEncoder._encode_batch
-    monkeypatch.setattr(
-        TextEncoder, "_encode_batch", lambda self, m, b: batches.append(list(b)) or original(self, m, b)
-    )
+def test_batches_are_length_sorted(encoder, encoded):
     clone(encoder).set_params(batch_size=2).fit(TEXTS).transform(TEXTS)
-    lengths = [len(text) for batch in batches for text in batch]
+    lengths = [len(text) for text in encoded]
     assert lengths == sorted(lengths, reverse=True)
 
 
