@@ -39,6 +39,12 @@ from .cache import EmbeddingCache, as_cache
 __all__ = ["BaseEncoder", "column_to_list"]
 
 
+def indexed_names(prefix: str, n: int) -> list[str]:
+    """``prefix_0 ... prefix_{n-1}`` with the index zero-padded so that names sort in order."""
+    width = len(str(n - 1))
+    return [f"{prefix}_{i:0{width}d}" for i in range(n)]
+
+
 def _is_dataframe(X) -> bool:
     return hasattr(X, "columns") and hasattr(X, "iloc")
 
@@ -266,7 +272,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         Returns
         -------
         feature_names_out : ndarray of str objects
-            ``["textencoder_000", "textencoder_001", ...]`` for a 384-dimensional TextEncoder.
+            ``["textencoder_000", "textencoder_001", ...]`` for a 384-dimensional TextEncoder;
+            ``imageencoder_<layer>_<i>`` per layer when an ImageEncoder concatenates several.
         """
         check_is_fitted(self, "embedding_dim_")
         if input_features is not None and hasattr(self, "feature_names_in_"):
@@ -275,9 +282,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                     f"input_features {list(input_features)} do not match feature_names_in_ "
                     f"{list(self.feature_names_in_)}."
                 )
-        prefix = type(self).__name__.lower()
-        width = len(str(self.embedding_dim_ - 1))
-        return np.asarray([f"{prefix}_{i:0{width}d}" for i in range(self.embedding_dim_)], dtype=object)
+        return np.asarray(self._feature_names(), dtype=object)
+
+    def _feature_names(self) -> list[str]:
+        """Output names without validation; subclasses with grouped outputs override this."""
+        return indexed_names(type(self).__name__.lower(), self.embedding_dim_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
