@@ -111,6 +111,10 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         :func:`torch.autocast`; the returned features are float32 in every case.
     show_progress : bool, default=False
         Show a tqdm progress bar over batches during ``transform``.
+    n_threads : int or None, default=None
+        CPU threads for the forward pass, applied only while ``transform`` runs and restored
+        afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
+        Useful when several encoders or joblib workers share the cores.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct item is
         encoded once per fingerprint (see :class:`~sktransfer.EmbeddingCache`). A path means
@@ -122,6 +126,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "precision": [StrOptions(set(PRECISIONS))],
         "show_progress": ["boolean"],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "cache": [None, str, os.PathLike, EmbeddingCache],
     }
 
@@ -232,32 +237,41 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_identity_")
         self._check_columns(X, reset=False)
         items, nan_rows = self._prepare_items(X)
-        out = np.full((len(items), self.embedding_dim_), np.nan, dtype=np.float32)
         rows = np.flatnonzero(~nan_rows)
-        if rows.size:
-            # Identical items are encoded once; ``inverse`` scatters the results back.
-            unique_index: dict[Hashable, int] = {}
-            inverse = np.empty(rows.size, dtype=np.intp)
-            unique_items, first_row = [], []
-            for position, row in enumerate(rows):
-                key = self._item_key(items[row])
-                slot = unique_index.setdefault(key, len(unique_items))
-                if slot == len(unique_items):
-                    unique_items.append(items[row])
-                    first_row.append(row)
-                inverse[position] = slot
-            cache = as_cache(self.cache)
+        if not rows.size:
+            self._finish_transform()
+            return np.full((len(items), self.embedding_dim_), np.nan, dtype=np.float32)
+        # Identical items are encoded once; ``inverse`` scatters the results back.
+        unique_index: dict[Hashable, int] = {}
+        inverse = np.empty(rows.size, dtype=np.intp)
+        unique_items, first_row = [], []
+        for position, row in enumerate(rows):
+            key = self._item_key(items[row])
+            slot = unique_index.setdefault(key, len(unique_items))
+            if slot == len(unique_items):
+                unique_items.append(items[row])
+                first_row.append(row)
+            inverse[position] = slot
+        del unique_index
+        cache = as_cache(self.cache)
+        with self._thread_limit():
             if cache is None:
                 encoded, failures = self._encode_unique(unique_items)
             else:
                 encoded, failures = self._encode_with_cache(cache, unique_items)
-            if failures:
-                self._handle_failures(
-                    [(first_row[slot], unique_items[slot], reason) for slot, reason in sorted(failures.items())],
-                    n_items=len(items),
-                )
-                encoded[list(failures)] = np.nan
-            out[rows] = encoded[inverse]
+        if failures:
+            self._handle_failures(
+                [(first_row[slot], unique_items[slot], reason) for slot, reason in sorted(failures.items())],
+                n_items=len(items),
+            )
+            encoded[list(failures)] = np.nan
+        if len(unique_items) == rows.size == len(items):
+            out = encoded  # every row valid and distinct: already in input order, no copy
+        else:
+            # Scatter in chunks so that peak memory stays at the output plus the distinct rows.
+            out = np.full((len(items), self.embedding_dim_), np.nan, dtype=np.float32)
+            for start in range(0, rows.size, 8192):
+                out[rows[start : start + 8192]] = encoded[inverse[start : start + 8192]]
         self._finish_transform()
         return out
 
@@ -339,6 +353,10 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             if rows:
                 cache.put(fingerprint, [k for k, _ in rows], np.stack([f for _, f in rows]), description)
 
+        if misses.size == len(items):
+            # Nothing cached yet: encode straight into the result (``out`` was never touched,
+            # so its pages were never committed).
+            return self._encode_unique(items, on_batch=store)
         encoded, failures = self._encode_unique([items[i] for i in misses], on_batch=store)
         out[misses] = encoded
         return out, {int(misses[p]): reason for p, reason in failures.items()}
@@ -366,6 +384,19 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _content_key(self, item) -> bytes | None:
         """Digest of an item's content for the cache (None: not cacheable)."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _thread_limit(self):
+        """Apply ``n_threads`` for the duration of one transform, then restore torch's setting."""
+        previous = torch.get_num_threads()
+        if self.n_threads is None or self.n_threads == previous:
+            yield
+            return
+        torch.set_num_threads(self.n_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     @contextlib.contextmanager
     def _inference_context(self):

@@ -59,6 +59,10 @@ class TextEncoder(BaseEncoder):
         Forward-pass arithmetic; bf16/fp16 run under autocast. Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
+    n_threads : int or None, default=None
+        CPU threads for the forward pass, applied only while ``transform`` runs and restored
+        afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
+        Useful when several encoders or joblib workers share the cores.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct text is
         encoded once per fingerprint (model files, normalize, max_length, precision). A path
@@ -121,6 +125,7 @@ class TextEncoder(BaseEncoder):
         batch_size=32,
         precision="fp32",
         show_progress=False,
+        n_threads=None,
         cache=None,
     ):
         self.model = model
@@ -131,6 +136,7 @@ class TextEncoder(BaseEncoder):
         self.batch_size = batch_size
         self.precision = precision
         self.show_progress = show_progress
+        self.n_threads = n_threads
         self.cache = cache
 
     # ------------------------------------------------------------------ model

@@ -254,3 +254,49 @@ def test_torch_thread_settings_are_left_alone(encoder):
     before = torch.get_num_threads()
     TextEncoder(device="cpu").fit(TEXTS).transform(TEXTS)
     assert torch.get_num_threads() == before
+
+
+def test_n_threads_applies_only_inside_transform(monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+    encoder = TextEncoder(device="cpu", n_threads=1).fit(TEXTS)
+    assert torch.get_num_threads() == before  # construction and fit leave it alone
+    original = TextEncoder._encode_batch
+
+    def spy(self, model, batch):
+        seen.append(torch.get_num_threads())
+        return original(self, model, batch)
+
+    monkeypatch.setattr(TextEncoder, "_encode_batch", spy)
+    reference = TextEncoder(device="cpu").fit(TEXTS).transform(TEXTS)
+    out = encoder.transform(TEXTS)
+    assert seen == [before, 1] and torch.get_num_threads() == before
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+
+    def fail(self, model, batch):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TextEncoder, "_encode_batch", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        encoder.transform(["an error mid-transform"])
+    assert torch.get_num_threads() == before  # restored even when transform fails
+
+
+def test_distinct_valid_rows_are_returned_without_a_copy(monkeypatch):
+    # Peak memory: when every row is valid and distinct, the encoded array *is* the output.
+    encoder = TextEncoder(device="cpu").fit(TEXTS)
+    produced = []
+    original = TextEncoder._encode_unique
+
+    def spy(self, items, on_batch=None):
+        result = original(self, items, on_batch)
+        produced.append(result[0])
+        return result
+
+    monkeypatch.setattr(TextEncoder, "_encode_unique", spy)
+    distinct = list(dict.fromkeys(TEXTS))
+    out = encoder.transform(distinct)
+    assert out is produced[-1]
+    with_duplicate = encoder.transform(distinct + distinct[:1])
+    np.testing.assert_array_equal(with_duplicate[-1], with_duplicate[0])
+    np.testing.assert_allclose(with_duplicate[:-1], out, atol=1e-6)
