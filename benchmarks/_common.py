@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine description, timing, data paths."""
+"""Helpers shared by the benchmark scripts: machine description, timing, data paths, tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,9 +43,8 @@ def time_alternating(candidates: dict, repeats: int) -> dict:
 
 
 def summary(seconds: list) -> str:
-    median = statistics.median(seconds)
-    spread = (max(seconds) - min(seconds)) / 2
-    return f"{median:.2f} s +/- {spread:.2f}"
+    median, spread = median_spread(seconds)
+    return f"{median:.2f} s ± {spread:.2f}"
 
 
 def hymenoptera_files(root: Path | None = None) -> list[str]:
@@ -72,8 +72,80 @@ def read_sst2(path):
     return texts, np.asarray(labels)
 
 
+def read_docstring_paragraphs(n: int, min_words: int = 20) -> list[str]:
+    """The first ``n`` distinct stdlib docstrings of ``min_words`` words or more, as one paragraph each.
+
+    Long, varied English prose that every machine has offline (the corpus the issue's figures for
+    raw ``encode`` were measured on). Files are parsed, never imported, in sorted order.
+    """
+    import ast
+    import sysconfig
+
+    paragraphs, seen = [], set()
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "test" in path.parts or "site-packages" in path.parts:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                text = " ".join((ast.get_docstring(node) or "").split())
+                if len(text.split()) >= min_words and text not in seen:
+                    seen.add(text)
+                    paragraphs.append(text)
+                    if len(paragraphs) == n:
+                        return paragraphs
+    return paragraphs
+
+
 def cosine_rows(a, b):
     """Cosine similarity of matching rows of two feature arrays."""
     import numpy as np
 
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@dataclass
+class Table:
+    """One result table of a benchmark: printed by the script, rendered by ``run_all.py``.
+
+    ``rows`` hold formatted strings. ``chart`` optionally describes a figure for the docs page:
+    ``{"kind": "bar", "labels": [...], "values": [...], "xlabel": ...}`` or
+    ``{"kind": "scaling", "series": {label: {"items": [...], "seconds": [...], "memory": [...],
+    "output": [...]}}}``.
+    """
+
+    title: str
+    columns: list
+    rows: list
+    notes: list = field(default_factory=list)
+    chart: dict | None = None
+
+    def show(self) -> "Table":
+        widths = [max(len(str(c)), *(len(str(r[i])) for r in self.rows)) for i, c in enumerate(self.columns)]
+        print(f"\n{self.title}")
+        line = lambda cells: "  ".join(  # noqa: E731
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+        print(line(self.columns))
+        for row in self.rows:
+            print(line(row))
+        for note in self.notes:
+            print(f"  * {note}")
+        return self
+
+    def markdown(self) -> str:
+        out = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+               "| " + " | ".join(["---"] + ["---:"] * (len(self.columns) - 1)) + " |"]
+        out += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        if self.notes:
+            out.append("")
+            out += [f"- {note}" for note in self.notes]
+        return "\n".join(out)
+
+
+def median_spread(seconds: list) -> tuple[float, float]:
+    """Median and half-range of repeated timings."""
+    return statistics.median(seconds), (max(seconds) - min(seconds)) / 2

@@ -29,7 +29,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, hymenoptera_files, machine_description, read_sst2, summary  # noqa: E402
+from _common import DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2, summary  # noqa: E402
 
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder  # noqa: E402
 
@@ -67,12 +67,19 @@ def grid_comparison(make_encoder, X, y, repeats, uncached_repeats):
 
 def report(title, times, n_unique, misses):
     base = np.median(times["encode once + grid on arrays (baseline)"])
-    print(f"\n{title}: 5-fold x 6-value GridSearchCV (31 pipeline fits); {n_unique} distinct items, "
-          f"{misses} encoded with the cache")
-    print(f"{'strategy':<42} {'time (this machine)':>20} {'runs':>5} {'vs baseline':>12}")
-    for name, seconds in times.items():
-        if seconds:
-            print(f"{name:<42} {summary(seconds):>20} {len(seconds):>5} {np.median(seconds) / base:>11.2f}x")
+    rows = [
+        [name, summary(seconds), str(len(seconds)), f"{np.median(seconds) / base:.2f}x"]
+        for name, seconds in times.items()
+        if seconds
+    ]
+    return Table(
+        f"{title}: 5-fold x 6-value GridSearchCV (31 pipeline fits)",
+        ["strategy", "time (this machine)", "runs", "time vs baseline"],
+        rows,
+        notes=[f"{n_unique} distinct items; the cached pipeline encoded {misses} of them (each once)."],
+        chart={"kind": "bar", "labels": [r[0] for r in rows],
+               "values": [float(np.median(times[r[0]])) for r in rows], "xlabel": "seconds (this machine)"},
+    ).show()
 
 
 def full_hit(texts, repeats):
@@ -113,7 +120,7 @@ def main(argv=None):
 
     X, y = texts[: args.n_texts], labels[: args.n_texts]
     times, misses = grid_comparison(lambda **kw: TextEncoder(**kw), X, y, args.repeats, args.uncached_repeats)
-    report(f"Text: TextEncoder(all-MiniLM-L6-v2), {len(X)} SST-2 sentences", times, len(set(X)), misses)
+    tables = [report(f"Text: TextEncoder(all-MiniLM-L6-v2), {len(X)} SST-2 sentences", times, len(set(X)), misses)]
 
     files = hymenoptera_files()
     photos = [f for f in files if "/train/" in f and not f.endswith(".gif")]
@@ -124,14 +131,19 @@ def main(argv=None):
     times, misses = grid_comparison(
         lambda **kw: ImageEncoder(weights="IMAGENET1K_V1", **kw), X_img, y_img, args.repeats, args.uncached_repeats
     )
-    report(f"Images: ImageEncoder(mobilenet_v2, IMAGENET1K_V1), {len(X_img)} photos", times, len(set(X_img)), misses)
+    tables.append(report(f"Images: ImageEncoder(mobilenet_v2, IMAGENET1K_V1), {len(X_img)} photos", times,
+                         len(set(X_img)), misses))
 
     pool = texts + read_sst2(DATA_DIR / "sst2" / "stsa.binary.test")[0] + read_sst2(DATA_DIR / "sst2" / "stsa.binary.dev")[0]
     hit_texts = [f"{t} [{i}]" for i, t in enumerate((pool * (args.n_hit // len(pool) + 1))[: args.n_hit])]
     results = full_hit(hit_texts, args.repeats)
-    print(f"\nFull hit: transform of {len(hit_texts):,} distinct texts that are all in the cache")
-    for label, seconds in results.items():
-        print(f"  {label:<36} {summary(seconds):>16}   {len(hit_texts) / np.median(seconds):>10,.0f} texts/s")
+    tables.append(Table(
+        f"Full hit: transform of {len(hit_texts):,} distinct texts that are all in the cache",
+        ["lookup", "time (this machine)", "texts/s"],
+        [[label, summary(seconds), f"{len(hit_texts) / np.median(seconds):,.0f}"] for label, seconds in results.items()],
+        notes=["Timed from a fresh cache object (the one-off hash of the model files excluded); no item is encoded."],
+    ).show())
+    return tables
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ hide the work). Each size runs in a fresh child process, which reports its wall 
 peak resident memory above the level reached after loading the model.
 
 Usage: python benchmarks/bench_scaling.py [--image-factors 1 4 16] [--text-sizes 10000 40000 160000]
-       [--precision bf16]
+       [--precision bf16] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, hymenoptera_files, machine_description, read_sst2  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2  # noqa: E402
 
 
 def _peak_rss_mib() -> float:
@@ -53,8 +54,6 @@ def _distinct_copies(files, factor):
 
 def child(kind: str, size: int, precision: str) -> dict:
     """Run one size in this process; return time and memory figures."""
-    import numpy as np
-
     from sktransfer import ImageEncoder, TextEncoder
 
     if kind == "image":
@@ -94,6 +93,7 @@ def main(argv=None):
     parser.add_argument("--image-factors", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--text-sizes", type=int, nargs="*", default=[10_000, 40_000, 160_000])
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over all sizes (interleaved); median time")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -101,21 +101,37 @@ def main(argv=None):
         return
 
     print(f"Machine: {machine_description()}")
-    print(f"precision={args.precision}; each size in a fresh process; memory = peak resident set above the "
-          "level after loading the model and a warm-up batch\n")
-    print(f"{'input':<34} {'items':>8} {'time (this machine)':>20} {'items/s':>8} {'time per item vs first':>23} "
-          f"{'peak memory':>12} {'of which output':>16}")
-    for kind, sizes, label in [
-        ("image", args.image_factors, "hymenoptera files x {}"),
-        ("text", args.text_sizes, "SST-2 sentences, {} distinct"),
-    ]:
-        first = None
-        for size in sizes:
-            r = run_child(kind, size, args.precision)
-            per_item = r["seconds"] / r["items"]
-            first = first or per_item
-            print(f"{label.format(size):<34} {r['items']:>8} {r['seconds']:>18.1f} s {r['items'] / r['seconds']:>8.1f} "
-                  f"{per_item / first:>22.2f}x {r['peak_above_model_mib']:>9.0f} MiB {r['output_mib']:>12.0f} MiB")
+    runs = [("image", f, f"hymenoptera files x {f}") for f in args.image_factors]
+    runs += [("text", n, f"SST-2 sentences, {n} distinct") for n in args.text_sizes]
+    results = {label: [] for _, _, label in runs}
+    for _ in range(args.repeats):  # rounds interleave the sizes, so machine drift hits them alike
+        for kind, size, label in runs:
+            results[label].append(run_child(kind, size, args.precision))
+
+    rows, series = [], {}
+    for kind, size, label in runs:
+        r = results[label]
+        seconds = float(np.median([x["seconds"] for x in r]))
+        peak = max(x["peak_above_model_mib"] for x in r)
+        items, output = r[0]["items"], r[0]["output_mib"]
+        s = series.setdefault("images" if kind == "image" else "texts",
+                              {"items": [], "seconds": [], "memory": [], "output": []})
+        per_item = seconds / items
+        first = s["seconds"][0] / s["items"][0] if s["items"] else per_item
+        for key, value in zip(["items", "seconds", "memory", "output"], [items, seconds, peak, output]):
+            s[key].append(value)
+        rows.append([label, f"{items:,}", f"{seconds:.1f} s", f"{items / seconds:.1f}", f"{per_item / first:.2f}x",
+                     f"{peak:.0f} MiB", f"{output:.0f} MiB", f"{int(round(peak - output))} MiB"])
+    table = Table(
+        f"Scaling at precision={args.precision}: each size in a fresh process, {args.repeats} round(s)",
+        ["input", "items", "time (this machine)", "items/s", "time per item vs smallest", "peak memory",
+         "of which output", "peak beyond output"],
+        rows,
+        notes=["peak memory: peak resident set above the level after loading the model and a warm-up batch "
+               "(ru_maxrss); the output array is float32 (items x 1280 for images, items x 384 for texts)."],
+        chart={"kind": "scaling", "series": series},
+    )
+    return [table.show()]
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ call users would otherwise write. Candidates: ``TextEncoder().transform`` at fp3
 overhead; vectors must be identical) and at ``precision="bf16"`` (autocast). Also reported:
 tokens per second, and the achieved arithmetic rate as a fraction of this machine's measured
 fp32 and bf16 matmul throughput (a large square matmul), so the distance to the hardware limit
-is visible.
+is visible. Two corpora: SST-2's short sentences (about 25 tokens: per-batch overhead weighs
+most) and 2000 long stdlib docstring paragraphs (matrix products dominate, so bf16 gains most).
 
-Usage: python benchmarks/bench_text.py [--limit N] [--repeats 3]
+Usage: python benchmarks/bench_text.py [--corpus sst2|docstrings] [--limit N] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, cosine_rows, machine_description, read_sst2, summary, time_alternating  # noqa: E402
+from _common import (  # noqa: E402
+    DATA_DIR, Table, cosine_rows, machine_description, read_docstring_paragraphs, read_sst2, summary,
+    time_alternating,
+)
 
 from sktransfer import TextEncoder  # noqa: E402
 
@@ -55,9 +59,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="use only the first N sentences (smoke test)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--corpus", choices=["sst2", "docstrings"], default="sst2",
+                        help="SST-2 train (6920 short sentences) or 2000 stdlib docstring paragraphs (long texts)")
     args = parser.parse_args(argv)
 
-    texts, _ = read_sst2(DATA_DIR / "sst2" / "stsa.binary.train")
+    if args.corpus == "sst2":
+        texts, _ = read_sst2(DATA_DIR / "sst2" / "stsa.binary.train")
+        corpus = "SST-2 training sentences"
+    else:
+        texts = read_docstring_paragraphs(2000)
+        corpus = "stdlib docstring paragraphs"
     texts = texts[: args.limit]
     fp32 = TextEncoder(device="cpu").fit(texts)
     bf16 = TextEncoder(device="cpu", precision="bf16").fit(texts)
@@ -66,8 +77,6 @@ def main(argv=None):
     lengths = [len(ids) for ids in raw.tokenizer(texts, truncation=True, max_length=fp32.max_length_)["input_ids"]]
     tokens = sum(lengths)
     print(f"Machine: {machine_description()}")
-    print(f"{len(texts)} SST-2 training sentences ({len(set(texts))} distinct), {tokens:,} tokens "
-          f"(mean {np.mean(lengths):.1f}); all-MiniLM-L6-v2; batch 32\n")
 
     reference = raw.encode(texts, batch_size=32)
     checks = {
@@ -76,9 +85,10 @@ def main(argv=None):
     }
     max_diff = np.abs(fp32.transform(texts) - reference).max()
 
+    baseline = "SentenceTransformer.encode fp32 (baseline)"
     times = time_alternating(
         {
-            "SentenceTransformer.encode fp32 (baseline)": lambda: raw.encode(texts, batch_size=32),
+            baseline: lambda: raw.encode(texts, batch_size=32),
             "TextEncoder fp32": lambda: fp32.transform(texts),
             "TextEncoder bf16": lambda: bf16.transform(texts),
         },
@@ -86,20 +96,32 @@ def main(argv=None):
     )
     peak = {"fp32": matmul_throughput(torch.float32), "bf16": matmul_throughput(torch.bfloat16)}
     per_token = flops_per_token(raw, float(np.mean(lengths)))
-    base = np.median(times["SentenceTransformer.encode fp32 (baseline)"])
-    print(f"{'pipeline':<44} {'time (this machine)':>20} {'texts/s':>8} {'tokens/s':>9} {'vs baseline':>12} "
-          f"{'min cosine':>11} {'% of matmul peak':>17}")
+    base = np.median(times[baseline])
+    rows = []
     for name, seconds in times.items():
         median = float(np.median(seconds))
         precision = "bf16" if "bf16" in name else "fp32"
         achieved = tokens / median * per_token
-        cos = f"{checks[name].min():.6f}" if name in checks else ""
-        print(f"{name:<44} {summary(seconds):>20} {len(texts) / median:>8.1f} {tokens / median:>9.0f} "
-              f"{base / median:>11.2f}x {cos:>11} {100 * achieved / peak[precision]:>16.1f}%")
-    print(f"\nTextEncoder fp32 vs encode: largest absolute difference {max_diff:.2e}")
-    print(f"Matmul peak on this machine (2048x2048): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s; the model needs {per_token / 1e6:.1f} MFLOP per token.")
-    return times
+        rows.append([
+            name, summary(seconds), f"{len(texts) / median:.1f}", f"{tokens / median:,.0f}", f"{base / median:.2f}x",
+            f"{checks[name].min():.6f}" if name in checks else "", f"{100 * achieved / peak[precision]:.1f} %",
+        ])
+    table = Table(
+        f"Text: {len(texts)} {corpus} ({len(set(texts))} distinct, {tokens:,} tokens, mean "
+        f"{np.mean(lengths):.1f}), all-MiniLM-L6-v2, batch 32, {args.repeats} alternating repetitions",
+        ["pipeline", "time (this machine)", "texts/s", "tokens/s", "vs baseline", "min cosine",
+         "% of matmul peak"],
+        rows,
+        notes=[
+            f"TextEncoder fp32 vs encode: largest absolute difference {max_diff:.2e}.",
+            f"Matmul peak on this machine (2048x2048, best of 5): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s; the model needs {per_token / 1e6:.1f} MFLOP per token, "
+            "so '% of matmul peak' is the achieved FLOP rate over the peak of the same precision.",
+        ],
+        chart={"kind": "bar", "labels": list(times), "values": [len(texts) / np.median(t) for t in times.values()],
+               "xlabel": "sentences per second (this machine)"},
+    )
+    return [table.show()]
 
 
 if __name__ == "__main__":

@@ -41,21 +41,20 @@ def test_hymenoptera_example(data_dir):
     assert "ImageEncoder(mobilenet_v2, IMAGENET1K_V1) + LogReg" in out and "raw pixels" in out
 
 
-def test_image_benchmark_smoke(data_dir):
-    out = run("benchmarks/bench_images.py", "--limit", "4", "--repeats", "1")
-    assert "vs baseline" in out and "Machine:" in out
-
-
-def test_cache_benchmark_smoke(data_dir):
-    out = run("benchmarks/bench_cache.py", "--n-texts", "30", "--n-images", "10", "--n-hit", "200", "--repeats", "1")
-    assert out.count("cached pipeline") == 4 and "Full hit" in out and "texts/s" in out
-
-
-def test_text_benchmark_smoke(data_dir):
-    out = run("benchmarks/bench_text.py", "--limit", "40", "--repeats", "1")
-    assert "SentenceTransformer.encode fp32 (baseline)" in out and "% of matmul peak" in out
-
-
-def test_scaling_benchmark_smoke(data_dir):
-    out = run("benchmarks/bench_scaling.py", "--image-factors", "1", "--text-sizes", "64")
-    assert "hymenoptera files x 1" in out and "SST-2 sentences, 64 distinct" in out and "MiB" in out
+def test_benchmark_suite_smoke(data_dir, tmp_path):
+    # Every benchmark script, through the orchestrator that writes the docs page and its charts.
+    page = tmp_path / "benchmarks.md"
+    out = run("benchmarks/run_all.py", "--quick", "--output", str(page))
+    for expected in ["SentenceTransformer.encode fp32 (baseline)", "% of matmul peak", "tutorial loop (baseline)",
+                     "cached pipeline", "Full hit", "hymenoptera files x 1", "SST-2 sentences, 64 distinct",
+                     "inside transform with n_threads=1", "Machine:",
+                     "stdlib docstring paragraphs"]:
+        assert expected in out, expected
+    text = page.read_text()
+    assert text.startswith("# Benchmarks") and "cores, torch" in text
+    assert "figures mean nothing" in text  # a quick run labels itself
+    charts = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
+    assert charts == ["bench_cache_0.png", "bench_cache_1.png", "bench_images_0.png", "bench_scaling_0.png",
+                      "bench_text-long_0.png", "bench_text_0.png"]
+    for name in charts:
+        assert f"img/{name}" in text and (tmp_path / "img" / name).stat().st_size > 10_000
