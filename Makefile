@@ -1,18 +1,22 @@
 # Every target sets itself up first (scripts/bootstrap.sh is idempotent and fast when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench bench-text bench-images bench-cache bench-scaling bench-threads
+# `make docs` builds the documentation site into site/ (warnings are errors).
+.PHONY: setup demo test docs bench bench-text bench-images bench-cache bench-scaling bench-threads
 
 setup:
 	@bash scripts/bootstrap.sh
 
+# The README's main job: the three examples on real data (the same as `sktransfer demo`).
 demo: setup
-	@HF_HUB_OFFLINE=1 $(PY) examples/sst2_learning_curve.py
-	@echo
-	@$(PY) examples/hymenoptera_transfer.py
+	@HF_HUB_OFFLINE=1 $(PY) -m sktransfer demo
 
 test: setup
 	@$(PY) -m pytest
+
+docs: setup
+	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+	@echo "documentation site built in site/ (open site/index.html)"
 
 # Every benchmark, then docs/benchmarks.md and its charts are rewritten (about 30 min on 2 cores).
 bench: setup

@@ -1,7 +1,8 @@
 """Run every benchmark on the real data in ../shared/data, print the tables and write the docs page.
 
-Writes ``docs/benchmarks.md`` (machine description, then each benchmark's method and tables) and
-one PNG chart per figure into ``docs/img/``. Each benchmark script also runs on its own; see
+Writes ``docs/benchmarks.md`` (machine description, then each benchmark's method and tables), its
+figures as ``docs/benchmarks.json`` and one PNG chart per figure into ``docs/img/``. ``--only``
+re-runs some benchmarks and keeps the others' last figures on the page. Each benchmark script also runs on its own; see
 its ``--help``. ``--quick`` runs every script on a tiny input (the smoke test uses it); its figures
 mean nothing and it writes to wherever ``--output`` points.
 
@@ -12,8 +13,10 @@ Usage: python benchmarks/run_all.py [--only text text-long images cache scaling 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib
+import json
 import sys
 import textwrap
 import time
@@ -21,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine_description  # noqa: E402
+from _common import Table, machine_description  # noqa: E402
 
 # name -> (module, heading, arguments of the full run, arguments of --quick)
 BENCHMARKS = {
@@ -70,7 +73,7 @@ def draw(chart: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def render(sections: list, machine: str, seconds: float, quick: bool, image_dir: str) -> str:
+def render(sections: list, quick: bool, image_dir: str) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -80,16 +83,24 @@ def render(sections: list, machine: str, seconds: float, quick: bool, image_dir:
         "the spread (± half the range) and the ratio. **Absolute times are this machine's**; the ratios "
         "are what carries over to yours.",
         "",
-        f"- Machine: {machine}",
-        f"- Run: {datetime.date.today().isoformat()}, {seconds / 60:.0f} min in total"
-        + (" (**--quick: tiny inputs, the figures mean nothing**)" if quick else ""),
-        "",
     ]
-    for name, heading, doc, tables in sections:
+    machines = sorted({section["machine"] for section in sections.values()})
+    if len(machines) == 1:
+        lines += [f"- Machine: {machines[0]}"]
+    lines += [f"- {section['heading']}: run {section['date']}"
+              + (f", {section['minutes']:.0f} min" if section.get("minutes") else "")
+              for section in sections.values()]
+    if quick:
+        lines += ["", "**--quick: tiny inputs, the figures mean nothing.**"]
+    lines.append("")
+    for name, section in sections.items():
         module, _, full, _ = BENCHMARKS[name]
         command = " ".join([f"python benchmarks/{module}.py", *full])
-        lines += [f"## {heading}", "", doc, "", f"Reproduce: `{command}`", ""]
-        for index, table in enumerate(tables):
+        lines += [f"## {section['heading']}", "", section["doc"], "", f"Reproduce: `{command}`", ""]
+        if len(machines) > 1:
+            lines += [f"Machine: {section['machine']}", ""]
+        for index, table in enumerate(section["tables"]):
+            table = Table(**table)
             lines += [table.markdown(), ""]
             if table.chart:
                 lines += [f"![{table.title}]({image_dir}/bench_{name}_{index}.png)", ""]
@@ -105,21 +116,28 @@ def main(argv=None):
 
     image_dir = args.output.parent / "img"
     image_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    sections = []
+    # Results are kept beside the page, so that `--only` re-runs some benchmarks and the page
+    # keeps the others' last figures.
+    store = args.output.with_suffix(".json")
+    sections = json.loads(store.read_text()) if store.exists() and not args.quick else {}
     for name in args.only:
         module_name, heading, full, quick = BENCHMARKS[name]
         print(f"\n===== {heading} =====", flush=True)
         module = importlib.import_module(module_name)
+        start = time.perf_counter()
         tables = module.main(quick if args.quick else full)
         for index, table in enumerate(tables):
             if table.chart:
                 draw(table.chart, image_dir / f"bench_{name}_{index}.png", table.title)
-        doc = module.__doc__.split("\nUsage:")[0].strip()
-        sections.append((name, heading, doc, tables))
-    page = render(sections, machine_description(), time.perf_counter() - start, args.quick, "img")
-    args.output.write_text(page)
-    print(f"\nWrote {args.output} and its charts in {image_dir}")
+        sections[name] = {
+            "heading": heading, "doc": module.__doc__.split("\nUsage:")[0].strip(),
+            "machine": machine_description(), "date": datetime.date.today().isoformat(),
+            "minutes": (time.perf_counter() - start) / 60, "tables": [dataclasses.asdict(t) for t in tables],
+        }
+        store.write_text(json.dumps(sections, indent=1))
+    ordered = {name: sections[name] for name in BENCHMARKS if name in sections}
+    args.output.write_text(render(ordered, args.quick, "img"))
+    print(f"\nWrote {args.output} ({store.name} holds the figures) and its charts in {image_dir}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from .base import BaseEncoder
 from .cache import EmbeddingCache
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
+from .tables import make_table_encoder
 from .text import TextEncoder
 
 __version__ = "0.1.0.dev0"
@@ -18,6 +19,7 @@ __all__ = [
     "ImageEncoder",
     "ModelNotFoundError",
     "TextEncoder",
+    "make_table_encoder",
     "model_registry",
     "models_dir",
     "resolve_text_model",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from ._device import PRECISIONS, autocast, fallback_device, resolve_device
@@ -276,31 +276,34 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return out
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output features: the lower-cased class name and a zero-padded index.
+        """Names of the output features: the input column's name and a zero-padded index.
 
         Parameters
         ----------
         input_features : array-like of str or None, default=None
-            Ignored apart from validation against ``feature_names_in_``.
+            Name of the one input column, as a ColumnTransformer passes it. ``None`` uses the
+            column seen in ``fit`` (a named pandas Series or a one-column DataFrame), if any.
 
         Returns
         -------
         feature_names_out : ndarray of str objects
-            ``["textencoder_000", "textencoder_001", ...]`` for a 384-dimensional TextEncoder;
-            ``imageencoder_<layer>_<i>`` per layer when an ImageEncoder concatenates several.
+            ``["review_000", ..., "review_383"]`` for a 384-dimensional TextEncoder fitted on a
+            column named ``review``; ``textencoder_000 ...`` (the lower-cased class name) when
+            the column has no name, such as a list. An ImageEncoder that concatenates several
+            layers names them ``<prefix>_<layer>_<i>``.
         """
         check_is_fitted(self, "embedding_dim_")
-        if input_features is not None and hasattr(self, "feature_names_in_"):
-            if list(input_features) != list(self.feature_names_in_):
-                raise ValueError(
-                    f"input_features {list(input_features)} do not match feature_names_in_ "
-                    f"{list(self.feature_names_in_)}."
-                )
-        return np.asarray(self._feature_names(), dtype=object)
+        names = _check_feature_names_in(self, input_features, generate_names=False)
+        if names is not None and len(names) != 1:
+            raise ValueError(
+                f"{type(self).__name__} encodes one column, got input_features {list(names)}."
+            )
+        prefix = str(names[0]) if names is not None else type(self).__name__.lower()
+        return np.asarray(self._feature_names(prefix), dtype=object)
 
-    def _feature_names(self) -> list[str]:
-        """Output names without validation; subclasses with grouped outputs override this."""
-        return indexed_names(type(self).__name__.lower(), self.embedding_dim_)
+    def _feature_names(self, prefix: str) -> list[str]:
+        """Output names after ``prefix``; subclasses with grouped outputs override this."""
+        return indexed_names(prefix, self.embedding_dim_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -313,12 +316,17 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
 
     def _check_columns(self, X, *, reset):
         # n_features_in_ and feature_names_in_ describe 2-D inputs (a one-column DataFrame or
-        # array); a plain list or Series is one unnamed column and records neither.
+        # array) and named pandas Series (what a ColumnTransformer passes for a column selected
+        # by name), so that output names follow the column; a plain list records neither.
         if _is_dataframe(X) or getattr(X, "ndim", 1) == 2:
             validate_data(self, X, reset=reset, skip_check_array=True)
         elif reset:
             for name in ("n_features_in_", "feature_names_in_"):
                 self.__dict__.pop(name, None)
+            name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
+            if isinstance(name, str):
+                self.n_features_in_ = 1
+                self.feature_names_in_ = np.asarray([name], dtype=object)
 
     # ------------------------------------------------------------------ model and batching
     def _get_model(self):

@@ -1,10 +1,24 @@
-"""The ``sktransfer`` command line: ``sktransfer cache info`` and ``sktransfer cache clear``."""
+"""The ``sktransfer`` command line.
+
+* ``sktransfer embed INPUT -o OUTPUT``: encode a folder of images, a list file, or a column of a
+  text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._embed`);
+* ``sktransfer models``: the text models and image weights that resolve offline on this machine;
+* ``sktransfer cache info|clear``: inspect or empty an embedding cache;
+* ``sktransfer demo``: the README's main job (the three examples on real data).
+
+Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from .cache import EmbeddingCache, default_cache_dir
 
@@ -46,12 +60,144 @@ def _cache_clear(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    from ._backbones import offline_weights
+    from .model_store import available_text_models, models_dir
+
+    print(f"Text models (sentence-transformers) in {models_dir()}:")
+    text = available_text_models()
+    for name in text:
+        print(f"  {name}")
+    hub = _hugging_face_cache_models()
+    if hub:
+        print("Text models in the Hugging Face cache:")
+        for name in hub:
+            print(f"  {name}")
+    if not text and not hub:
+        print("  (none: run scripts/seed_offline_weights.py, or place a model folder there)")
+
+    import torch
+    import torchvision
+
+    print(f"Image weights (torchvision) with a checkpoint in {Path(torch.hub.get_dir()) / 'checkpoints'}:")
+    found = 0
+    for model in torchvision.models.list_models(module=torchvision.models):
+        names = offline_weights(model)
+        found += len(names)
+        for name in names:
+            print(f"  {model:<24} weights={name!r}")
+    if not found:
+        print("  (none: torchvision downloads a checkpoint on first use; offline, place the .pth file there)")
+    return 0
+
+
+def _hugging_face_cache_models() -> list[str]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing to list
+        return []
+    return sorted(repo.repo_id for repo in info.repos if repo.repo_type == "model")
+
+
+EXAMPLES = ["sst2_learning_curve.py", "hymenoptera_transfer.py", "fashion_products.py"]
+QUICK_ARGS = {
+    "sst2_learning_curve.py": ["--limit", "60", "--sizes", "20", "1000", "--draws", "2"],
+    "hymenoptera_transfer.py": ["--limit", "6", "--cv", "2"],
+    "fashion_products.py": ["--limit", "5"],
+}
+
+
+def _demo(args) -> int:
+    folder = Path(args.examples) if args.examples else Path(__file__).resolve().parents[1] / "examples"
+    missing = [name for name in EXAMPLES if not (folder / name).is_file()]
+    if missing:
+        return _fail(f"the example scripts are not in {folder} (sktransfer demo runs the examples/ folder of a "
+                     "source checkout); pass --examples DIR")
+    env = dict(os.environ)
+    if args.data:
+        env["SKTRANSFER_DATA"] = str(Path(args.data).resolve())
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the default models resolve from the local model folder
+    for name in EXAMPLES:
+        print(f"\n=== {name} ===", flush=True)
+        extra = QUICK_ARGS[name] if args.quick else []
+        code = subprocess.call([sys.executable, str(folder / name), *extra], env=env)
+        if code:
+            return _fail(f"{name} exited with status {code}", code)
+    return 0
+
+
+def _fail(message: str, code: int = 1) -> int:
+    """Print a one-line reason and return the exit status."""
+    print(f"sktransfer: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _embed(args) -> int:
+    from ._embed import EmbedError, embed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.formatwarning = lambda message, category, *rest: f"sktransfer: warning: {message}\n"
+        try:
+            summary = embed(args)
+        except EmbedError as exc:
+            return _fail(str(exc), 2)
+        except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
+            # ModelNotFoundError is an OSError; unreadable images and bad weights are ValueErrors.
+            # The estimators' advice names their parameters; name the flags instead.
+            message = re.sub(r"on_error='(\w+)'", r"--on-error \1", str(exc).strip("'\""))
+            return _fail(message)
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sktransfer", description="sktransfer command line tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    from ._embed import add_embed_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="sktransfer",
+        description="sktransfer: frozen pretrained encoders as scikit-learn transformers, from the command line.",
+        epilog="Run 'sktransfer COMMAND --help' for the options of each command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser(
+        "embed", help="encode images or texts to .npy or Parquet",
+        description="Encode a folder of images (searched recursively), a list file (one image path or one "
+                    "text per line), or one column of a CSV/TSV/Parquet file, and write the features to .npy "
+                    "or Parquet. The encoder (image or text) is inferred from the input; --kind forces it.",
+        epilog="Examples: sktransfer embed photos/ -o photos.npy --weights IMAGENET1K_V1 ; "
+               "sktransfer embed reviews.csv --column text -o reviews.parquet --precision bf16",
+    )
+    add_embed_arguments(embed)
+    embed.set_defaults(handler=_embed)
+
+    models = commands.add_parser(
+        "models", help="list the text models and image weights available offline",
+        description="List the sentence-transformers models and the torchvision weights that resolve on this "
+                    "machine without a network: model folders in the sktransfer model directory and the "
+                    "Hugging Face cache, and checkpoints in torch's hub cache.",
+    )
+    models.set_defaults(handler=_models)
+
+    demo = commands.add_parser(
+        "demo", help="run the README's demonstration on real data",
+        description="Run the three examples on real data: SST-2 sentiment learning curve (TextEncoder vs "
+                    "TF-IDF), ants vs bees photos (ImageEncoder vs raw pixels) and the fashion catalogue "
+                    "(tabular + photo + product name in one ColumnTransformer).",
+    )
+    demo.add_argument("--data", default=None,
+                      help="folder holding sst2/, hymenoptera/ and fashion_products/ "
+                           "(default: $SKTRANSFER_DATA, else ../shared/data beside the checkout)")
+    demo.add_argument("--examples", default=None, help="folder with the example scripts (default: the checkout's)")
+    demo.add_argument("--quick", action="store_true", help="tiny subsets: checks that everything runs in a minute")
+    demo.set_defaults(handler=_demo)
+
     cache = commands.add_parser("cache", help="inspect or clear an embedding cache",
                                 description="Inspect or clear an embedding cache folder.")
-    actions = cache.add_subparsers(dest="action", required=True)
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     info = actions.add_parser("info", help="entries, size and fingerprints of the cache",
                               description="Show entries, size and per-fingerprint counts of an embedding cache.")
     clear = actions.add_parser("clear", help="delete all entries, or one fingerprint's",
@@ -68,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
 
 
 if __name__ == "__main__":

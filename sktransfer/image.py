@@ -368,10 +368,10 @@ class ImageEncoder(BaseEncoder):
                     on_batch(index, out[index])
         return out, failures
 
-    def _feature_names(self):
+    def _feature_names(self, prefix):
         if len(self.layer_dims_) == 1:
-            return super()._feature_names()
+            return super()._feature_names(prefix)
         names = []
         for layer, dim in self.layer_dims_.items():
-            names.extend(indexed_names(f"imageencoder_{layer}", dim))
+            names.extend(indexed_names(f"{prefix}_{layer}", dim))
         return names

@@ -355,7 +355,7 @@ def test_pandas_in_and_out(photos):
     enc = make_encoder().set_output(transform="pandas").fit(frame)
     out = enc.transform(frame)
     assert list(out.index) == [7, 8, 9] and out.shape == (3, 1280)
-    assert out.columns[0] == "imageencoder_0000" and list(enc.feature_names_in_) == ["photo"]
+    assert out.columns[0] == "photo_0000" and list(enc.feature_names_in_) == ["photo"]
 
 
 def test_grid_search_loads_weights_once(hymenoptera):

@@ -91,8 +91,8 @@ def test_pandas_in_and_out():
     out = enc.transform(frame)
     assert isinstance(out, pd.DataFrame)
     assert list(out.index) == list(frame.index)
-    assert list(out.columns[:2]) == ["textencoder_000", "textencoder_001"]
-    assert out.columns[-1] == "textencoder_383" and out.shape == (6, 384)
+    assert list(out.columns[:2]) == ["review_000", "review_001"]
+    assert out.columns[-1] == "review_383" and out.shape == (6, 384)
     with pytest.raises(ValueError, match="feature names"):
         enc.transform(frame.rename(columns={"review": "other"}))
 

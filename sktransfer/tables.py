@@ -1,0 +1,150 @@
+"""Mixed tables: numeric, categorical, text and image-path columns in one ColumnTransformer.
+
+:func:`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and
+a column of image paths needs, so that one ``Pipeline`` and one ``GridSearchCV`` cover it:
+
+>>> import pandas as pd
+>>> from sktransfer import make_table_encoder
+>>> table = pd.DataFrame({"price": [9.5, 12.0], "colour": ["red", "blue"],
+...                       "name": ["red cotton shirt", "blue denim jeans"]})
+>>> encoder = make_table_encoder(text="name").fit(table)
+>>> encoder.get_feature_names_out()[[0, 383, 384, -1]].tolist()
+['name_000', 'name_383', 'colour_blue', 'price']
+"""
+
+from __future__ import annotations
+
+import re
+
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from .image import ImageEncoder
+from .text import TextEncoder
+
+__all__ = ["make_table_encoder"]
+
+
+def _as_columns(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _other_columns(dtypes, exclude: list):
+    """A picklable selector of ``dtypes`` columns whose name is not in ``exclude``."""
+    pattern = None
+    if exclude:
+        pattern = "^(?!(?:" + "|".join(re.escape(str(c)) for c in exclude) + ")$)"
+    return make_column_selector(pattern=pattern, dtype_include=dtypes)
+
+
+def make_table_encoder(
+    *,
+    text=None,
+    images=None,
+    categorical="auto",
+    numeric="auto",
+    text_encoder=None,
+    image_encoder=None,
+    cache=None,
+):
+    """Build a ColumnTransformer for a table with tabular, text and image-path columns.
+
+    Every text column gets its own :class:`~sktransfer.TextEncoder` and every image column its
+    own :class:`~sktransfer.ImageEncoder` (clones of the templates you pass, all sharing
+    ``cache``); categorical columns are one-hot encoded (missing values become their own
+    category) and numeric columns are median-imputed, flagged when missing, and standardised.
+    Output names are readable and unique: ``<column>_<i>`` for embeddings, ``<column>_<value>``
+    for categories and the column name for numbers; ``set_output(transform="pandas")`` works
+    end to end.
+
+    Parameters
+    ----------
+    text : str, list of str or None, default=None
+        Columns of free text, encoded with ``text_encoder``.
+    images : str, list of str or None, default=None
+        Columns of image paths (or anything else :class:`~sktransfer.ImageEncoder` accepts),
+        encoded with ``image_encoder``.
+    categorical : "auto", list of str or None, default="auto"
+        Columns to one-hot encode. ``"auto"``: every object, string, category or boolean column
+        that is not listed in ``text`` or ``images``, chosen when the transformer is fitted.
+    numeric : "auto", list of str or None, default="auto"
+        Columns to impute and standardise. ``"auto"``: every numeric column not listed in
+        ``text`` or ``images``.
+    text_encoder : TextEncoder or None, default=None
+        Template for the text columns (cloned per column). ``None``: ``TextEncoder()``.
+    image_encoder : ImageEncoder or None, default=None
+        Template for the image columns (cloned per column). ``None``: ``ImageEncoder()``.
+    cache : None, str, os.PathLike or EmbeddingCache, default=None
+        If given, set as the ``cache`` of every text and image encoder, so that folds and grid
+        points encode each distinct text or image once.
+
+    Returns
+    -------
+    column_transformer : sklearn.compose.ColumnTransformer
+        Unfitted. Transformers are named ``text_<column>``, ``image_<column>``,
+        ``categorical`` and ``numeric``, so grid searches address e.g.
+        ``columntransformer__image_photo__layer``.
+
+    See Also
+    --------
+    sklearn.compose.make_column_transformer : The general tool this specialises.
+
+    Notes
+    -----
+    ``verbose_feature_names_out=False`` keeps names short; they cannot collide because every
+    embedding name starts with its own column's name.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sktransfer import make_table_encoder
+    >>> table = pd.DataFrame({"year": [2011, 2012, 2012], "season": ["Fall", "Summer", "Fall"],
+    ...                       "name": ["navy shirt", "black track pants", "white sneakers"]})
+    >>> encoder = make_table_encoder(text="name").set_output(transform="pandas")
+    >>> encoder.fit_transform(table).shape
+    (3, 387)
+    """
+    text, images = _as_columns(text), _as_columns(images)
+    for name, template, kind in [("text_encoder", text_encoder, TextEncoder),
+                                 ("image_encoder", image_encoder, ImageEncoder)]:
+        if template is not None and not isinstance(template, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {type(template).__name__}.")
+    overlap = set(text) & set(images)
+    if overlap:
+        raise ValueError(f"Columns {sorted(overlap)} are listed both as text and as images; pick one.")
+    encoded = text + images
+
+    transformers = []
+    for columns, template, kind in [(text, text_encoder or TextEncoder(), "text"),
+                                    (images, image_encoder or ImageEncoder(), "image")]:
+        for column in columns:
+            encoder = clone(template)
+            if cache is not None:
+                encoder.set_params(cache=cache)
+            # A column given by name reaches the encoder as a named Series: names follow it.
+            transformers.append((f"{kind}_{column}", encoder, column))
+
+    if categorical == "auto":
+        categorical = _other_columns(["object", "string", "category", "bool"], encoded)
+    if numeric == "auto":
+        numeric = _other_columns("number", encoded)
+    if categorical is not None and not (isinstance(categorical, list) and not categorical):
+        transformers.append((
+            "categorical",
+            OneHotEncoder(handle_unknown="ignore", sparse_output=False),  # dense: pandas output works
+            categorical,
+        ))
+    if numeric is not None and not (isinstance(numeric, list) and not numeric):
+        transformers.append((
+            "numeric",
+            make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+            numeric,
+        ))
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
