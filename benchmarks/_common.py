@@ -146,6 +146,18 @@ class Table:
         return "\n".join(out)
 
 
+def run_json_child(argv: list):
+    """Run ``python *argv`` in a fresh process and parse the JSON on the last line of its output."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def median_spread(seconds: list) -> tuple[float, float]:
     """Median and half-range of repeated timings."""
     return statistics.median(seconds), (max(seconds) - min(seconds)) / 2

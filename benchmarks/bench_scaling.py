@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2  # noqa: E402
+from _common import DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2, run_json_child  # noqa: E402
 
 
 def _status_mib(field: str) -> float | None:
@@ -106,13 +105,7 @@ def child(kind: str, size: int, precision: str) -> dict:
 
 
 def run_child(kind, size, precision):
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(size), "--precision", precision],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_json_child([__file__, "--child", kind, str(size), "--precision", precision])
 
 
 def main(argv=None):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2, summary, time_alternating,
+    DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2, run_json_child, summary,
+    time_alternating,
 )
 
 PROBE = r"""
@@ -61,13 +61,7 @@ print(json.dumps(steps))
 
 
 def thread_probe(texts, images) -> list:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(texts), json.dumps(images)],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_json_child(["-c", PROBE, json.dumps(texts), json.dumps(images)])
 
 
 def main(argv=None):

@@ -197,6 +197,13 @@ class TextEncoder(BaseEncoder):
                 items[i] = ""
         else:
             nan_rows[bad] = True
+            if bad:  # the policy was chosen, but the count must not go unnoticed (as for images)
+                warnings.warn(
+                    f"TextEncoder returned NaN rows for {len(bad)} of {len(items)} items that are not "
+                    f"strings (on_error='nan'); first at index {bad[0]} ({items[bad[0]]!r}).",
+                    UserWarning,
+                    stacklevel=3,
+                )
         self._truncated = []
         return items, nan_rows
 

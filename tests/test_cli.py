@@ -109,6 +109,7 @@ def test_embed_text_list_and_missing_values_policy(tmp_path):
     kept = sktransfer("embed", str(tmp_path / "gaps.csv"), "-o", str(tmp_path / "g.npy"), "--no-cache", "--quiet",
                       "--on-error", "nan")
     assert kept.returncode == 0 and "1 NaN rows" in kept.stdout
+    assert "sktransfer: warning: TextEncoder returned NaN rows for 1 of 2 items" in kept.stderr
     assert np.isnan(np.load(tmp_path / "g.npy")[1]).all()
 
 

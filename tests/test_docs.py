@@ -77,4 +77,7 @@ def test_code_blocks_run(page, data_dir, tmp_path, capsys):
         os.chdir(cwd)
     if page == "README.md":
         assert "[1 0]" in capsys.readouterr().out  # the first example's printed prediction
-        assert namespace["cache"].stats.misses == 4  # four distinct texts, encoded once each
+        # Each distinct item is encoded once: four texts, then the table's names and photos.
+        products = namespace["products"]
+        expected = 4 + products["productDisplayName"].nunique() + products["photo"].nunique()
+        assert namespace["cache"].stats.misses == expected

@@ -118,7 +118,8 @@ def test_missing_value_policies(encoder):
     blank = encoder.transform([""])[0]
     for row in (1, 2, 3, 4):
         np.testing.assert_allclose(empty[row], blank, atol=1e-6)
-    nan = clone(encoder).set_params(on_error="nan").fit(X).transform(X)
+    with pytest.warns(UserWarning, match=r"NaN rows for 3 of 5 items.*first at index 1 \(None\)"):
+        nan = clone(encoder).set_params(on_error="nan").fit(X).transform(X)
     assert np.isnan(nan[1:4]).all()
     assert np.isfinite(nan[[0, 4]]).all()
     np.testing.assert_allclose(nan[0], encoder.transform(["fine"])[0], atol=1e-6)
