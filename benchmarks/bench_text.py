@@ -2,7 +2,7 @@
 
 Baseline: ``SentenceTransformer("all-MiniLM-L6-v2").encode(texts, batch_size=32)`` at fp32, the
 call users would otherwise write. Candidates: ``TextEncoder().transform`` at fp32 (wrapper
-overhead; vectors must be identical) and at ``precision="bf16"`` (autocast). Also reported:
+overhead; vectors must be identical) and at ``precision="bf16"`` (bfloat16 weights). Also reported:
 tokens per second, and the achieved arithmetic rate as a fraction of this machine's measured
 fp32 and bf16 matmul throughput (a large square matmul), so the distance to the hardware limit
 is visible. Two corpora: SST-2's short sentences (about 25 tokens: per-batch overhead weighs

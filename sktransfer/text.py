@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import numbers
@@ -56,7 +57,9 @@ class TextEncoder(BaseEncoder):
     batch_size : int, default=32
         Texts per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Forward-pass arithmetic; bf16/fp16 run under autocast. Output is float32 in every case.
+        Forward-pass arithmetic. ``"bf16"`` casts the model's weights to bfloat16 (faster than
+        autocast on short texts; cosine to fp32 >= 0.999); ``"fp16"`` runs under autocast.
+        Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
     n_threads : int or None, default=None
@@ -159,7 +162,21 @@ class TextEncoder(BaseEncoder):
                 hf_logging.enable_progress_bar()
         model.eval()
         model.requires_grad_(False)
+        if self.precision == "bf16":
+            # bfloat16 weights rather than autocast: on short texts autocast's per-op casts cost
+            # as much as the matrix products (SST-2: 2.6x fp32 with bf16 weights, 1.9x with
+            # autocast; min cosine to fp32 0.9998). The registry keys models by precision.
+            model.to(torch.bfloat16)
         return model
+
+    @contextlib.contextmanager
+    def _inference_context(self):
+        if self.precision != "bf16":
+            with super()._inference_context():
+                yield
+            return
+        with torch.inference_mode():  # the weights are bfloat16 already: no autocast
+            yield
 
     def _configure(self, model):
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -219,6 +236,8 @@ class TextEncoder(BaseEncoder):
             "model": folder_fingerprint(self.model_identity_),
             "normalize": bool(self.normalize),
             "max_length": self.max_length_,
+            # bf16 once meant autocast over float32 weights; those vectors differ slightly.
+            **({"bf16": "weights"} if self.precision == "bf16" else {}),
         }
 
     def _cache_description(self):
