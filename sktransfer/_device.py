@@ -76,7 +76,8 @@ def autocast(device: torch.device, precision: str):
     """Context that runs the forward pass in ``precision`` on ``device``.
 
     fp32 needs no context. bf16 and fp16 use :func:`torch.autocast`, which keeps the weights in
-    float32 and casts per operation, so one loaded model serves every precision.
+    float32 and casts per operation. (TextEncoder's bf16 loads bfloat16 weights instead and skips
+    this context; the model registry keys models by precision either way.)
     """
     dtype = PRECISIONS[precision]
     if dtype is None:

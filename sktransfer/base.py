@@ -108,7 +108,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         Number of items per forward pass. Outputs do not depend on it beyond float noise.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Arithmetic of the forward pass. ``"bf16"`` and ``"fp16"`` run under
-        :func:`torch.autocast`; the returned features are float32 in every case.
+        :func:`torch.autocast` unless a subclass loads reduced-precision weights instead
+        (TextEncoder's ``"bf16"``); the returned features are float32 in every case.
     show_progress : bool, default=False
         Show a tqdm progress bar over batches during ``transform``.
     n_threads : int or None, default=None

@@ -139,7 +139,7 @@ def _embed(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        warnings.formatwarning = lambda message, category, *rest: f"sktransfer: warning: {message}\n"
+        warnings.showwarning = lambda message, *rest, **kw: print(f"sktransfer: warning: {message}", file=sys.stderr)
         try:
             summary = embed(args)
         except EmbedError as exc:
