@@ -3,8 +3,9 @@
 Part 1 runs in a fresh interpreter and records ``torch.get_num_threads()`` and
 ``torch.get_num_interop_threads()`` after each step a user takes: importing torch, importing
 sktransfer, constructing, fitting and transforming with each encoder, and transforming with
-``n_threads=1`` (also read from inside the forward pass). The encoders must never change the
-setting on import, construction or fit; ``n_threads`` may apply only inside ``transform``.
+``n_threads=1`` and with TextEncoder's default ``n_streams="auto"`` over several batches (both
+also read from inside the forward pass). The encoders must never change the setting on import,
+construction or fit; ``n_threads`` and the split between streams may apply only inside ``transform``.
 
 Part 2 times ``transform`` with ``n_threads=1`` against the default (torch's own setting, every
 core) for texts and images, alternating, so the cost of limiting threads, e.g. for joblib
@@ -56,6 +57,11 @@ TextEncoder._encode_batch = spy
 limited.transform(texts)
 steps.append(["inside transform with n_threads=1", inside[0], torch.get_num_interop_threads()])
 record("after transform with n_threads=1")
+inside.clear()
+TextEncoder(device="cpu", batch_size=2).fit(texts).transform(texts)  # several batches: streams start
+steps.append(["inside a streamed TextEncoder transform (n_streams='auto', 4 batches)", inside[0],
+              torch.get_num_interop_threads()])
+record("after the streamed transform")
 print(json.dumps(steps))
 """
 
@@ -81,7 +87,9 @@ def main(argv=None):
         "Torch thread settings seen by a fresh process, step by step",
         ["step", "torch.get_num_threads()", "torch.get_num_interop_threads()"],
         [[step, str(n), str(interop)] for step, n, interop in steps],
-        notes=["Only the transform with n_threads=1 changes the intra-op count, and only while it runs."],
+        notes=["Only transform changes the intra-op count, and only while it runs: n_threads=1 sets it, and "
+               "TextEncoder's streams (n_streams='auto' on a CPU with 2+ threads) split it between the "
+               "batches they encode at once."],
     ).show()]
 
     rows = []

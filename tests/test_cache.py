@@ -79,7 +79,8 @@ def test_outputs_that_differ_never_share_entries(cache):
         if "normalize" not in params:  # all-MiniLM-L6-v2 already ends in a Normalize module
             assert not np.allclose(out, reference, atol=1e-4), params
     # parameters that do not change the vectors keep hitting
-    for params in [{"batch_size": 1}, {"device": "cpu"}, {"show_progress": True}, {"n_threads": 1}]:
+    for params in [{"batch_size": 1}, {"device": "cpu"}, {"show_progress": True}, {"n_threads": 1},
+                   {"n_streams": 2, "batch_size": 1}]:
         clone(plain).set_params(**params).fit(TEXTS).transform(TEXTS)
         assert cache.stats.last == {"hits": 4, "misses": 0, "corrupt": 0}, params
 

@@ -43,7 +43,8 @@ def test_benchmark_suite_smoke(data_dir, tmp_path):
     out = run("benchmarks/run_all.py", "--quick", "--output", str(page))
     for expected in ["SentenceTransformer.encode fp32 (baseline)", "% of matmul peak", "tutorial loop (baseline)",
                      "cached pipeline", "Full hit", "hymenoptera files x 1", "SST-2 sentences, 64 distinct",
-                     "inside transform with n_threads=1", "Machine:",
+                     "inside transform with n_threads=1", "inside a streamed TextEncoder transform",
+                     "TextEncoder bf16, one stream", "TextEncoder bf16 (default)", "Machine:",
                      "stdlib docstring paragraphs"]:
         assert expected in out, expected
     text = page.read_text()

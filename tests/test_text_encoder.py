@@ -4,6 +4,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_identical_texts_are_encoded_once(encoder, encoded):
 
 
 def test_batches_are_length_sorted(encoder, encoded):
-    clone(encoder).set_params(batch_size=2).fit(TEXTS).transform(TEXTS)
+    clone(encoder).set_params(batch_size=2, n_streams=1).fit(TEXTS).transform(TEXTS)
     lengths = [len(text) for text in encoded]
     assert lengths == sorted(lengths, reverse=True)
 
@@ -170,6 +171,8 @@ def test_parameter_validation():
         TextEncoder(precision="int8").fit(["a"])
     with pytest.raises(InvalidParameterError, match="on_error"):
         TextEncoder(on_error="skip").fit(["a"])
+    with pytest.raises(InvalidParameterError, match="n_streams"):
+        TextEncoder(n_streams=0).fit(["a"])
     with pytest.raises(ValueError, match="not a device name"):
         TextEncoder(device="gpu0").fit(["a"])
     if not torch.cuda.is_available():
@@ -281,6 +284,56 @@ def test_n_threads_applies_only_inside_transform(monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         encoder.transform(["an error mid-transform"])
     assert torch.get_num_threads() == before  # restored even when transform fails
+
+
+def _record_forward_calls(monkeypatch):
+    """Thread, torch thread count and inference mode seen by every batch's forward pass."""
+    calls = []
+    original = TextEncoder._encode_batch
+
+    def spy(self, model, batch):
+        calls.append((threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(TextEncoder, "_encode_batch", spy)
+    return calls
+
+
+def test_streams_split_the_threads_only_inside_transform_and_match_one_stream(monkeypatch):
+    before = torch.get_num_threads()
+    texts = [f"{text} (take {i})" for i in range(4) for text in TEXTS]  # 20 distinct: 7 batches
+    serial = TextEncoder(device="cpu", batch_size=3, n_streams=1).fit(texts).transform(texts)
+    calls = _record_forward_calls(monkeypatch)
+    # n_threads=2 makes the budget two threads whatever this machine has: one per stream.
+    streamed = TextEncoder(device="cpu", batch_size=3, n_threads=2, n_streams=2).fit(texts).transform(texts)
+    np.testing.assert_allclose(streamed, serial, atol=1e-5)  # same rows, in input order
+    assert len(calls) == 7
+    assert {threads for _, threads, _ in calls} == {1}
+    assert all(inference for _, _, inference in calls)  # inference mode is per thread: entered in each
+    assert threading.get_ident() not in {thread for thread, _, _ in calls}
+    assert torch.get_num_threads() == before
+
+    calls.clear()
+    TextEncoder(device="cpu", batch_size=3, n_threads=1).fit(texts).transform(texts)
+    assert {thread for thread, _, _ in calls} == {threading.get_ident()}  # "auto" with one thread: no streams
+
+
+def test_a_failing_stream_stops_the_transform_and_restores_threads(monkeypatch):
+    before = torch.get_num_threads()
+    texts = [f"text number {i}" for i in range(12)]
+    encoder = TextEncoder(device="cpu", batch_size=2, n_threads=2, n_streams=2).fit(texts)
+    original = TextEncoder._encode_batch
+
+    def fail_on_third(self, model, batch):
+        if "text number 7" in batch:
+            raise RuntimeError("boom")
+        return original(self, model, batch)
+
+    monkeypatch.setattr(TextEncoder, "_encode_batch", fail_on_third)
+    with pytest.raises(RuntimeError, match="boom"):
+        encoder.transform(texts)
+    assert torch.get_num_threads() == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("sktransfer")]  # workers joined
 
 
 def test_distinct_valid_rows_are_returned_without_a_copy(monkeypatch):
