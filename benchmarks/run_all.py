@@ -28,7 +28,7 @@ from _common import Table, machine_description  # noqa: E402
 
 # name -> (module, heading, arguments of the full run, arguments of --quick)
 BENCHMARKS = {
-    "text": ("bench_text", "Text: TextEncoder vs SentenceTransformer.encode", [],
+    "text": ("bench_text", "Text: TextEncoder vs SentenceTransformer.encode", ["--repeats", "5"],
              ["--limit", "40", "--repeats", "1"]),
     "text-long": ("bench_text", "Text, long paragraphs: TextEncoder vs SentenceTransformer.encode",
                   ["--corpus", "docstrings"], ["--corpus", "docstrings", "--limit", "12", "--repeats", "1"]),

@@ -75,10 +75,11 @@ class TextEncoder(BaseEncoder):
     n_streams : int or "auto", default="auto"
         On a CPU, how many batches are encoded at once, each in its own thread with an equal
         share of the torch threads (the split applies only while ``transform`` runs). Short
-        texts leave one multi-threaded forward pass waiting on its own threads; two
-        single-threaded streams were 1.3x faster on a 2-core machine. ``"auto"`` uses 2 streams
-        when at least 2 threads are available, and 1 on a GPU or for a single batch. Outputs do
-        not depend on it beyond float noise.
+        texts leave one multi-threaded forward pass waiting on its own threads; on all of
+        SST-2 on a 2-core machine, two single-threaded streams took bf16 from 2.10x to 2.65x
+        the speed of ``SentenceTransformer.encode`` at fp32 (fp32: 1.01x to 1.15x). ``"auto"``
+        uses 2 streams when at least 2 threads are available, and 1 on a GPU, with one thread
+        or for a single batch. Outputs do not depend on it beyond float noise.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct text is
         encoded once per fingerprint (model files, normalize, max_length, precision). A path
