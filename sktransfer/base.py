@@ -456,9 +456,9 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _encode_streamed(self, model, items: list, batches: list, *, streams: int):
         """Yield ``(index, features)`` in batch order while ``streams`` threads encode batches.
 
-        On a CPU, small batches keep torch's intra-op threads waiting on one another (on short
-        texts one thread reaches only 0.65x of two); independent single-threaded streams keep
-        every core busy. Torch's thread count is shared by the process, so it is split between
+        On a CPU, small batches keep torch's intra-op threads waiting on one another;
+        independent single-threaded streams keep every core busy (on SST-2 at bf16, 2 streams
+        of 1 thread ran 1.26x as fast as 1 stream of 2 threads). Torch's thread count is shared by the process, so it is split between
         the streams for the duration of the call and restored afterwards. At most
         ``2 * streams`` batches are in flight, so memory stays flat.
         """

@@ -324,12 +324,12 @@ def test_a_failing_stream_stops_the_transform_and_restores_threads(monkeypatch):
     encoder = TextEncoder(device="cpu", batch_size=2, n_threads=2, n_streams=2).fit(texts)
     original = TextEncoder._encode_batch
 
-    def fail_on_third(self, model, batch):
+    def fail_on_one_batch(self, model, batch):
         if "text number 7" in batch:
             raise RuntimeError("boom")
         return original(self, model, batch)
 
-    monkeypatch.setattr(TextEncoder, "_encode_batch", fail_on_third)
+    monkeypatch.setattr(TextEncoder, "_encode_batch", fail_on_one_batch)
     with pytest.raises(RuntimeError, match="boom"):
         encoder.transform(texts)
     assert torch.get_num_threads() == before
