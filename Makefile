@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 
 # `make docs` builds the documentation site into site/ (warnings are errors).
-.PHONY: setup demo test docs bench bench-text bench-images bench-cache bench-scaling bench-threads
+.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -13,6 +13,14 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest
+
+# The linter, with the rule set agreed in pyproject.toml ([tool.ruff]).
+lint: setup
+	@$(PY) -m ruff check .
+
+# The built wheel installs and imports in a fresh virtual environment (scripts/check_wheel.sh).
+check-wheel: setup
+	@bash scripts/check_wheel.sh
 
 docs: setup
 	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet

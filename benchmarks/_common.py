@@ -123,7 +123,7 @@ class Table:
     notes: list = field(default_factory=list)
     chart: dict | None = None
 
-    def show(self) -> "Table":
+    def show(self) -> Table:
         widths = [max(len(str(c)), *(len(str(r[i])) for r in self.rows)) for i, c in enumerate(self.columns)]
         print(f"\n{self.title}")
         line = lambda cells: "  ".join(  # noqa: E731

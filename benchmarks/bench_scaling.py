@@ -129,7 +129,7 @@ def main(argv=None):
             results[label].append(run_child(kind, size, args.precision))
 
     rows, series = [], {}
-    for kind, size, label in runs:
+    for kind, _size, label in runs:
         r = results[label]
         seconds = float(np.median([x["seconds"] for x in r]))
         peak = max(x["peak_above_model_mib"] for x in r)

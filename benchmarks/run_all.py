@@ -52,7 +52,7 @@ def draw(chart: dict, path: Path, title: str) -> None:
     if chart["kind"] == "bar":
         fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * len(chart["labels"])))
         labels, values = chart["labels"][::-1], chart["values"][::-1]
-        bars = ax.barh(labels, values, color=["#4c72b0" if "baseline" in l else "#dd8452" for l in labels])
+        bars = ax.barh(labels, values, color=["#4c72b0" if "baseline" in label else "#dd8452" for label in labels])
         ax.bar_label(bars, fmt="%.3g", padding=3, fontsize=8)
         ax.set_xlabel(chart["xlabel"])
         ax.margins(x=0.15)

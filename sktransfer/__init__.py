@@ -3,6 +3,7 @@
 >>> from sktransfer import ImageEncoder, TextEncoder
 """
 
+from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .base import BaseEncoder
 from .cache import EmbeddingCache
@@ -16,7 +17,9 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BaseEncoder",
     "EmbeddingCache",
+    "EncoderIdentity",
     "ImageEncoder",
+    "ModelMismatchError",
     "ModelNotFoundError",
     "TextEncoder",
     "make_table_encoder",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from torch import nn
 
 from .model_store import ModelNotFoundError
 
-__all__ = ["Backbone", "build_backbone", "load_torchvision", "pool", "preprocessing_for", "resolve_weights"]
+__all__ = ["Backbone", "build_backbone", "load_torchvision", "pool", "preprocessing_for", "resolve_weights", "network_content", "preprocessing_settings"]
 
 #: Pooling names accepted by ImageEncoder (``None`` means flatten).
 POOLINGS = {"auto", "avg", "max", "avgmax", "cls"}
@@ -111,22 +110,42 @@ def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def module_fingerprint(module: nn.Module) -> str:
-    """Content hash of a module's class and tensors: equal for a module and its deep copies."""
-    digest = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+#: Random initialisation (``weights=None``) is seeded, so the same encoder gives the same
+#: features in every process and after unpickling (for one torch version).
+RANDOM_INIT_SEED = 0
 
 
-def describe_preprocessing(preprocess) -> dict:
-    """What a preprocessing callable does, for the cache fingerprint.
+def network_content(model: str, weights) -> str:
+    """Content hash of a torchvision network before loading it: the checkpoint file's bytes.
 
-    torchvision presets are described by their settings. Other callables by their qualified
-    name, their source code when available, and their repr (for partials and configured objects).
+    With ``weights=None`` the network is the seeded random initialisation of that torch and
+    torchvision version. Architecture code is torchvision's, so its version is part of the hash.
+    A missing checkpoint is fetched (or reported) by torchvision's own loader first.
+    """
+    import torchvision
+
+    from ._identity import _digest
+    from .model_store import file_fingerprint
+
+    versions = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
+    if weights is None:
+        return _digest({"model": model, "random_init_seed": RANDOM_INIT_SEED, **versions})
+    path = checkpoint_path(weights)
+    if not path.exists():
+        load_torchvision(model, weights)  # downloads it once, or raises ModelNotFoundError
+    return _digest({"model": model, "checkpoint": file_fingerprint(path), "torchvision": versions["torchvision"]})
+
+
+def preprocessing_settings(preprocess) -> dict:
+    """What a preprocessing callable does, for the encoder's identity.
+
+    torchvision presets are described by their settings. Any other callable by what it produces
+    on a fixed probe image (two closures from one factory share their name and source, not
+    their output).
     """
     from torchvision.transforms._presets import ImageClassification
+
+    from ._identity import callable_fingerprint
 
     if isinstance(preprocess, ImageClassification):
         return {
@@ -137,19 +156,18 @@ def describe_preprocessing(preprocess) -> dict:
             "interpolation": str(preprocess.interpolation),
             "antialias": preprocess.antialias,
         }
-    import inspect
+    return callable_fingerprint(preprocess, probe_image)
 
-    target = getattr(preprocess, "func", preprocess)
-    try:
-        source = inspect.getsource(target)
-    except (OSError, TypeError):
-        source = ""
-    name = getattr(target, "__qualname__", type(target).__qualname__)
-    return {
-        "callable": f"{getattr(target, '__module__', '')}.{name}",
-        "source": hashlib.sha256(source.encode()).hexdigest(),
-        "repr": repr(preprocess) if not inspect.isfunction(preprocess) else "",
-    }
+
+def probe_image():
+    """A fixed 320x256 RGB image with structure in every channel (gradients and a block)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:256, 0:320]
+    pixels = np.stack([x * 255 // 319, y * 255 // 255, (x + y) % 256], axis=-1).astype(np.uint8)
+    pixels[64:128, 80:160] = (200, 30, 90)
+    return Image.fromarray(pixels, "RGB")
 
 
 @dataclass
@@ -160,7 +178,6 @@ class Backbone:
     layers: tuple  # output names, in order
     class_token: bool  # ViT-style token sequences carry a class token at position 0
     channels_last_maps: bool  # Swin returns (N, H, W, C) feature maps
-    fingerprint: str | None = None  # content hash of the weights, filled in on first use
     output_dims: dict = field(default_factory=dict)  # (input shape, pooling) -> {layer: features}
 
     def __call__(self, batch: torch.Tensor) -> dict:
@@ -178,13 +195,15 @@ def load_torchvision(model: str, weights) -> nn.Module:
 
     if weights is None:
         warnings.warn(
-            f"ImageEncoder(model={model!r}, weights=None) uses randomly initialised weights: the "
-            "features are not pretrained and carry little information. Pass weights='DEFAULT' or a "
-            "named checkpoint for transfer learning.",
+            f"ImageEncoder(model={model!r}, weights=None) uses randomly initialised weights (seeded: the "
+            "same in every process): the features are not pretrained and carry little information. Pass "
+            "weights='DEFAULT' or a named checkpoint for transfer learning.",
             UserWarning,
             stacklevel=4,
         )
-        return get_model(model, weights=None)
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return get_model(model, weights=None)
     try:
         return get_model(model, weights=weights)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a corrupt file a RuntimeError
@@ -254,7 +273,7 @@ def pool(tensor: torch.Tensor, pooling, *, class_token: bool, channels_last_maps
     """
     if tensor.ndim == 2:
         return tensor
-    if pooling is None:
+    if pooling is None or pooling == "flatten":
         return tensor.flatten(1)
     if tensor.ndim == 4:
         dims = (1, 2) if channels_last_maps else (2, 3)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "content_key", "describe_item", "item_key", "to_rgb"]
+__all__ = ["ImageReadError", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
 BACKGROUND = (255, 255, 255)
@@ -43,13 +43,14 @@ def describe_item(item) -> str:
 def item_key(item):
     """Key under which identical items are encoded once per call.
 
-    Paths are keyed by their resolved location and bytes by their content; in-memory images by
+    Paths are keyed by their resolved location and bytes by their value (equal bytes, one
+    encoding; never a truncated hash, which could merge two different files); in-memory images by
     object identity (hashing every pixel array would cost more than it saves here).
     """
     if isinstance(item, (str, os.PathLike)):
         return ("path", os.path.realpath(os.fspath(item)))
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return ("bytes", hash(bytes(item)))
+        return ("bytes", bytes(item))
     return ("object", id(item))
 
 
@@ -80,27 +81,31 @@ def content_key(item) -> bytes | None:
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
     and an edited one gets a new one (a file is re-hashed when its size or modification time
-    changes). In-memory images are keyed by their pixels and mode.
+    changes). In-memory images (PIL images, arrays) are keyed by the 8-bit RGB pixels that
+    :func:`to_rgb` makes of them, which is exactly what the network sees: palette, transparency,
+    EXIF orientation, frame and bit depth all count, and nothing else does.
     """
-    digest = hashlib.blake2b(digest_size=16)
     try:
         if isinstance(item, (str, os.PathLike)):
             return _file_key(item)
-        elif isinstance(item, (bytes, bytearray, memoryview)):
+        digest = hashlib.blake2b(digest_size=16)
+        if isinstance(item, (bytes, bytearray, memoryview)):
             digest.update(b"file:")
             digest.update(bytes(item))
-        elif isinstance(item, Image.Image):
-            orientation = item.getexif().get(0x0112, 1)
-            digest.update(f"pil:{item.mode}:{item.size}:{orientation}:{getattr(item, 'n_frames', 1)}:".encode())
-            digest.update(item.tobytes())
-        elif isinstance(item, np.ndarray):
-            digest.update(f"array:{item.dtype.str}:{item.shape}:".encode())
-            digest.update(np.ascontiguousarray(item).tobytes())
+        elif isinstance(item, (Image.Image, np.ndarray)):
+            rgb = to_rgb(item)
+            digest.update(f"rgb:{rgb.size}:".encode())
+            digest.update(rgb.tobytes())
         else:
             return None
     except (OSError, ValueError):
         return None  # unreadable: not cached, and the encoder reports the failure
     return digest.digest()
+
+
+def is_image_item(item) -> bool:
+    """Whether ``item`` is of a kind :func:`to_rgb` reads (its content is checked later)."""
+    return isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
 
 
 def _open(item, draft_size: int | None) -> Image.Image:

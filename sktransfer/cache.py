@@ -78,20 +78,63 @@ class CacheStats:
         self.last = {"hits": hits, "misses": misses, "corrupt": corrupt}
 
 
-class _Store:
-    """The per-process state of one cache folder: connection, memory layer, counters."""
+class _MemoryLayer:
+    """An LRU of recently used vectors within one process, bounded in bytes."""
 
-    def __init__(self, directory: Path, memory_bytes: int):
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.entries: OrderedDict = OrderedDict()
+        self.used = 0
+
+    def get(self, key):
+        return self.entries.get(key)
+
+    def remember(self, key, vector: np.ndarray) -> None:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        self.entries[key] = vector
+        self.used += vector.nbytes
+        while self.used > self.budget and self.entries:
+            _, dropped = self.entries.popitem(last=False)
+            self.used -= dropped.nbytes
+
+    def forget(self, fingerprint: str | None = None) -> None:
+        """Drop every entry, or those of one fingerprint."""
+        if fingerprint is None:
+            self.entries.clear()
+            self.used = 0
+            return
+        for key in [k for k in self.entries if k[0] == fingerprint]:
+            self.used -= self.entries.pop(key).nbytes
+
+
+class _Store:
+    """The per-process state of one cache folder: connection, memory layers, counters.
+
+    Every ``EmbeddingCache`` of the folder shares the connection and the counters; each memory
+    budget has its own layer, so ``EmbeddingCache(path, memory_bytes=0)`` really reads the disk
+    even when another instance of the same folder keeps a memory layer.
+    """
+
+    def __init__(self, directory: Path):
         self.directory = directory
         self.path = directory / "embeddings.sqlite3"
-        self.memory_bytes = memory_bytes
-        self.memory: OrderedDict = OrderedDict()
-        self.memory_used = 0
+        self.memories: dict[int, _MemoryLayer] = {}
         self.stats = CacheStats()
         self.lock = threading.RLock()
         self._connection = None
         self._pid = None
         self._fingerprint_ids: dict[str, int] = {}
+
+    def memory(self, budget: int) -> _MemoryLayer | None:
+        if budget <= 0:
+            return None
+        return self.memories.setdefault(budget, _MemoryLayer(budget))
+
+    def forget(self, fingerprint: str | None = None) -> None:
+        for layer in self.memories.values():
+            layer.forget(fingerprint)
 
     # -------------------------------------------------------------- connection
     def connection(self) -> sqlite3.Connection:
@@ -131,19 +174,6 @@ class _Store:
         self._fingerprint_ids[fingerprint] = row[0]
         return row[0]
 
-    # -------------------------------------------------------------- memory layer
-    def _remember(self, key, vector: np.ndarray) -> None:
-        if self.memory_bytes <= 0:
-            return
-        if key in self.memory:
-            self.memory.move_to_end(key)
-            return
-        self.memory[key] = vector
-        self.memory_used += vector.nbytes
-        while self.memory_used > self.memory_bytes and self.memory:
-            _, dropped = self.memory.popitem(last=False)
-            self.memory_used -= dropped.nbytes
-
 
 class EmbeddingCache:
     """An on-disk cache of embeddings shared by every encoder that is given it.
@@ -156,7 +186,8 @@ class EmbeddingCache:
         encoder's fingerprint, so they never see each other's vectors.
     memory_bytes : int, default=256 MiB
         Size of the in-process layer that serves repeat lookups without reading the database;
-        0 disables it.
+        0 disables it (every lookup reads the database). Instances of one folder with the same
+        budget share one layer.
     max_bytes : int or None, default=None
         Size limit of the database. When a write takes it over, whole fingerprints are evicted,
         least recently used first (never the one being written).
@@ -168,8 +199,9 @@ class EmbeddingCache:
 
     Notes
     -----
-    All ``EmbeddingCache`` objects for one folder in one process share their connection, memory
-    layer and counters, so the copies that ``clone`` and ``GridSearchCV`` make count together.
+    All ``EmbeddingCache`` objects for one folder in one process share their connection and
+    counters (and, for equal ``memory_bytes``, their memory layer), so the copies that ``clone``
+    and ``GridSearchCV`` make count together.
     A pickled cache stores only its settings. SQLite's locking needs a local filesystem (not NFS).
 
     Examples
@@ -219,7 +251,7 @@ class EmbeddingCache:
         with EmbeddingCache._stores_lock:
             store = EmbeddingCache._stores.get(key)
             if store is None:
-                store = EmbeddingCache._stores[key] = _Store(self.path.resolve(), self.memory_bytes)
+                store = EmbeddingCache._stores[key] = _Store(self.path.resolve())
             return store
 
     @property
@@ -241,10 +273,11 @@ class EmbeddingCache:
         vectors = np.empty((len(keys), dim), dtype=np.float32)
         found = np.zeros(len(keys), dtype=bool)
         corrupt = 0
+        memory = store.memory(self.memory_bytes)
         with store.lock:
             pending = {}
             for i, key in enumerate(keys):
-                cached = store.memory.get((fingerprint, key))
+                cached = memory.get((fingerprint, key)) if memory is not None else None
                 if cached is not None:
                     vectors[i] = cached
                     found[i] = True
@@ -266,7 +299,8 @@ class EmbeddingCache:
                             corrupt += 1  # damaged row: treat as a miss; the rewrite replaces it
                             continue
                         vector = np.frombuffer(blob, dtype=np.float32)
-                        store._remember((fingerprint, bytes(key)), vector)
+                        if memory is not None:
+                            memory.remember((fingerprint, bytes(key)), vector)
                         for i in pending[bytes(key)]:
                             vectors[i] = vector
                             found[i] = True
@@ -281,13 +315,15 @@ class EmbeddingCache:
         if not len(keys):
             return
         store = self._store
+        memory = store.memory(self.memory_bytes)
         with store.lock:
             fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True)
             rows = []
             for key, vector in zip(keys, vectors):
                 blob = vector.tobytes()
                 rows.append((fid, key, blob, zlib.crc32(blob)))
-                store._remember((fingerprint, key), vector.copy())
+                if memory is not None:
+                    memory.remember((fingerprint, key), vector.copy())
             db = store.connection()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -350,8 +386,7 @@ class EmbeddingCache:
                 if len(ids) > 1:
                     raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(ids)} fingerprints; give more characters")
             deleted = self._delete(db, ids)
-            store.memory.clear()
-            store.memory_used = 0
+            store.forget()
             store._fingerprint_ids = {}
         db.execute("VACUUM")
         return deleted
@@ -388,8 +423,7 @@ class EmbeddingCache:
             for fid, fingerprint in candidates:
                 self._delete(db, [fid])
                 store._fingerprint_ids.pop(fingerprint, None)
-                for key in [k for k in store.memory if k[0] == fingerprint]:
-                    store.memory_used -= store.memory.pop(key).nbytes
+                store.forget(fingerprint)
                 if used() <= self.max_bytes:
                     return
             warnings.warn(

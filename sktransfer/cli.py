@@ -1,7 +1,7 @@
 """The ``sktransfer`` command line.
 
 * ``sktransfer embed INPUT -o OUTPUT``: encode a folder of images, a list file, or a column of a
-  text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._embed`);
+  text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._cli_embed`);
 * ``sktransfer models``: the text models and image weights that resolve offline on this machine;
 * ``sktransfer cache info|clear``: inspect or empty an embedding cache;
 * ``sktransfer demo``: the README's main job (the three examples on real data).
@@ -135,7 +135,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _embed(args) -> int:
-    from ._embed import EmbedError, embed
+    from ._cli_embed import EmbedError, embed
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -154,7 +154,7 @@ def _embed(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._embed import add_embed_arguments
+    from ._cli_embed import add_embed_arguments
 
     parser = argparse.ArgumentParser(
         prog="sktransfer",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import numbers
 import os
 import warnings
@@ -10,16 +12,41 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _backbones
-from ._images import ImageReadError, content_key, describe_item, item_key, to_rgb
-from .base import BaseEncoder, column_to_list, indexed_names
+from ._device import autocast, resolve_device
+from ._identity import EncoderIdentity, module_content_hash
+from ._images import ImageReadError, content_key, describe_item, is_image_item, item_key, to_rgb
+from ._registry import model_registry
+from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
 
 __all__ = ["ImageEncoder"]
 
 #: Flattened (pooling=None) outputs above this many features trigger a size warning.
 LARGE_OUTPUT = 100_000
+
+#: Largest shorter side the preprocessing may resize to (``image_size / crop``); beyond it one
+#: image costs gigabytes (crop=1e-4 asked for a 2.2-million-pixel side).
+MAX_RESIZE_SIDE = 4096
+
+_UNSUPPORTED = "unsupported item type {}; pass a file path, bytes, a PIL image or a NumPy array"
+
+
+def _resize_side(preprocess):
+    """The shorter side a torchvision preset resizes to, or None for other callables."""
+    size = getattr(preprocess, "resize_size", None)
+    return int(size[0]) if size else None
+
+
+def _effective_pooling(output: torch.Tensor, pooling, class_token: bool):
+    """What ``pooling`` does to one layer's output: None when it is already a vector."""
+    if output.ndim == 2:
+        return None
+    if pooling == "auto":
+        return "cls" if output.ndim == 3 and class_token else "avg"
+    return "flatten" if pooling is None else pooling
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -79,12 +106,14 @@ class ImageEncoder(BaseEncoder):
         A torchvision classification model name (``torchvision.models.list_models()``:
         ResNet, VGG, Inception, EfficientNet, MobileNet, ConvNeXt, RegNet, ViT, Swin...) or your
         own module. A module is used as given (its output, pooled if spatial) and is pickled with
-        the estimator; pair it with ``preprocess``.
+        the estimator; pair it with ``preprocess``. Modules are told apart by their tensors,
+        their layers (a ReLU and a Tanh differ) and the code of your own layer classes.
     weights : str, torchvision WeightsEnum or None, default="DEFAULT"
         Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best),
         a name such as ``"IMAGENET1K_V1"``, or ``None`` for random initialisation (warns: the
-        features are then not pretrained). Checkpoints load through torchvision's own loader,
-        which reads ``<torch hub dir>/checkpoints`` before downloading.
+        features are then not pretrained; the initialisation is seeded, so it is the same in
+        every process and after unpickling, for one torch version). Checkpoints load through
+        torchvision's own loader, which reads ``<torch hub dir>/checkpoints`` before downloading.
     layer : str, list of str or None, default=None
         ``None`` gives the penultimate representation (the input of the classifier head). A node
         name (see ``torchvision.models.feature_extraction.get_graph_node_names``) selects that
@@ -98,10 +127,12 @@ class ImageEncoder(BaseEncoder):
         models, 299 for Inception v3, 384 or 518 for some ViTs).
     crop : float in (0, 1] or None, default=None
         Fraction of the resized shorter side kept by the centre crop. ``None``: the weights' own
-        (224/256 = 0.875 for most); ``1.0`` keeps the whole shorter side.
+        (224/256 = 0.875 for most); ``1.0`` keeps the whole shorter side. ``image_size / crop``
+        (the side images are resized to) may not exceed 4096 pixels.
     preprocess : callable or None, default=None
         Replaces the weights' preprocessing: takes an RGB ``PIL.Image`` (every input is converted
-        to one first) and returns a ``(C, H, W)`` float tensor.
+        to one first) and returns a ``(C, H, W)`` float tensor. It must be deterministic; the
+        cache tells callables apart by what they produce on a fixed probe image.
     on_error : {"raise", "nan"}, default="raise"
         Missing, unreadable or truncated images: ``"raise"`` raises a ``ValueError`` naming the
         index, the path and the reason; ``"nan"`` returns a NaN row for them and warns with the
@@ -134,8 +165,12 @@ class ImageEncoder(BaseEncoder):
 
     Attributes
     ----------
-    model_identity_ : tuple
-        What was loaded: model name, weights and layers (or a content hash of a module).
+    identity_ : EncoderIdentity
+        What makes the vectors: the model (name and weights, or your module), a content hash
+        of the checkpoint file or of the module's tensors, structure and code, and the
+        effective output-changing settings (layers, the pooling each layer really gets, the
+        preprocessing, jpeg_draft, precision). The cache fingerprint
+        (``identity_.fingerprint``) and the model registry key derive from it.
     device_ : str
         The device the network runs on.
     preprocess_ : callable
@@ -184,6 +219,8 @@ class ImageEncoder(BaseEncoder):
         "jpeg_draft": ["boolean"],
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
     }
+    _output_parameters = ("model", "weights", "layer", "pooling", "image_size", "crop", "preprocess",
+                          "jpeg_draft", "precision")
 
     def __init__(
         self,
@@ -222,55 +259,108 @@ class ImageEncoder(BaseEncoder):
         self.n_threads = n_threads
         self.cache = cache
 
-    # ------------------------------------------------------------------ model
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Resolve and load the network and its preprocessing; nothing is learned from ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1), or an array of images
+            One column of images, validated as ``transform`` validates it (item kinds, stacked
+            arrays); only its column name is recorded. Files are not read.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted encoder.
+        """
+        self._validate_params()
+        self._check_input(X, reset=True)
+        device = resolve_device(self.device)
+        layers = self._layers()
+        if isinstance(self.model, nn.Module):
+            name = f"<module {type(self.model).__module__}.{type(self.model).__qualname__}>"
+            content = module_content_hash(self.model)
+        else:
+            weights = _backbones.resolve_weights(self.model, self.weights)
+            name = self.model if weights is None else f"{self.model} {weights}"
+            content = _backbones.network_content(self.model, weights)
+        draft = EncoderIdentity("ImageEncoder", name, content, {"layers": layers}, ("layers",))
+        backbone = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
+        preprocess = self._build_preprocess()
+        pooling = self._probe(backbone, preprocess, device)
+        settings = {
+            "layers": layers,
+            "pooling": pooling,
+            "preprocess": _backbones.preprocessing_settings(preprocess),
+            "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
+            "precision": self.precision,
+        }
+        self.preprocess_ = preprocess
+        self._set_identity(dataclasses.replace(draft, settings=settings), backbone, device)
+        return self
+
     def _layers(self):
         if self.layer is None:
             return None
-        layers = (self.layer,) if isinstance(self.layer, str) else tuple(self.layer)
+        layers = [self.layer] if isinstance(self.layer, str) else list(self.layer)
         if not layers or not all(isinstance(name, str) for name in layers):
             raise ValueError(f"layer must be a node name or a non-empty list of names, got {self.layer!r}")
         return layers
 
-    def _model_identity(self):
-        layers = self._layers()
+    def _load_model(self, identity: EncoderIdentity, device: torch.device):
+        """Build the backbone the identity names, checking its content first."""
+        layers = identity.settings["layers"]
         if isinstance(self.model, nn.Module):
-            return ("module", type(self.model).__qualname__, _backbones.module_fingerprint(self.model), layers)
-        weights = _backbones.resolve_weights(self.model, self.weights)
-        return ("torchvision", self.model, None if weights is None else str(weights), layers)
-
-    def _load_model(self, identity, device):
-        kind, name, detail, layers = identity
-        if kind == "module":
-            import copy
-
+            identity.check_content(module_content_hash(self.model), "the module passed as model")
             network = copy.deepcopy(self.model)  # never modify the estimator's parameter in place
         else:
-            weights = _backbones.resolve_weights(name, detail)
-            network = _backbones.load_torchvision(name, weights)
-        backbone = _backbones.build_backbone(network, layers, is_torchvision=kind == "torchvision")
+            weights = _backbones.resolve_weights(self.model, self.weights)
+            where = "a seeded random initialisation" if weights is None else str(_backbones.checkpoint_path(weights))
+            identity.check_content(_backbones.network_content(self.model, weights), where)
+            network = _backbones.load_torchvision(self.model, weights)
+        backbone = _backbones.build_backbone(network, layers, is_torchvision=not isinstance(self.model, nn.Module))
         backbone.network.to(device)
         if device.type != "mps":
             backbone.network.to(memory_format=torch.channels_last)
         return backbone
 
-    def _configure(self, backbone):
+    def _build_preprocess(self):
         if self.preprocess is not None:
-            self.preprocess_ = self.preprocess
-        elif isinstance(self.model, nn.Module):
-            self.preprocess_ = _backbones.default_preprocessing(self.image_size, self.crop)
+            return self.preprocess
+        if isinstance(self.model, nn.Module):
+            preprocess = _backbones.default_preprocessing(self.image_size, self.crop)
         else:
             weights = _backbones.resolve_weights(self.model, self.weights)
-            self.preprocess_ = _backbones.preprocessing_for(weights, self.model, self.image_size, self.crop)
-        probe = self.preprocess_(Image.new("RGB", (320, 256), (128, 128, 128)))
+            preprocess = _backbones.preprocessing_for(weights, self.model, self.image_size, self.crop)
+        side = _resize_side(preprocess)
+        if side is not None and side > MAX_RESIZE_SIDE:
+            raise ValueError(
+                f"image_size={self.image_size} with crop={self.crop} resizes every image to a "
+                f"{side}-pixel shorter side (limit {MAX_RESIZE_SIDE}); raise crop or lower image_size."
+            )
+        return preprocess
+
+    def _probe(self, backbone, preprocess, device) -> dict:
+        """Output sizes and the pooling each layer really gets, from one forward pass on a probe."""
+        probe = preprocess(_backbones.probe_image())
+        if not isinstance(probe, torch.Tensor) or probe.ndim != 3:
+            raise ValueError(f"preprocess returned {type(probe).__name__}, expected a (C, H, W) tensor")
         # Output sizes depend on the input size and pooling only; clones share the answer.
         probe_key = (tuple(probe.shape), self.pooling)
-        dims = backbone.output_dims.get(probe_key)
-        if dims is None:
-            with self._inference_context():
-                outputs = backbone(probe.unsqueeze(0).to(torch.device(self.device_)))
-                dims = {name: int(self._pool(backbone, outputs[name]).shape[1]) for name in backbone.layers}
-            backbone.output_dims[probe_key] = dims
-        self.layer_dims_ = dict(dims)
+        known = backbone.output_dims.get(probe_key)
+        if known is None:
+            with torch.inference_mode(), autocast(device, self.precision):
+                outputs = backbone(probe.unsqueeze(0).to(device))
+                known = {
+                    name: (int(self._pool(backbone, outputs[name], self.pooling).shape[1]),
+                           _effective_pooling(outputs[name], self.pooling, backbone.class_token))
+                    for name in backbone.layers
+                }
+            backbone.output_dims[probe_key] = known
+        self.layer_dims_ = {name: dim for name, (dim, _) in known.items()}
         self.embedding_dim_ = sum(self.layer_dims_.values())
         if self.embedding_dim_ > LARGE_OUTPUT:
             warnings.warn(
@@ -280,65 +370,100 @@ class ImageEncoder(BaseEncoder):
                 UserWarning,
                 stacklevel=3,
             )
+        return {name: effective for name, (_, effective) in known.items()}
 
-    def _pool(self, backbone, tensor):
+    @staticmethod
+    def _pool(backbone, tensor, pooling):
         return _backbones.pool(
-            tensor, self.pooling, class_token=backbone.class_token, channels_last_maps=backbone.channels_last_maps
+            tensor, pooling, class_token=backbone.class_token, channels_last_maps=backbone.channels_last_maps
         )
 
     # ------------------------------------------------------------------ input
-    def _prepare_items(self, X):
-        if isinstance(X, np.ndarray) and X.ndim in (3, 4) and X.dtype != object:
-            items = list(X)  # a stack of images: (N, H, W) or (N, H, W, C)
-        elif isinstance(X, (Image.Image, os.PathLike)):
+    def _items_of(self, X) -> list:
+        if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
+            if X.ndim == 3 and X.shape[-1] in (3, 4):
+                raise ValueError(
+                    f"ImageEncoder got one array of shape {X.shape}, which looks like a single "
+                    "(H, W, channels) image rather than a stack of grayscale images. Wrap it in a "
+                    "list ([image]) for one image, pass a stack (N, H, W, C), or list(stack) for "
+                    "grayscale images of width 3 or 4."
+                )
+            return list(X)  # a stack of images: (N, H, W) or (N, H, W, C)
+        if isinstance(X, (Image.Image, os.PathLike)):
             raise ValueError("ImageEncoder expects a sequence of images (one per sample); wrap a single image in a list.")
-        else:
-            items = column_to_list(X, "ImageEncoder")
-        return items, np.zeros(len(items), dtype=bool)
+        return column_to_list(X, "ImageEncoder")
 
-    def _item_key(self, item):
-        return item_key(item)
+    def _check_columns(self, X, *, reset):
+        if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
+            X = np.empty((len(X), 1), dtype=object)  # a stack is one column of images
+        super()._check_columns(X, reset=reset)
 
-    def _describe_item(self, item):
-        return describe_item(item)
+    def _valid_rows(self, items: list) -> np.ndarray:
+        """Items of a kind no image reader accepts (None, numbers...), by ``on_error``."""
+        valid = np.fromiter((is_image_item(item) for item in items), dtype=bool, count=len(items))
+        if self.on_error == "raise" and not valid.all():
+            first = int(np.flatnonzero(~valid)[0])
+            raise ValueError(
+                f"ImageEncoder could not read the item at index {first} ({describe_item(items[first])}): "
+                f"{_UNSUPPORTED.format(type(items[first]).__name__)}. Fix or remove it, or set "
+                "on_error='nan' to get NaN rows for such items." + numbers_hint([items[i] for i in np.flatnonzero(~valid)])
+            )
+        return valid
 
-    def _content_key(self, item):
-        return content_key(item)
+    # ------------------------------------------------------------------ transform
+    def transform(self, X):
+        """Encode each image into the selected layers' pooled features.
 
-    def _fingerprint_parts(self):
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1), or an array of images
+            File paths, bytes, PIL images or arrays (mixed freely), or a stacked array
+            ``(N, H, W)`` / ``(N, H, W, C)``.
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
+            One row per input image, in input order.
+        """
+        check_is_fitted(self, "identity_")
+        self._check_unchanged()
+        items, valid = self._check_input(X, reset=False)
         backbone = self._get_model()
-        if backbone.fingerprint is None:  # hashed once per loaded model, shared by clones
-            backbone.fingerprint = _backbones.module_fingerprint(backbone.network)
-        return {
-            **super()._fingerprint_parts(),
-            "weights": backbone.fingerprint,
-            "identity": list(self.model_identity_[:2]) + [self.model_identity_[3]],
-            "pooling": self.pooling,
-            "preprocess": _backbones.describe_preprocessing(self.preprocess_),
-            "jpeg_draft": bool(self.jpeg_draft),
-        }
-
-    def _cache_description(self):
-        model = self.model if isinstance(self.model, str) else type(self.model).__name__
-        return (
-            f"ImageEncoder(model={model!r}, weights={self.model_identity_[2]!r}, layer={self.layer!r}, "
-            f"pooling={self.pooling!r}, precision={self.precision!r})"
+        out, failures = self._encode_column(
+            items, valid, lambda images, on_batch: self._encode_images(backbone, images, on_batch),
+            dedupe_key=item_key, content_key=content_key,
         )
+        failures += [(row, items[row], _UNSUPPORTED.format(type(items[row]).__name__))
+                     for row in np.flatnonzero(~valid)]
+        if failures:
+            self._handle_failures(sorted(failures, key=lambda failure: failure[0]), len(items))
+        return out
 
-    # ------------------------------------------------------------------ encoding
+    def _handle_failures(self, failures: list, n_items: int) -> None:
+        """``on_error``: the first failure becomes an error naming its index, or NaN rows and a warning."""
+        row, item, reason = failures[0]
+        if self.on_error == "raise":
+            raise ValueError(
+                f"ImageEncoder could not read the item at index {row} ({describe_item(item)}): {reason}. Fix or "
+                "remove it, or set on_error='nan' to get NaN rows for such items (then impute or filter them)."
+            )
+        warn_nan_rows("ImageEncoder", len(failures), n_items, row, describe_item(item), reason, "on_error='nan'")
+
+    # ------------------------------------------------------------------ encoding strategy
     def _resolved_num_workers(self, n_items):
         if self.num_workers != "auto":
             return self.num_workers
         return 0 if n_items <= self.batch_size else default_num_workers(torch.device(self.device_))
 
-    def _encode_unique(self, items, on_batch=None):
-        backbone = self._get_model()
+    def _encode_images(self, backbone, items, on_batch):
+        """Decode and preprocess in a DataLoader while the network encodes the previous batch."""
         device = torch.device(self.device_)
-        resize = getattr(self.preprocess_, "resize_size", None)
+        settings = self.identity_.settings
+        side = _resize_side(self.preprocess_)
         # Ask the JPEG decoder for at least 4x the resize target: the antialiased resize still
         # does a real reduction, so features stay within 2e-4 cosine of a full decode (DCT-scaling
         # right down to the target changed them by up to 1e-2 in our measurements).
-        draft = 4 * int(resize[0]) if self.jpeg_draft and resize else None
+        draft = 4 * side if settings["jpeg_draft"] else None
         workers = self._resolved_num_workers(len(items))
         loader = torch.utils.data.DataLoader(
             _ImageDataset(items, self.preprocess_, draft),
@@ -352,7 +477,8 @@ class ImageEncoder(BaseEncoder):
         out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
         failures = {}
         memory_format = torch.channels_last if device.type != "mps" else torch.contiguous_format
-        with self._inference_context():
+        pooling = settings["pooling"]
+        with torch.inference_mode(), autocast(device, settings["precision"]):
             for index, batch, errors in self._progress(loader, total=len(loader)):
                 failures.update(errors)
                 if errors and self.on_error == "raise":
@@ -361,7 +487,8 @@ class ImageEncoder(BaseEncoder):
                     continue
                 batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 outputs = backbone(batch)
-                features = torch.cat([self._pool(backbone, outputs[name]) for name in backbone.layers], dim=1)
+                features = torch.cat([self._pool(backbone, outputs[name], pooling[name]) for name in backbone.layers],
+                                     dim=1)
                 # Move each batch off the accelerator as it finishes: memory stays flat.
                 out[index] = features.float().cpu().numpy()
                 if on_batch is not None:

@@ -139,19 +139,18 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
     raise _not_found(name, "the hub has no such model (" + "; ".join(errors) + ")")
 
 
-_FOLDER_HASHES: dict = {}
+_CONTENT_HASHES: dict = {}
 
 
-def folder_fingerprint(path: str) -> str:
-    """Content hash of every file in a model folder (weights, tokenizer, configuration).
+def _hash_files(root: Path, files: list[Path]) -> str:
+    """SHA-256 of the files' relative names and bytes, memoised by their sizes and mtimes.
 
-    Memoised per process by the files' sizes and modification times, so clones and grid-search
-    folds hash the weights once.
+    Clones and grid-search folds hash the weights once per process; an edited file changes its
+    size or modification time and is hashed again.
     """
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _ignored(p.relative_to(root)))
-    signature = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    cached = _FOLDER_HASHES.get((str(root), signature))
+    stats = [p.stat() for p in files]
+    signature = tuple((p.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns) for p, s in zip(files, stats))
+    cached = _CONTENT_HASHES.get((str(root), signature))
     if cached is None:
         digest = hashlib.sha256()
         for file in files:
@@ -159,8 +158,21 @@ def folder_fingerprint(path: str) -> str:
             with open(file, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
-        cached = _FOLDER_HASHES[(str(root), signature)] = digest.hexdigest()
+        cached = _CONTENT_HASHES[(str(root), signature)] = digest.hexdigest()
     return cached
+
+
+def folder_fingerprint(path: str) -> str:
+    """Content hash of every file in a model folder (weights, tokenizer, configuration)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not _ignored(p.relative_to(root)))
+    return _hash_files(root, files)
+
+
+def file_fingerprint(path) -> str:
+    """Content hash of one file (a checkpoint), memoised like :func:`folder_fingerprint`."""
+    path = Path(path)
+    return _hash_files(path.parent, [path])
 
 
 def _ignored(relative: Path) -> bool:

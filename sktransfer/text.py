@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import hashlib
 import math
 import numbers
+import os
 import threading
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from .base import BaseEncoder, column_to_list
+from ._device import autocast, resolve_device
+from ._identity import EncoderIdentity
+from ._registry import model_registry
+from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .model_store import folder_fingerprint, resolve_text_model
 
 __all__ = ["TextEncoder"]
@@ -35,6 +42,16 @@ def _is_missing(value) -> bool:
     )
 
 
+def text_key(text: str) -> bytes:
+    """Cache key of a text: a digest of its exact UTF-8 bytes."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _ends_in_normalize(model) -> bool:
+    """Whether the model's last module already scales embeddings to unit length."""
+    return type(model[-1]).__name__ == "Normalize"
+
+
 class TextEncoder(BaseEncoder):
     """Encode texts with a frozen sentence-transformers model.
 
@@ -44,28 +61,32 @@ class TextEncoder(BaseEncoder):
 
     Parameters
     ----------
-    model : str, default="all-MiniLM-L6-v2"
+    model : str or os.PathLike, default="all-MiniLM-L6-v2"
         A sentence-transformers model: a short name (``"all-MiniLM-L6-v2"``), a hub id
         (``"org/name"``) or a local model folder. Names are looked up in the sktransfer model
         directory and the Hugging Face cache before the hub; see :mod:`sktransfer.model_store`.
     normalize : bool, default=False
-        Scale every output row to unit Euclidean length.
+        Scale every output row to unit Euclidean length. Models that already end in a
+        ``Normalize`` module (all-MiniLM-L6-v2 does) return unit rows either way, and both
+        settings share cache entries.
     max_length : int or None, default=None
         Truncate texts to this many tokens. ``None`` uses the model's own limit
-        (256 word pieces for all-MiniLM-L6-v2). A warning reports how many texts were cut.
+        (256 word pieces for all-MiniLM-L6-v2). Every ``transform`` that meets a longer text
+        warns with the count, cached or not.
     on_error : {"raise", "empty", "nan"}, default="raise"
-        What to do with items that are not strings (None, NaN, pandas.NA, numbers...):
-        ``"raise"`` raises a ``ValueError`` naming the first such item and its index;
-        ``"empty"`` encodes them as the empty string; ``"nan"`` returns a row of NaN for them
-        (for a downstream ``SimpleImputer`` or a row filter). Empty strings are valid texts.
+        What to do with items that are not strings (None, NaN, pandas.NA, numbers...), in
+        ``fit`` and ``transform`` alike: ``"raise"`` raises a ``ValueError`` naming the first
+        such item and its index; ``"empty"`` encodes them as the empty string; ``"nan"`` returns
+        a row of NaN for them and warns with the count (for a downstream ``SimpleImputer`` or a
+        row filter). Empty strings are valid texts.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     batch_size : int, default=32
         Texts per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Forward-pass arithmetic. ``"bf16"`` casts the model's weights to bfloat16 (faster than
-        autocast on short texts; cosine to fp32 >= 0.999); ``"fp16"`` runs under autocast.
-        Output is float32 in every case.
+        autocast on short texts; min cosine to fp32 0.9998 on SST-2); ``"fp16"`` runs under
+        autocast. Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
     n_threads : int or None, default=None
@@ -82,13 +103,15 @@ class TextEncoder(BaseEncoder):
         or for a single batch. Outputs do not depend on it beyond float noise.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct text is
-        encoded once per fingerprint (model files, normalize, max_length, precision). A path
-        means ``EmbeddingCache(path)``.
+        encoded once per fingerprint (model files, effective normalisation and token limit,
+        precision). A path means ``EmbeddingCache(path)``.
 
     Attributes
     ----------
-    model_identity_ : str
-        Absolute path of the model folder that was loaded.
+    identity_ : EncoderIdentity
+        What makes the vectors: the model name, a content hash of its files and the effective
+        output-changing settings. The cache fingerprint (``identity_.fingerprint``) and the
+        model registry key derive from it.
     device_ : str
         The device the model runs on.
     embedding_dim_ : int
@@ -98,9 +121,7 @@ class TextEncoder(BaseEncoder):
     n_features_in_ : int
         Number of input columns (1); only set when fitted on a 2-D input such as a DataFrame.
     feature_names_in_ : ndarray of shape (1,)
-        Name of the input column; only set when fitted on a DataFrame.
-    n_truncated_ : int
-        Number of texts longer than ``max_length_`` in the last ``transform`` call.
+        Name of the input column; only set when fitted on a DataFrame or a named Series.
 
     See Also
     --------
@@ -108,8 +129,12 @@ class TextEncoder(BaseEncoder):
 
     Notes
     -----
-    The weights are not pickled: a pickled TextEncoder stores the model name and reloads the
-    model (once per process) on first use. Fitting learns nothing from the data.
+    The weights are not pickled: a pickled TextEncoder stores the model name and a content hash
+    of its files; where it is loaded the name is resolved again (the model directory, the
+    Hugging Face cache) and the files found must hash the same, or ``transform`` raises
+    :class:`~sktransfer.ModelMismatchError`. Fitting learns nothing from the data. Changing an
+    output-changing parameter (``model``, ``normalize``, ``max_length``, ``precision``) after
+    ``fit`` makes ``transform`` raise until ``fit`` is called again.
 
     Examples
     --------
@@ -125,12 +150,13 @@ class TextEncoder(BaseEncoder):
 
     _parameter_constraints: dict = {
         **BaseEncoder._parameter_constraints,
-        "model": [str],
+        "model": [str, os.PathLike],
         "normalize": ["boolean"],
         "max_length": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "on_error": [StrOptions({"raise", "empty", "nan"})],
         "n_streams": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
+    _output_parameters = ("model", "normalize", "max_length", "precision")
 
     def __init__(
         self,
@@ -159,54 +185,76 @@ class TextEncoder(BaseEncoder):
         self.n_streams = n_streams
         self.cache = cache
 
-    # ------------------------------------------------------------------ model
-    def _model_identity(self):
-        return resolve_text_model(self.model)
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Resolve and load the pretrained model; nothing is learned from ``X``.
 
-    def _load_model(self, identity, device):
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of texts, validated as ``transform`` validates it; only its column name
+            is recorded.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted encoder.
+        """
+        self._validate_params()
+        self._check_input(X, reset=True)
+        device = resolve_device(self.device)
+        name = os.fspath(self.model)
+        location = resolve_text_model(name)
+        weights = "bfloat16" if self.precision == "bf16" else "float32"
+        # The model's own facts (dimension, token limit, final Normalize) complete the settings;
+        # the registry key needs only the content and the weights' dtype, known before loading.
+        draft = EncoderIdentity("TextEncoder", name, folder_fingerprint(location), {"weights": weights},
+                                ("weights",), location)
+        model = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
+        limit = self._token_limit(model)
+        if self.max_length is not None and limit is not None and self.max_length > limit:
+            raise ValueError(
+                f"max_length={self.max_length} exceeds what {name!r} can read ({limit} tokens); "
+                f"use max_length <= {limit}."
+            )
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.embedding_dim_ = int(get_dim())
+        self.max_length_ = int(self.max_length or model.max_seq_length or limit)
+        settings = {
+            "weights": weights,
+            "precision": self.precision,
+            "normalize": bool(self.normalize) or _ends_in_normalize(model),
+            "max_length": self.max_length_,
+        }
+        self._set_identity(dataclasses.replace(draft, settings=settings), model, device)
+        return self
+
+    def _load_model(self, identity: EncoderIdentity, device: torch.device):
+        """Find the model by name, check it is the fitted one, and load it frozen."""
         from sentence_transformers import SentenceTransformer
-
         from transformers.utils import logging as hf_logging
 
+        location = identity.location or resolve_text_model(identity.model)
+        identity.check_content(folder_fingerprint(location), location)
         # The per-tensor "Loading weights" bar is noise inside a grid search; restore the
         # user's setting afterwards.
         bar_was_enabled = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            model = SentenceTransformer(identity, device=str(device), local_files_only=True)
+            model = SentenceTransformer(location, device=str(device), local_files_only=True)
         finally:
             if bar_was_enabled:
                 hf_logging.enable_progress_bar()
         model.eval()
         model.requires_grad_(False)
-        if self.precision == "bf16":
+        if identity.settings["weights"] == "bfloat16":
             # bfloat16 weights rather than autocast: on short texts autocast's per-op casts cost
             # much of what the bf16 matrix products gain (all of SST-2 train: 2.11x fp32 with bf16
-            # weights, 1.73x with autocast; min cosine to fp32 0.9998). The registry keys models
-            # by precision.
+            # weights, 1.73x with autocast; min cosine to fp32 0.9998).
             model.to(torch.bfloat16)
         return model
-
-    @contextlib.contextmanager
-    def _inference_context(self):
-        if self.precision != "bf16":
-            with super()._inference_context():
-                yield
-            return
-        with torch.inference_mode():  # the weights are bfloat16 already: no autocast
-            yield
-
-    def _configure(self, model):
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.embedding_dim_ = int(get_dim())
-        limit = self._token_limit(model)
-        if self.max_length is not None and limit is not None and self.max_length > limit:
-            raise ValueError(
-                f"max_length={self.max_length} exceeds what {self.model!r} can read ({limit} tokens); "
-                f"use max_length <= {limit}."
-            )
-        self.max_length_ = int(self.max_length or model.max_seq_length or limit)
-        self.n_truncated_ = 0
 
     @staticmethod
     def _token_limit(model):
@@ -214,94 +262,166 @@ class TextEncoder(BaseEncoder):
         return getattr(config, "max_position_embeddings", None)
 
     # ------------------------------------------------------------------ input
-    def _prepare_items(self, X):
-        items = column_to_list(X, "TextEncoder")
+    def _items_of(self, X) -> list:
+        return column_to_list(X, "TextEncoder")
+
+    def _valid_rows(self, items: list) -> np.ndarray:
+        """Apply ``on_error`` to items that are not strings (the same in fit and transform)."""
         bad = [i for i, item in enumerate(items) if not isinstance(item, str)]
-        nan_rows = np.zeros(len(items), dtype=bool)
-        if bad and self.on_error == "raise":
+        valid = np.ones(len(items), dtype=bool)
+        if not bad:
+            return valid
+        if self.on_error == "raise":
             first = bad[0]
             kind = "a missing value" if _is_missing(items[first]) else f"a {type(items[first]).__name__}"
             raise ValueError(
                 f"TextEncoder expects strings, but the item at index {first} is {kind} "
                 f"({items[first]!r}); {len(bad)} of {len(items)} items are not strings. Clean the "
                 "column (e.g. X.fillna('')), or set on_error='empty' to encode them as empty "
-                "strings or on_error='nan' to return NaN rows for them."
+                "strings or on_error='nan' to return NaN rows for them." + numbers_hint([items[i] for i in bad])
             )
         if self.on_error == "empty":
             for i in bad:
                 items[i] = ""
-        else:
-            nan_rows[bad] = True
-            if bad:  # the policy was chosen, but the count must not go unnoticed (as for images)
-                warnings.warn(
-                    f"TextEncoder returned NaN rows for {len(bad)} of {len(items)} items that are not "
-                    f"strings (on_error='nan'); first at index {bad[0]} ({items[bad[0]]!r}).",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        self._truncated = []
-        return items, nan_rows
+            return valid
+        valid[bad] = False
+        return valid
 
-    def _item_size(self, item):
-        return len(item)
+    # ------------------------------------------------------------------ transform
+    def transform(self, X):
+        """Encode each text into the model's sentence embedding.
 
-    def _content_key(self, item):
-        return hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of texts: a list, tuple, 1-D array, pandas Series or one-column DataFrame.
 
-    def _fingerprint_parts(self):
-        return {
-            **super()._fingerprint_parts(),
-            "model": folder_fingerprint(self.model_identity_),
-            "normalize": bool(self.normalize),
-            "max_length": self.max_length_,
-            # bf16 once meant autocast over float32 weights; those vectors differ slightly.
-            **({"bf16": "weights"} if self.precision == "bf16" else {}),
-        }
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
+            One row per input text, in input order.
+        """
+        check_is_fitted(self, "identity_")
+        self._check_unchanged()
+        items, valid = self._check_input(X, reset=False)
+        model = self._get_model()
+        self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
+        out, _ = self._encode_column(items, valid, lambda texts, on_batch: self._encode_texts(model, texts, on_batch),
+                                     dedupe_key=lambda text: text, content_key=text_key)
+        if not valid.all():
+            first = int(np.flatnonzero(~valid)[0])
+            warn_nan_rows("TextEncoder", int((~valid).sum()), len(items), first, repr(items[first]),
+                          "not a string", "on_error='nan'")
+        return out
 
-    def _cache_description(self):
-        return (
-            f"TextEncoder(model={self.model!r}, normalize={self.normalize}, max_length={self.max_length_}, "
-            f"precision={self.precision!r})"
-        )
-
-    # ------------------------------------------------------------------ encoding
-    def _encode_batch(self, model, batch):
-        from sentence_transformers.util import batch_to_device
-
+    def _warn_truncated(self, model, texts: set) -> None:
+        """Warn when texts are longer than the token limit, whether or not they are cached."""
+        limit = self.max_length_
+        # A token covers at least one UTF-8 byte, plus the special tokens and a SentencePiece
+        # word-start marker, so shorter texts cannot be cut and need no tokenizing.
+        budget = limit - model.tokenizer.num_special_tokens_to_add(pair=False) - 1
+        candidates = [t for t in texts if 4 * len(t) > budget and len(t.encode("utf-8", "surrogatepass")) > budget]
+        if not candidates:
+            return
         with _TOKENIZER_LOCK:
-            features = model.preprocess(batch, processing_kwargs={"text": {"max_length": self.max_length_}})
-            mask = features.get("attention_mask")
-            if mask is not None:
-                self._count_truncated(model, batch, mask)
-        features = batch_to_device(features, model.device)
-        embeddings = model(features)["sentence_embedding"]
-        if self.normalize:
-            embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
-        return embeddings
+            lengths = [len(ids) for ids in model.tokenizer(candidates, truncation=False, verbose=False)["input_ids"]]
+        longer = [n for n in lengths if n > limit]
+        if longer:
+            import warnings
 
-    def _forward_streams(self, n_batches):
+            warnings.warn(
+                f"TextEncoder truncated {len(longer)} distinct text(s) longer than max_length={limit} tokens "
+                f"(longest: {max(longer)} tokens). Raise max_length (up to the model's limit) or split long texts.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ encoding strategy
+    def _encode_texts(self, model, texts: list, on_batch):
+        """Encode distinct texts in length-sorted batches, one or several streams at once.
+
+        Returns the features in the given order and no failures (a text always encodes).
+        ``on_batch(positions, features)`` is called as each batch finishes, so the cache keeps
+        finished work when a run is interrupted.
+        """
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        out = np.empty((len(texts), self.embedding_dim_), dtype=np.float32)
+        streams = self._forward_streams(len(batches))
+        finished = self._encode_serially(model, texts, batches) if streams == 1 else \
+            self._encode_streamed(model, texts, batches, streams=streams)
+        with contextlib.closing(finished) as results:  # stops the streams on error
+            for index, features in self._progress(results, total=len(batches)):
+                out[index] = features
+                if on_batch is not None:
+                    on_batch(index, features)
+        return out, {}
+
+    def _forward_streams(self, n_batches: int) -> int:
         if torch.device(self.device_).type != "cpu" or n_batches < 2:
             return 1  # an accelerator runs one batch at a time; a single batch cannot be split
         if self.n_streams != "auto":
             return min(self.n_streams, n_batches)
         return 2 if torch.get_num_threads() >= 2 else 1
 
-    def _count_truncated(self, model, batch, mask):
-        # Only texts that filled the whole window can have been cut; count their real length.
-        full = torch.nonzero(mask.sum(dim=1) >= self.max_length_).flatten().tolist()
-        if full:
-            lengths = model.tokenizer([batch[i] for i in full], truncation=False, verbose=False)["input_ids"]
-            self._truncated.extend(len(ids) for ids in lengths if len(ids) > self.max_length_)
+    @contextlib.contextmanager
+    def _inference_context(self):
+        """No autograd; autocast for fp16 (bf16 weights are already bfloat16)."""
+        precision = self.identity_.settings["precision"]
+        with torch.inference_mode(), autocast(torch.device(self.device_), "fp16" if precision == "fp16" else "fp32"):
+            yield
 
-    def _finish_transform(self):
-        truncated = getattr(self, "_truncated", [])
-        self.n_truncated_ = len(truncated)
-        if truncated:
-            warnings.warn(
-                f"TextEncoder truncated {len(truncated)} distinct text(s) longer than "
-                f"max_length={self.max_length_} tokens (longest: {max(truncated)} tokens). "
-                "Raise max_length (up to the model's limit) or split long texts.",
-                UserWarning,
-                stacklevel=3,
-            )
-        self._truncated = []
+    def _encode_one(self, model, texts: list, index: list) -> np.ndarray:
+        # Move each batch off the accelerator as it finishes: memory stays flat.
+        return self._encode_batch(model, [texts[i] for i in index]).float().cpu().numpy()
+
+    def _encode_batch(self, model, batch: list) -> torch.Tensor:
+        from sentence_transformers.util import batch_to_device
+
+        with _TOKENIZER_LOCK:
+            features = model.preprocess(batch, processing_kwargs={"text": {"max_length": self.max_length_}})
+        features = batch_to_device(features, model.device)
+        embeddings = model(features)["sentence_embedding"]
+        if self.identity_.settings["normalize"] and not _ends_in_normalize(model):
+            embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
+        return embeddings
+
+    def _encode_serially(self, model, texts: list, batches: list):
+        """Yield ``(index, features)`` for each batch in turn, in the calling thread."""
+        with self._inference_context():
+            for index in batches:
+                yield index, self._encode_one(model, texts, index)
+
+    def _encode_streamed(self, model, texts: list, batches: list, *, streams: int):
+        """Yield ``(index, features)`` in batch order while ``streams`` threads encode batches.
+
+        On a CPU, small batches keep torch's intra-op threads waiting on one another;
+        independent single-threaded streams keep every core busy (on SST-2 at bf16, 2 streams
+        of 1 thread ran 1.26x as fast as 1 stream of 2 threads). Torch's thread count is shared
+        by the process, so it is split between the streams for the duration of the call and
+        restored afterwards. At most ``2 * streams`` batches are in flight, so memory stays flat.
+        """
+        previous = torch.get_num_threads()
+        per_stream = max(1, previous // streams)
+
+        def encode(index):
+            # Grad mode and autocast are thread-local: every worker enters the context itself.
+            with self._inference_context():
+                return self._encode_one(model, texts, index)
+
+        torch.set_num_threads(per_stream)
+        pool = ThreadPoolExecutor(streams, thread_name_prefix="sktransfer", initializer=torch.set_num_threads,
+                                  initargs=(per_stream,))
+        try:
+            pending = collections.deque()
+            for index in batches:
+                pending.append((index, pool.submit(encode, index)))
+                if len(pending) >= 2 * streams:
+                    index, future = pending.popleft()
+                    yield index, future.result()
+            while pending:
+                index, future = pending.popleft()
+                yield index, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(previous)

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT
 
 
 def sktransfer(*args, cwd=None):

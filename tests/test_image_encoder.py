@@ -213,7 +213,7 @@ def test_unreadable_items_raise_naming_index_path_and_reason(encoder, photos, ba
 def test_on_error_nan_returns_nan_rows_and_warns(photos, photo_features, bad_files):
     enc = make_encoder(on_error="nan").fit(photos)
     X = [photos[0], bad_files["missing"], photos[1], bad_files["truncated"]]
-    with pytest.warns(UserWarning, match=r"could not read 2 of 4 items.*first at index 1"):
+    with pytest.warns(UserWarning, match=r"returned NaN rows for 2 of 4 items.*first at index 1"):
         out = enc.transform(X)
     assert np.isnan(out[[1, 3]]).all()
     np.testing.assert_allclose(out[[0, 2]], photo_features[:2], atol=1e-5)
@@ -326,7 +326,10 @@ def test_custom_module_and_preprocess_callable(photos):
         expected = net(torch.stack([preprocess(Image.open(p).convert("RGB")) for p in photos[:2]])).mean((2, 3))
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-5)
     assert net.training  # the user's module is never modified in place
-    clone(enc).fit(photos[:1])  # clones hash to the same identity: shared, not reloaded
+    loads = sum(model_registry.load_counts.values())
+    twin = clone(enc).fit(photos[:1])  # a clone hashes to the same identity: shared, not reloaded
+    assert twin.model_ is enc.model_ and sum(model_registry.load_counts.values()) == loads
+    assert twin.identity_ == enc.identity_
 
 
 # ---------------------------------------------------------------- weights and errors

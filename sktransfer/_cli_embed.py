@@ -51,8 +51,9 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reduction of spatial maps or token sequences (images only; default auto)")
     parser.add_argument("--batch-size", type=int, default=32, help="items per forward pass (default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="forward-pass arithmetic (default: %(default)s; bf16/fp16 run under autocast, the output is "
-                             "float32 in every case)")
+                        help="forward-pass arithmetic (default: %(default)s; images run bf16/fp16 under autocast; "
+                             "texts run bf16 with bfloat16 weights and fp16 under autocast; the output is float32 "
+                             "in every case)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--cache", default=None,
                         help="embedding cache folder (default: $SKTRANSFER_CACHE or ~/.cache/sktransfer/cache)")

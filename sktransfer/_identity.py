@@ -1,0 +1,203 @@
+"""What makes an encoder's vectors: one immutable identity per fitted encoder.
+
+Every fitted encoder holds an :class:`EncoderIdentity`, resolved once in ``fit``. It says
+
+* where the model came from (the name the user gave, and the folder it resolved to here);
+* a **content hash** of what computes the vectors: the files of a model folder, a checkpoint
+  file, or a module's tensors and architecture;
+* a snapshot of every **output-changing setting** (effective values: ``max_length=None`` is
+  recorded as the model's limit, ``pooling="auto"`` as what it does on each layer), plus the
+  subset that shapes the loaded model itself.
+
+Both the model registry key and the cache fingerprint are derived here and nowhere else, so the
+two can never disagree: two encoders share a registry entry or a cache entry exactly when their
+identities say they compute the same vectors. The resolved folder is a fact about this machine,
+not about the vectors: it is left out of both keys and out of pickles, and the model is found
+again by name where a pickle is loaded, then checked against the content hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EncoderIdentity", "ModelMismatchError", "callable_fingerprint", "module_content_hash"]
+
+#: Bumped when sktransfer itself changes what vectors a configuration produces (input decoding,
+#: pooling code...): every older cache entry then stops matching.
+VECTOR_FORMAT = 2
+
+
+class ModelMismatchError(RuntimeError):
+    """The model found by name is not the one the encoder was fitted with."""
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-stable form of a setting (tuples become lists, numpy scalars Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"identity settings must be plain values, got {type(value).__name__}: {value!r}")
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderIdentity:
+    """What makes one fitted encoder's vectors.
+
+    Parameters
+    ----------
+    encoder : str
+        The encoder class name.
+    model : str
+        The model as the user named it (a name, a hub id, a path, or a description of a module):
+        how it is found again after unpickling.
+    content : str
+        Hash of what computes the vectors (model files, checkpoint, module tensors and structure).
+    settings : dict
+        Every output-changing setting, with effective values.
+    model_settings : tuple of str
+        The names in ``settings`` that shape the loaded model itself (e.g. bfloat16 weights, the
+        layers a backbone returns); other settings apply around a shared model.
+    location : str or None
+        Where the model was found on this machine. Not part of either key, not pickled.
+    """
+
+    encoder: str
+    model: str
+    content: str
+    settings: dict
+    model_settings: tuple = ()
+    location: str | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "settings", _canonical(dict(self.settings)))
+        unknown = set(self.model_settings) - set(self.settings)
+        if unknown:
+            raise ValueError(f"model_settings {sorted(unknown)} are not among the settings")
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Cache key of this configuration: equal exactly when the vectors are."""
+        return _digest({"encoder": self.encoder, "format": VECTOR_FORMAT, "content": self.content,
+                        "settings": self.settings})
+
+    def registry_key(self, device: str) -> tuple:
+        """Key of the loaded model: its content and the settings that shape it, on ``device``."""
+        shaping = {name: self.settings[name] for name in self.model_settings}
+        return (self.encoder, self.content, json.dumps(shaping, sort_keys=True), str(device))
+
+    def describe(self) -> str:
+        """Readable summary, shown by ``EmbeddingCache.info()`` and in errors."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(self.settings.items()))
+        return f"{self.encoder}(model={self.model!r}, {shown})"
+
+    def portable(self) -> EncoderIdentity:
+        """The identity without this machine's location: what a pickle stores."""
+        return dataclasses.replace(self, location=None)
+
+    def check_content(self, found: str, where: str) -> None:
+        """Raise :class:`ModelMismatchError` unless ``found`` is this identity's content hash."""
+        if found != self.content:
+            raise ModelMismatchError(
+                f"{self.encoder} was fitted with model {self.model!r} of content {self.content[:12]}, but "
+                f"the model found under that name ({where}) has content {found[:12]}: it is a different "
+                "model, whose vectors would not match the fitted ones. Restore the original model files, "
+                "or fit the encoder again (and the estimators after it) on this model."
+            )
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("fingerprint", None)  # a cached_property: recomputed on demand
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+# ---------------------------------------------------------------------- content of user objects
+def _plain_attributes(module) -> dict:
+    """Non-tensor settings stored on a module (a scale, a flag) that its forward may read."""
+    skip = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
+    plain = {}
+    for name, value in vars(module).items():
+        if name in skip or name.startswith("_") and "hook" in name:
+            continue
+        if value is None or isinstance(value, (bool, int, float, str)):
+            plain[name] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            plain[name] = list(value)
+    return plain
+
+
+def _class_source(cls) -> str:
+    """Source of a user-defined class (its forward decides the output); torch's own are versioned."""
+    module = cls.__module__ or ""
+    if module.split(".")[0] in {"torch", "torchvision", "timm", "builtins"}:
+        return f"{module}.{cls.__qualname__}"
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        return f"{module}.{cls.__qualname__}"
+
+
+def module_content_hash(module) -> str:
+    """Hash of everything that decides a module's output: tensors, structure and code.
+
+    Covers the parameters and buffers (``state_dict``), the module tree with each layer's class
+    and configuration (``repr``: a ReLU and a Tanh differ, so do average and max pooling), plain
+    attributes each layer stores, and the source of user-defined layer classes.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(module).encode())
+    classes = {}
+    for name, child in module.named_modules():
+        digest.update(f"{name}:{json.dumps(_plain_attributes(child), sort_keys=True)}".encode())
+        classes.setdefault(type(child), None)
+    for cls in classes:
+        digest.update(_class_source(cls).encode())
+    return digest.hexdigest()
+
+
+def callable_fingerprint(function, probe_input, describe=None) -> dict:
+    """Describe what a callable does by what it produces on a fixed probe input.
+
+    Two closures from one factory (``make_preprocess(64)`` and ``make_preprocess(224)``) share
+    their name and source but not their output, so the output is what identifies them. It is
+    rounded to 4 decimals so that float noise between machines rarely changes the key (a change
+    can only cost a cache miss, never a wrong vector). A callable that gives two different
+    outputs for the same input cannot be cached meaningfully and raises a ``ValueError``.
+    """
+    first, second = function(probe_input()), function(probe_input())
+    arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32) for out in (first, second)]
+    if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
+        name = getattr(function, "__qualname__", type(function).__qualname__)
+        raise ValueError(
+            f"{name} returned different outputs for the same image; preprocessing must be deterministic "
+            "(move random augmentation out of the encoder's preprocess)."
+        )
+    rounded = np.round(arrays[0], 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+    name = getattr(function, "__qualname__", type(function).__qualname__)
+    return {
+        "callable": f"{getattr(function, '__module__', '')}.{name}",
+        "shape": list(rounded.shape),
+        "probe": hashlib.sha256(rounded.astype(np.float32).tobytes()).hexdigest(),
+        **(describe or {}),
+    }
