@@ -159,6 +159,14 @@ def preprocessing_settings(preprocess) -> dict:
     return callable_fingerprint(preprocess, probe_image)
 
 
+def preprocessing_summary(settings: dict) -> str:
+    """One readable line for :func:`preprocessing_settings`' output."""
+    if "crop_size" in settings:
+        interpolation = settings["interpolation"].split(".")[-1].lower()
+        return f"resize {settings['resize_size'][0]}, crop {settings['crop_size'][0]}, {interpolation}"
+    return f"{settings['callable']} (probe {settings['probe'][:8]})"
+
+
 def probe_image():
     """A fixed 320x256 RGB image with structure in every channel (gradients and a block)."""
     import numpy as np

@@ -75,6 +75,8 @@ class EncoderIdentity:
         layers a backbone returns); other settings apply around a shared model.
     location : str or None
         Where the model was found on this machine. Not part of either key, not pickled.
+    summary : dict
+        Shorter, readable forms of some settings for :meth:`describe` (not part of either key).
     """
 
     encoder: str
@@ -83,6 +85,7 @@ class EncoderIdentity:
     settings: dict
     model_settings: tuple = ()
     location: str | None = dataclasses.field(default=None, compare=False)
+    summary: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _canonical(dict(self.settings)))
@@ -103,7 +106,7 @@ class EncoderIdentity:
 
     def describe(self) -> str:
         """Readable summary, shown by ``EmbeddingCache.info()`` and in errors."""
-        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(self.settings.items()))
+        shown = ", ".join(f"{k}={self.summary.get(k, v)!r}" for k, v in sorted(self.settings.items()))
         return f"{self.encoder}(model={self.model!r}, {shown})"
 
     def portable(self) -> EncoderIdentity:

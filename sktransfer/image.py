@@ -291,15 +291,17 @@ class ImageEncoder(BaseEncoder):
         backbone = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         preprocess = self._build_preprocess()
         pooling = self._probe(backbone, preprocess, device)
+        described = _backbones.preprocessing_settings(preprocess)
         settings = {
             "layers": layers,
             "pooling": pooling,
-            "preprocess": _backbones.preprocessing_settings(preprocess),
+            "preprocess": described,
             "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
             "precision": self.precision,
         }
         self.preprocess_ = preprocess
-        self._set_identity(dataclasses.replace(draft, settings=settings), backbone, device)
+        summary = {"preprocess": _backbones.preprocessing_summary(described)}
+        self._set_identity(dataclasses.replace(draft, settings=settings, summary=summary), backbone, device)
         return self
 
     def _layers(self):

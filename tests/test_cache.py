@@ -158,40 +158,41 @@ def test_corrupt_rows_are_detected_and_reencoded(cache):
 
 def test_killed_writer_leaves_a_readable_cache(tmp_path, sst2_sample, encoded):
     texts = [f"{t} ({i})" for i, t in enumerate(sst2_sample[0] * 25)]  # 1000 distinct sentences
-    path = tmp_path / "cache"
+    path, marker = tmp_path / "cache", tmp_path / "five-batches-stored"
+    # The writer stores five batches of 8, says so, and blocks in the sixth: the kill always lands
+    # mid-run, whatever the machine's speed.
     script = textwrap.dedent(
         f"""
-        import os
+        import os, pathlib, time
         os.environ["HF_HUB_OFFLINE"] = "1"
-        from sktransfer import TextEncoder
+        from sktransfer import EmbeddingCache, TextEncoder
+        original, calls = EmbeddingCache.put, []
+
+        def put(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 6:
+                pathlib.Path({str(marker)!r}).write_text("5")
+                time.sleep(600)
+            return original(self, *args, **kwargs)
+
+        EmbeddingCache.put = put
         texts = {texts!r}
-        TextEncoder(cache={str(path)!r}, batch_size=8).fit(texts).transform(texts)
+        TextEncoder(cache={str(path)!r}, batch_size=8, n_streams=1).fit(texts).transform(texts)
         print("finished")
         """
     )
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    db_file = path / "embeddings.sqlite3"
     deadline = time.time() + 300
-    stored = 0
-    while time.time() < deadline and writer.poll() is None:
-        if db_file.exists():
-            try:
-                with sqlite3.connect(db_file, timeout=5) as db:
-                    stored = db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-            except sqlite3.OperationalError:
-                stored = 0
-            if stored >= 40:
-                break
+    while not marker.exists() and writer.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert writer.poll() is None, writer.communicate()
-    os.kill(writer.pid, signal.SIGKILL)  # mid-run: between or inside a batch's transaction
+    assert marker.exists() and writer.poll() is None, writer.communicate()
+    os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     cache = EmbeddingCache(path)
     enc = TextEncoder(cache=cache).fit(texts)
     out = enc.transform(texts)
-    kept = cache.stats.last["hits"]
-    assert 40 <= kept < len(texts) and cache.stats.last["corrupt"] == 0
-    assert len(encoded) == len(texts) - kept  # only the lost entries are recomputed
+    assert cache.stats.last == {"hits": 40, "misses": len(texts) - 40, "corrupt": 0}
+    assert len(encoded) == len(texts) - 40  # only the lost entries are recomputed
     np.testing.assert_allclose(out, TextEncoder(batch_size=64).fit(texts).transform(texts), atol=1e-5)
 
 
