@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from ._device import PRECISIONS, fallback_device
+from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity
 from ._registry import model_registry
 from .cache import EmbeddingCache, as_cache
@@ -195,6 +195,22 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be an int, got {value!r} (a bool)."
                 )
+
+    def _begin_fit(self, X) -> torch.device:
+        """What every ``fit`` does first: validate the parameters and ``X``, resolve the device."""
+        self._validate_params()
+        self._check_input(X, reset=True)
+        return resolve_device(self.device)
+
+    def _begin_transform(self, X):
+        """What every ``transform`` does first: check the fit still holds, validate ``X``, get the model.
+
+        Returns the items, the mask of rows to encode and the loaded model.
+        """
+        check_is_fitted(self, "identity_")
+        self._check_unchanged()
+        items, valid = self._check_input(X, reset=False)
+        return items, valid, self._get_model()
 
     def _check_input(self, X, *, reset: bool) -> tuple[list, np.ndarray]:
         """The one validation path of ``fit`` and ``transform``.

@@ -12,11 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _backbones
-from ._device import autocast, resolve_device
+from ._device import autocast
 from ._identity import EncoderIdentity, module_content_hash
 from ._images import ImageReadError, content_key, describe_item, is_image_item, item_key, to_rgb
 from ._registry import model_registry
@@ -276,9 +275,7 @@ class ImageEncoder(BaseEncoder):
         self : object
             The fitted encoder.
         """
-        self._validate_params()
-        self._check_input(X, reset=True)
-        device = resolve_device(self.device)
+        device = self._begin_fit(X)
         layers = self._layers()
         if isinstance(self.model, nn.Module):
             name = f"<module {type(self.model).__module__}.{type(self.model).__qualname__}>"
@@ -427,10 +424,7 @@ class ImageEncoder(BaseEncoder):
         X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
             One row per input image, in input order.
         """
-        check_is_fitted(self, "identity_")
-        self._check_unchanged()
-        items, valid = self._check_input(X, reset=False)
-        backbone = self._get_model()
+        items, valid, backbone = self._begin_transform(X)
         out, failures = self._encode_column(
             items, valid, lambda images, on_batch: self._encode_images(backbone, images, on_batch),
             dedupe_key=item_key, content_key=content_key,

@@ -15,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
-from ._device import autocast, resolve_device
+from ._device import autocast
 from ._identity import EncoderIdentity
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
@@ -202,9 +201,7 @@ class TextEncoder(BaseEncoder):
         self : object
             The fitted encoder.
         """
-        self._validate_params()
-        self._check_input(X, reset=True)
-        device = resolve_device(self.device)
+        device = self._begin_fit(X)
         name = os.fspath(self.model)
         location = resolve_text_model(name)
         weights = "bfloat16" if self.precision == "bf16" else "float32"
@@ -301,10 +298,7 @@ class TextEncoder(BaseEncoder):
         X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
             One row per input text, in input order.
         """
-        check_is_fitted(self, "identity_")
-        self._check_unchanged()
-        items, valid = self._check_input(X, reset=False)
-        model = self._get_model()
+        items, valid, model = self._begin_transform(X)
         self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
         out, _ = self._encode_column(items, valid, lambda texts, on_batch: self._encode_texts(model, texts, on_batch),
                                      dedupe_key=lambda text: text, content_key=text_key)
