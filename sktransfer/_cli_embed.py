@@ -17,6 +17,7 @@ feature, named as ``get_feature_names_out`` names them).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -180,8 +181,12 @@ def embed(args) -> str:
     output = Path(args.output).expanduser()
     if output.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise EmbedError(f"output must end in .npy or .parquet, got {output.name}")
-    if not output.parent.exists():
+    if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
+    # Checked before encoding anything: a run must not end in a write error after an hour.
+    target = output if output.exists() else output.parent
+    if not os.access(target, os.W_OK) or output.is_dir():
+        raise EmbedError(f"cannot write the output {output}: {'it is a folder' if output.is_dir() else 'permission denied'}")
     items, kind, ours = read_items(args.input, args.kind, args.column)
     encoder = build_encoder(kind, args)
     start = time.perf_counter()

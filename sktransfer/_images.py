@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
+__all__ = ["ImageReadError", "check_resized_size", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
 BACKGROUND = (255, 255, 255)
@@ -118,6 +118,7 @@ def _open(item, draft_size: int | None) -> Image.Image:
         source = path
     else:
         source = io.BytesIO(bytes(item))
+    image = None
     try:
         image = Image.open(source)
         if draft_size and image.format == "JPEG":
@@ -126,6 +127,7 @@ def _open(item, draft_size: int | None) -> Image.Image:
             image.draft(image.mode if image.mode in ("CMYK", "L") else "RGB", (draft_size, draft_size))
         image.load()
     except Image.DecompressionBombError as exc:
+        _close(image)
         raise ImageReadError(
             f"{exc} Pillow's decompression-bomb limit stays on; if you trust this file, raise "
             "PIL.Image.MAX_IMAGE_PIXELS before encoding."
@@ -133,11 +135,38 @@ def _open(item, draft_size: int | None) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageReadError("not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        _close(image)  # a failed decode must not leave the file open
         raise ImageReadError(f"unreadable or truncated image ({exc})") from None
     return image
 
 
+def _close(image) -> None:
+    if image is not None:
+        image.close()
+
+
+def check_resized_size(image: Image.Image, resize_side: int | None, where: str = "") -> None:
+    """Refuse an image whose resize would exceed the decompression-bomb limit.
+
+    The shorter side is resized to ``resize_side``, so a thin image (1x20000) grows to a huge one
+    (256x5,120,000): the limit that guards decoding must guard the resize too.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if resize_side is None or limit is None:
+        return
+    short, long = sorted(image.size)
+    resized = resize_side * int(long * resize_side / short)
+    if resized > limit:
+        raise ImageReadError(
+            f"a {image.width}x{image.height} image{where} would be resized to {resized:,} pixels (shorter side "
+            f"{resize_side}), above Pillow's decompression-bomb limit of {limit:,}; crop or pad it to a less "
+            "extreme aspect ratio, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
+        )
+
+
 def _pil_to_rgb(image: Image.Image):
+    if image.width == 0 or image.height == 0:
+        raise ImageReadError(f"image has no pixels ({image.width}x{image.height})")
     # Animated formats: the first frame is the image.
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
@@ -150,18 +179,32 @@ def _pil_to_rgb(image: Image.Image):
         # (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
         values = np.asarray(image, dtype=np.float32)
         if mode.startswith("I;16"):
-            scale = 65535.0
-        elif mode == "F":
-            scale = 1.0 if values.size == 0 or values.max() <= 1.0 else 255.0
-        else:  # "I": a 32-bit container, in practice holding 8- or 16-bit data
-            scale = 255.0 if values.size == 0 or values.max() <= 255 else 65535.0
-        return _float_to_rgb(values / scale)
+            return _float_to_rgb(values / 65535.0)
+        return _float_to_rgb(values / _range_of(values, "float" if mode == "F" else "32-bit integer"))
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _range_of(values: np.ndarray, kind: str) -> float:
+    """The range a high-bit-depth image's values come from: [0, 1], [0, 255] or [0, 65535].
+
+    The smallest of the three that holds the maximum, so 8-bit data stored as floats or 12-bit
+    sensor data in a float TIFF keep their brightness. Non-finite, negative or larger values
+    have no such reading and are refused.
+    """
+    if not np.isfinite(values).all():
+        raise ImageReadError(f"{kind} image contains NaN or infinity")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0.0 or high > 65535.0:
+        raise ImageReadError(
+            f"{kind} image values span [{low:.3g}, {high:.3g}]; images must lie in [0, 1], [0, 255] or "
+            "[0, 65535] (rescale the data to one of them, or pass it as uint8)"
+        )
+    return 1.0 if high <= 1.0 else 255.0 if high <= 255.0 else 65535.0
 
 
 def _float_to_rgb(values: np.ndarray) -> Image.Image:
@@ -183,14 +226,7 @@ def _array_to_rgb(array: np.ndarray):
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[2] if array.ndim == 3 else 2]
         return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), mode=mode))
     if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise ImageReadError("float array contains NaN or infinity")
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise ImageReadError(
-                f"float array values span [{low:.3g}, {high:.3g}]; float images must lie in [0, 1] "
-                "(divide 0-255 data by 255, or pass it as uint8)"
-            )
+        array = array / _range_of(array, "float array")  # the same rule as PIL float images
         if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
             alpha = array[:, :, 3:4]
             array = array[:, :, :3] * alpha + (1.0 - alpha) * np.asarray(BACKGROUND) / 255.0
@@ -224,7 +260,13 @@ def to_rgb(item, draft_size: int | None = None):
     if isinstance(item, Image.Image):
         try:
             item.load()
-        except OSError as exc:
+            if getattr(item, "n_frames", 1) > 1:  # read frame 0 without moving the caller's image
+                position = item.tell()
+                item.seek(0)
+                first = item.copy()
+                item.seek(position)
+                item = first
+        except (OSError, EOFError) as exc:
             raise ImageReadError(f"unreadable or truncated image ({exc})") from None
         return _pil_to_rgb(item)
     if isinstance(item, np.ndarray):

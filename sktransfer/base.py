@@ -228,13 +228,40 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         # by name), so that output names follow the column; a plain list records neither.
         if _is_dataframe(X) or (isinstance(X, np.ndarray) and X.ndim == 2):
             validate_data(self, X, reset=reset, skip_check_array=True)
-        elif reset:
-            for name in ("n_features_in_", "feature_names_in_"):
-                self.__dict__.pop(name, None)
+        else:
             name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
-            if isinstance(name, str):
-                self.n_features_in_ = 1
-                self.feature_names_in_ = np.asarray([name], dtype=object)
+            if reset:
+                for attribute in ("n_features_in_", "feature_names_in_"):
+                    self.__dict__.pop(attribute, None)
+                if isinstance(name, str):
+                    self.n_features_in_ = 1
+                    self.feature_names_in_ = np.asarray([name], dtype=object)
+            elif isinstance(name, str) and hasattr(self, "feature_names_in_") and name != self.feature_names_in_[0]:
+                raise ValueError(
+                    f"{type(self).__name__} was fitted on the column {self.feature_names_in_[0]!r} and is given a "
+                    f"Series named {name!r}: the feature names should match those that were passed during fit. "
+                    "Pass the same column, or rename it (series.rename(...))."
+                )
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit, then transform ``X``; a one-pass iterable (a generator) is read once, not consumed by fit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1), or an iterable of items
+            One column of items.
+        y : None
+            Ignored; present for API consistency.
+        **fit_params : dict
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
+        """
+        if not isinstance(X, (Sequence, np.ndarray)) and not hasattr(X, "iloc") and hasattr(X, "__next__"):
+            X = list(X)
+        return self.fit(X, y).transform(X)
 
     # ------------------------------------------------------------------ identity
     def _set_identity(self, identity: EncoderIdentity, model, device: torch.device) -> None:

@@ -35,9 +35,14 @@ from .model_store import sktransfer_home
 
 __all__ = ["CacheStats", "EmbeddingCache", "default_cache_dir"]
 
+#: Version of the layout below, kept in the database's ``user_version``. Version 2: fingerprint
+#: ids come from AUTOINCREMENT and are never reused, so an id that a process still holds after
+#: another process cleared the cache can never point at another configuration's entries.
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     fingerprint TEXT NOT NULL UNIQUE,
     description TEXT NOT NULL,
     dim INTEGER NOT NULL,
@@ -145,17 +150,36 @@ class _Store:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA busy_timeout=60000")
-            try:
-                connection.executescript(_SCHEMA)
-            except sqlite3.OperationalError:  # another process is creating the schema right now
-                time.sleep(0.2)
-                connection.executescript(_SCHEMA)
+            self._ensure_schema(connection)
             self._connection, self._pid = connection, os.getpid()
             self._fingerprint_ids = {}
         return self._connection
 
-    def fingerprint_id(self, fingerprint: str, description: str, dim: int, create: bool) -> int | None:
-        if fingerprint in self._fingerprint_ids:
+    @staticmethod
+    def _ensure_schema(db: sqlite3.Connection) -> None:
+        """Create the tables, or rebuild a database of an older layout (one process at a time)."""
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")  # serialises processes that open a new cache together
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                # Older layouts reused fingerprint ids, and every fingerprint they hold predates
+                # the encoder identity (no lookup can reach them): start afresh.
+                db.execute("DROP TABLE IF EXISTS embeddings")
+                db.execute("DROP TABLE IF EXISTS fingerprints")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def fingerprint_id(self, fingerprint: str, description: str, dim: int, create: bool,
+                       fresh: bool = False) -> int | None:
+        """The row id of ``fingerprint`` (created if asked). ``fresh`` re-reads it from the database:
+        writes do, inside their transaction, because another process may have cleared it."""
+        if fingerprint in self._fingerprint_ids and not fresh:
             return self._fingerprint_ids[fingerprint]
         db = self.connection()
         row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
@@ -317,22 +341,23 @@ class EmbeddingCache:
         store = self._store
         memory = store.memory(self.memory_bytes)
         with store.lock:
-            fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True)
-            rows = []
-            for key, vector in zip(keys, vectors):
-                blob = vector.tobytes()
-                rows.append((fid, key, blob, zlib.crc32(blob)))
-                if memory is not None:
-                    memory.remember((fingerprint, key), vector.copy())
+            blobs = [vector.tobytes() for vector in vectors]
             db = store.connection()
             db.execute("BEGIN IMMEDIATE")
             try:
+                # The id is read inside the write lock: a clear by another process since our last
+                # write removed the fingerprint, and the rows must go under its new row.
+                fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True, fresh=True)
+                rows = [(fid, key, blob, zlib.crc32(blob)) for key, blob in zip(keys, blobs)]
                 db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
                 db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if memory is not None:
+                for key, vector in zip(keys, vectors):
+                    memory.remember((fingerprint, key), vector.copy())
         if self.max_bytes is not None:
             self._evict(keep=fingerprint)
 

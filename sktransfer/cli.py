@@ -147,7 +147,8 @@ def _embed(args) -> int:
         except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
             # ModelNotFoundError is an OSError; unreadable images and bad weights are ValueErrors.
             # The estimators' advice names their parameters; name the flags instead.
-            message = re.sub(r"on_error='(\w+)'", r"--on-error \1", str(exc).strip("'\""))
+            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
+            message = re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
             return _fail(message)
     print(summary)
     return 0

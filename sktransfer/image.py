@@ -17,7 +17,7 @@ from torch import nn
 from . import _backbones
 from ._device import autocast
 from ._identity import EncoderIdentity, module_content_hash
-from ._images import ImageReadError, content_key, describe_item, is_image_item, item_key, to_rgb
+from ._images import ImageReadError, check_resized_size, content_key, describe_item, is_image_item, item_key, to_rgb
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
 
@@ -64,17 +64,20 @@ def default_num_workers(device: torch.device) -> int:
 class _ImageDataset(torch.utils.data.Dataset):
     """Reads and preprocesses one item per index; a failure is returned, not raised."""
 
-    def __init__(self, items, preprocess, draft_size):
+    def __init__(self, items, preprocess, draft_size, resize_side):
         self.items = items
         self.preprocess = preprocess
         self.draft_size = draft_size
+        self.resize_side = resize_side
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index):
         try:
-            tensor = self.preprocess(to_rgb(self.items[index], self.draft_size))
+            image = to_rgb(self.items[index], self.draft_size)
+            check_resized_size(image, self.resize_side)
+            tensor = self.preprocess(image)
         except ImageReadError as exc:
             return index, None, str(exc)
         except Exception as exc:  # a user's preprocess callable may raise anything
@@ -369,6 +372,14 @@ class ImageEncoder(BaseEncoder):
                 UserWarning,
                 stacklevel=3,
             )
+        already_vectors = [name for name, (_, effective) in known.items() if effective is None]
+        if already_vectors and self.pooling != "auto":
+            raise ValueError(
+                f"pooling={self.pooling!r} has nothing to pool: the output of {already_vectors[0]!r} is already a "
+                "vector (the network pooled it). Keep pooling='auto', or choose a layer that outputs a feature map "
+                "(e.g. the last feature block; list them with "
+                "torchvision.models.feature_extraction.get_graph_node_names(model)[1])."
+            )
         return {name: effective for name, (_, effective) in known.items()}
 
     @staticmethod
@@ -380,12 +391,13 @@ class ImageEncoder(BaseEncoder):
     # ------------------------------------------------------------------ input
     def _items_of(self, X) -> list:
         if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
-            if X.ndim == 3 and X.shape[-1] in (3, 4):
+            if X.ndim == 3 and (X.shape[-1] in (3, 4) or X.shape[0] in (3, 4)):
+                layout = "(H, W, channels)" if X.shape[-1] in (3, 4) else "(channels, H, W)"
                 raise ValueError(
                     f"ImageEncoder got one array of shape {X.shape}, which looks like a single "
-                    "(H, W, channels) image rather than a stack of grayscale images. Wrap it in a "
-                    "list ([image]) for one image, pass a stack (N, H, W, C), or list(stack) for "
-                    "grayscale images of width 3 or 4."
+                    f"{layout} image rather than a stack of grayscale images. Wrap it in a "
+                    "list ([image]) for one image (channels last), pass a stack (N, H, W, C), or "
+                    "list(stack) for 3 or 4 grayscale images or images 3 or 4 pixels wide."
                 )
             return list(X)  # a stack of images: (N, H, W) or (N, H, W, C)
         if isinstance(X, (Image.Image, os.PathLike)):
@@ -462,7 +474,7 @@ class ImageEncoder(BaseEncoder):
         draft = 4 * side if settings["jpeg_draft"] else None
         workers = self._resolved_num_workers(len(items))
         loader = torch.utils.data.DataLoader(
-            _ImageDataset(items, self.preprocess_, draft),
+            _ImageDataset(items, self.preprocess_, draft, side),
             batch_size=self.batch_size,
             num_workers=workers,
             collate_fn=_collate,

@@ -203,6 +203,9 @@ class TextEncoder(BaseEncoder):
         """
         device = self._begin_fit(X)
         name = os.fspath(self.model)
+        if not name.strip():
+            raise ValueError("model is an empty name; pass a model name (e.g. 'all-MiniLM-L6-v2'), a hub id or a "
+                             "model folder.")
         location = resolve_text_model(name)
         weights = "bfloat16" if self.precision == "bf16" else "float32"
         # The model's own facts (dimension, token limit, final Normalize) complete the settings;
@@ -266,6 +269,16 @@ class TextEncoder(BaseEncoder):
         """Apply ``on_error`` to items that are not strings (the same in fit and transform)."""
         bad = [i for i, item in enumerate(items) if not isinstance(item, str)]
         valid = np.ones(len(items), dtype=bool)
+        for i, item in enumerate(items):
+            if isinstance(item, str) and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(
+                        f"TextEncoder got a text at index {i} that is not valid Unicode: it holds a lone "
+                        f"surrogate {item[exc.start]!r} at position {exc.start} ({item[max(0, exc.start - 20):exc.start + 5]!r}). "
+                        "Decode the source with errors='replace' (or 'ignore'), or fix its encoding."
+                    ) from None
         if not bad:
             return valid
         if self.on_error == "raise":

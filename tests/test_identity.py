@@ -414,8 +414,6 @@ def test_image_fingerprint_changes_exactly_when_the_output_does(tmp_path, hymeno
         "weights=the same checkpoint as an enum": {"weights": MobileNet_V2_Weights.IMAGENET1K_V1},
         "layer=features.16.add": {"layer": "features.16.add"},
         "layer list": {"layer": ["features.16.add", "features.17.conv.3"]},
-        "pooling=max at the penultimate (already a vector)": {"pooling": "max"},
-        "pooling=None at the penultimate": {"pooling": None},
         "pooling=max on a map": {"layer": "features.16.add", "pooling": "max"},
         "pooling=avg on a map (what auto does)": {"layer": "features.16.add", "pooling": "avg"},
         "image_size=160": {"image_size": 160},
