@@ -6,7 +6,7 @@
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .base import BaseEncoder
-from .cache import EmbeddingCache
+from .cache import CacheCorruptError, CacheError, EmbeddingCache
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
 from .tables import make_table_encoder
@@ -16,6 +16,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseEncoder",
+    "CacheCorruptError",
+    "CacheError",
     "EmbeddingCache",
     "EncoderIdentity",
     "ImageEncoder",

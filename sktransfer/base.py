@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity
 from ._registry import model_registry
-from .cache import EmbeddingCache, as_cache
+from .cache import CacheError, EmbeddingCache, as_cache
 
 __all__ = ["BaseEncoder", "column_to_list", "numbers_hint"]
 
@@ -337,11 +337,19 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return out, failures
 
     def _through_cache(self, cache: EmbeddingCache, items: list, encode, content_key):
-        """Serve hits from ``cache``, encode only the misses, and store them batch by batch."""
+        """Serve hits from ``cache``, encode only the misses, and store them batch by batch.
+
+        A cache fault (a damaged file, a full disk, read-only storage) is a warning, not a lost
+        run: the features are computed and returned, and nothing is read from a faulty file.
+        """
         identity, dim = self.identity_, self.embedding_dim_
         keys = [content_key(item) for item in items]
         hashable = [i for i, key in enumerate(keys) if key is not None]
-        vectors, found = cache.get(identity.fingerprint, [keys[i] for i in hashable], dim)
+        try:
+            vectors, found = cache.get(identity.fingerprint, [keys[i] for i in hashable], dim)
+        except CacheError as exc:
+            _warn_cache_fault(self, exc, "encoding without the cache")
+            return encode(items, None)
         hit_rows = np.asarray(hashable, dtype=np.intp)[found]
         misses = np.setdiff1d(np.arange(len(items)), hit_rows)
         if not misses.size:
@@ -349,11 +357,17 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
             out[hit_rows] = vectors[found]
             return out, {}
 
+        write_failed = []
+
         def store(positions, features):
             rows = [(keys[misses[p]], f) for p, f in zip(positions, features) if keys[misses[p]] is not None]
-            if rows:
-                cache.put(identity.fingerprint, [k for k, _ in rows], np.stack([f for _, f in rows]),
-                          identity.describe())
+            if rows and not write_failed:
+                try:
+                    cache.put(identity.fingerprint, [k for k, _ in rows], np.stack([f for _, f in rows]),
+                              identity.describe())
+                except CacheError as exc:  # keep the computed features; stop trying for this call
+                    write_failed.append(exc)
+                    _warn_cache_fault(self, exc, "the features are returned but not stored")
 
         if misses.size == len(items):
             return encode(items, store)  # nothing cached yet: encode straight into the result
@@ -431,6 +445,10 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         super().__setstate__(state)
         if "device_" in state:
             self.device_ = str(fallback_device(torch.device(state["device_"]), type(self).__name__))
+
+
+def _warn_cache_fault(encoder, exc: Exception, consequence: str) -> None:
+    warnings.warn(f"{type(encoder).__name__}: {exc} ({consequence}).", UserWarning, stacklevel=5)
 
 
 def warn_nan_rows(owner: str, n_bad: int, n_items: int, first: int, what: str, reason: str, policy: str) -> None:

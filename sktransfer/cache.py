@@ -15,10 +15,17 @@ transactions, several processes writing at once (``GridSearchCV(n_jobs=...)``), 
 blocked by a writer, and no pickle anywhere (vectors are raw float32 bytes with a CRC32 each, so
 loading a cache never executes code, and a damaged row is detected and re-encoded). An optional
 in-memory layer serves repeat lookups within a process.
+
+Faults never produce a wrong vector: a damaged database file, a full disk, a read-only folder or a
+folder deleted underneath raise :class:`CacheError` (or :class:`CacheCorruptError`) naming the file
+and the fix; encoders turn them into a warning and carry on without storing (the features they
+return are computed, never read from a damaged file). ``read_only=True`` serves a shipped cache
+from read-only storage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -33,7 +40,18 @@ import numpy as np
 
 from .model_store import sktransfer_home
 
-__all__ = ["CacheStats", "EmbeddingCache", "default_cache_dir"]
+__all__ = ["CacheCorruptError", "CacheError", "CacheStats", "EmbeddingCache", "default_cache_dir"]
+
+
+class CacheError(RuntimeError):
+    """The embedding cache could not be read or written; the message names the file and the fix."""
+
+
+class CacheCorruptError(CacheError):
+    """The cache's database file is damaged (truncated, overwritten, not a database)."""
+
+
+_FILES = ("embeddings.sqlite3", "embeddings.sqlite3-wal", "embeddings.sqlite3-shm")
 
 #: Version of the layout below, kept in the database's ``user_version``. Version 2: fingerprint
 #: ids come from AUTOINCREMENT and are never reused, so an id that a process still holds after
@@ -122,9 +140,11 @@ class _Store:
     even when another instance of the same folder keeps a memory layer.
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, read_only: bool = False):
         self.directory = directory
         self.path = directory / "embeddings.sqlite3"
+        self.read_only = read_only
+        self._inode = None
         self.memories: dict[int, _MemoryLayer] = {}
         self.stats = CacheStats()
         self.lock = threading.RLock()
@@ -143,17 +163,82 @@ class _Store:
 
     # -------------------------------------------------------------- connection
     def connection(self) -> sqlite3.Connection:
-        # A connection must not cross a fork: reconnect in a child process.
-        if self._connection is None or self._pid != os.getpid():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=60000")
-            self._ensure_schema(connection)
-            self._connection, self._pid = connection, os.getpid()
+        # A connection must not cross a fork (reconnect in a child process), nor outlive its file:
+        # a database deleted or replaced underneath (the folder removed by hand) is reopened, so
+        # writes never go to an unlinked file.
+        if self._connection is None or self._pid != os.getpid() or self._replaced():
+            self.close()
+            with self.translated():
+                self._connection = self._open()
+            self._pid = os.getpid()
             self._fingerprint_ids = {}
         return self._connection
+
+    def _replaced(self) -> bool:
+        if self.read_only:
+            return False
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return True
+
+    def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            if not self.path.exists():
+                raise CacheError(f"no embedding cache at {self.path} (read_only=True opens an existing cache)")
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size:
+                warnings.warn(f"{wal} holds entries a read-only cache cannot see: copy a cache only after every "
+                              "process writing to it has finished.", UserWarning, stacklevel=5)
+            # immutable: no locks, no -shm file, nothing written (the files may be on read-only media).
+            db = sqlite3.connect(self.path.as_uri() + "?immutable=1", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                raise CacheError(f"the embedding cache at {self.path} has an older layout; open it once without "
+                                 "read_only=True to rebuild it")
+            return db
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create the embedding cache folder {self.directory} ({exc.strerror}); "
+                             "choose a writable folder, or open a shipped cache with read_only=True") from None
+        db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=60000")
+        self._ensure_schema(db)
+        self._inode = os.stat(self.path).st_ino
+        return db
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+        self._connection = None
+
+    @contextlib.contextmanager
+    def translated(self):
+        """Turn SQLite's errors into a :class:`CacheError` that names the file and the fix."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc) from None
+
+    def error(self, exc: Exception) -> CacheError:
+        message = str(exc)
+        if any(sign in message for sign in ("not a database", "malformed", "disk image")):
+            return CacheCorruptError(
+                f"the embedding cache at {self.path} is damaged ({message}). Delete it with `sktransfer cache "
+                f"clear --path {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
+                "vectors are encoded again on demand."
+            )
+        if "full" in message:
+            return CacheError(f"the disk holding the embedding cache at {self.path} is full ({message}); free "
+                              "space, or limit the cache with max_bytes")
+        if "readonly" in message or "read-only" in message or "unable to open" in message:
+            return CacheError(f"cannot write the embedding cache at {self.path} ({message}); on read-only storage "
+                              "open it with EmbeddingCache(path, read_only=True)")
+        return CacheError(f"the embedding cache at {self.path} failed: {message}")
 
     @staticmethod
     def _ensure_schema(db: sqlite3.Connection) -> None:
@@ -215,6 +300,10 @@ class EmbeddingCache:
     max_bytes : int or None, default=None
         Size limit of the database. When a write takes it over, whole fingerprints are evicted,
         least recently used first (never the one being written).
+    read_only : bool, default=False
+        Serve hits from an existing cache without writing anything (misses are encoded and
+        returned, not stored), e.g. a pre-computed cache shipped to workers on read-only storage.
+        The files must not change while it is open (no process writes to them).
 
     Attributes
     ----------
@@ -245,11 +334,13 @@ class EmbeddingCache:
     _stores: dict = {}
     _stores_lock = threading.Lock()
 
-    def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None):
+    def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None,
+                 read_only: bool = False):
         # Absolute from the start: a relative folder must not change meaning after a chdir.
         self.path = (Path(path).expanduser() if path is not None else default_cache_dir()).absolute()
         self.memory_bytes = int(memory_bytes)
         self.max_bytes = max_bytes
+        self.read_only = bool(read_only)
 
     def __repr__(self):
         return f"EmbeddingCache({str(self.path)!r})"
@@ -261,21 +352,23 @@ class EmbeddingCache:
         return hash(self._settings())
 
     def _settings(self):
-        return (str(self.path.resolve()), self.memory_bytes, self.max_bytes)
+        return (str(self.path.resolve()), self.memory_bytes, self.max_bytes, self.read_only)
 
     def __getstate__(self):
-        return {"path": str(self.path), "memory_bytes": self.memory_bytes, "max_bytes": self.max_bytes}
+        return {"path": str(self.path), "memory_bytes": self.memory_bytes, "max_bytes": self.max_bytes,
+                "read_only": self.read_only}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"])
+        self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"],
+                      read_only=state.get("read_only", False))
 
     @property
     def _store(self) -> _Store:
-        key = str(self.path.resolve())
+        key = (str(self.path.resolve()), self.read_only)
         with EmbeddingCache._stores_lock:
             store = EmbeddingCache._stores.get(key)
             if store is None:
-                store = EmbeddingCache._stores[key] = _Store(self.path.resolve())
+                store = EmbeddingCache._stores[key] = _Store(self.path.resolve(), self.read_only)
             return store
 
     @property
@@ -298,7 +391,7 @@ class EmbeddingCache:
         found = np.zeros(len(keys), dtype=bool)
         corrupt = 0
         memory = store.memory(self.memory_bytes)
-        with store.lock:
+        with store.lock, store.translated():
             pending = {}
             for i, key in enumerate(keys):
                 cached = memory.get((fingerprint, key)) if memory is not None else None
@@ -328,7 +421,8 @@ class EmbeddingCache:
                         for i in pending[bytes(key)]:
                             vectors[i] = vector
                             found[i] = True
-                db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
+                if not store.read_only:
+                    db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
         hits = int(found.sum())
         store.stats.record(hits, len(keys) - hits, corrupt)
         return vectors, found
@@ -336,11 +430,11 @@ class EmbeddingCache:
     def put(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str = "") -> None:
         """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not len(keys):
+        if not len(keys) or self.read_only:
             return
         store = self._store
         memory = store.memory(self.memory_bytes)
-        with store.lock:
+        with store.lock, store.translated():
             blobs = [vector.tobytes() for vector in vectors]
             db = store.connection()
             db.execute("BEGIN IMMEDIATE")
@@ -353,7 +447,11 @@ class EmbeddingCache:
                 db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk): rolling back again
+                # would raise "no transaction is active" and hide the real cause.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
             if memory is not None:
                 for key, vector in zip(keys, vectors):
@@ -372,7 +470,7 @@ class EmbeddingCache:
             "dim", "entries", "bytes", "last_used"}, ...]}``, most recently used first.
         """
         store = self._store
-        with store.lock:
+        with store.lock, store.translated():
             db = store.connection()
             rows = db.execute(
                 "SELECT f.fingerprint, f.description, f.dim, f.last_used, count(e.item_key), "
@@ -393,16 +491,41 @@ class EmbeddingCache:
     def _file_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._store.directory.glob("embeddings.sqlite3*") if p.exists())
 
-    def clear(self, fingerprint: str | None = None) -> int:
+    def clear(self, fingerprint: str | None = None, *, force: bool = False) -> int:
         """Delete every entry, or those of one fingerprint (a unique prefix is enough).
+
+        Parameters
+        ----------
+        fingerprint : str or None, default=None
+            Only this fingerprint's entries (a unique prefix is enough); None: all of them.
+        force : bool, default=False
+            Delete the database files whatever state they are in: the way out of a damaged cache
+            (:class:`CacheCorruptError`). Other processes using the cache then start a new file.
 
         Returns
         -------
         n_deleted : int
-            Number of entries removed.
+            Number of entries removed (0 when ``force`` removed a file that could not be read).
         """
+        if self.read_only:
+            raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; it cannot be cleared")
         store = self._store
-        with store.lock:
+        if force:
+            if fingerprint is not None:
+                raise ValueError("force=True deletes the whole database; it takes no fingerprint")
+            with store.lock:
+                try:
+                    deleted = self.info()["entries"]
+                except CacheError:
+                    deleted = 0
+                store.close()
+                for name in _FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        (store.directory / name).unlink()
+                store.forget()
+                store._fingerprint_ids = {}
+            return deleted
+        with store.lock, store.translated():
             db = store.connection()
             if fingerprint is None:
                 ids = [row[0] for row in db.execute("SELECT id FROM fingerprints")]
@@ -413,7 +536,7 @@ class EmbeddingCache:
             deleted = self._delete(db, ids)
             store.forget()
             store._fingerprint_ids = {}
-        db.execute("VACUUM")
+            db.execute("VACUUM")
         return deleted
 
     @staticmethod
@@ -432,7 +555,7 @@ class EmbeddingCache:
 
     def _evict(self, keep: str) -> None:
         store = self._store
-        with store.lock:
+        with store.lock, store.translated():
             db = store.connection()
             page_size = db.execute("PRAGMA page_size").fetchone()[0]
 

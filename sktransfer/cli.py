@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .cache import EmbeddingCache, default_cache_dir
+from .cache import CacheError, EmbeddingCache, default_cache_dir
 
 
 def _size(n: int) -> str:
@@ -36,7 +36,10 @@ def _cache_info(args) -> int:
     if not (cache.path / "embeddings.sqlite3").exists():
         print(f"no cache at {cache.path}")
         return 0
-    info = cache.info()
+    try:
+        info = cache.info()
+    except CacheError as exc:
+        return _fail(str(exc).replace("(or EmbeddingCache(path).clear(force=True))", ""))
     print(f"cache {info['path']}: {info['entries']:,} entries, {_size(info['bytes'])} on disk")
     for fp in info["fingerprints"]:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(fp["last_used"]))
@@ -50,11 +53,15 @@ def _cache_clear(args) -> int:
     if not (cache.path / "embeddings.sqlite3").exists():
         print(f"no cache at {cache.path}")
         return 0
+    if args.force and args.fingerprint:
+        return _fail("--force deletes the whole database; it takes no --fingerprint", 2)
     try:
-        deleted = cache.clear(args.fingerprint)
+        deleted = cache.clear(args.fingerprint, force=args.force)
     except ValueError as exc:
         print(f"sktransfer: {exc}", file=sys.stderr)
         return 2
+    except CacheError as exc:
+        return _fail(str(exc).replace("(or EmbeddingCache(path).clear(force=True))", ""))
     what = f"fingerprint {args.fingerprint}" if args.fingerprint else "all fingerprints"
     print(f"deleted {deleted:,} entries ({what}) from {cache.path}")
     return 0
@@ -208,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"cache folder (default: $SKTRANSFER_CACHE or {default_cache_dir()})")
     clear.add_argument("--fingerprint", default=None,
                        help="only this fingerprint (a unique prefix from 'sktransfer cache info' is enough)")
+    clear.add_argument("--force", action="store_true",
+                       help="delete the database files whatever state they are in (the way out of a damaged cache)")
     info.set_defaults(handler=_cache_info)
     clear.set_defaults(handler=_cache_clear)
     return parser

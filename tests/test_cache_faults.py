@@ -102,3 +102,111 @@ def test_processes_opening_a_new_cache_together_agree_on_its_layout(tmp_path, n_
     for writer in writers:
         assert writer.wait() == 0, writer.stderr.read().decode()[-2000:]
     assert EmbeddingCache(path).info()["entries"] == n_writers
+
+
+def write_cache(path, texts):
+    """Fill a cache from a separate process, which closes it cleanly (no WAL left behind)."""
+    script = f"from sktransfer import TextEncoder\nTextEncoder(cache={str(path)!r}, device='cpu').fit(['x']).transform({texts!r})"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def run_encoder(path, texts, **cache_params):
+    """Encode ``texts`` through the cache in a fresh process; returns (features, stderr)."""
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        from sktransfer import EmbeddingCache, TextEncoder
+        cache = EmbeddingCache({str(path)!r}, **{cache_params!r})
+        out = TextEncoder(cache=cache, device="cpu").fit(["x"]).transform({texts!r})
+        np.save(sys.argv[1], out)
+        print(cache.stats.last)
+        """
+    )
+    target = path.parent / "out.npy"
+    result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(target), result.stdout, result.stderr
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "sktransfer", "cache", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("damage", ["zeroed header", "truncated", "garbage"])
+def test_a_damaged_database_is_named_and_recoverable(tmp_path, damage):
+    path = tmp_path / "cache"
+    write_cache(path, FIRST)
+    database = path / "embeddings.sqlite3"
+    data = database.read_bytes()
+    damaged = {"zeroed header": b"\0" * 100 + data[100:], "truncated": data[:50],
+               "garbage": b"this is not a database file" * 100}[damage]
+    database.write_bytes(damaged)
+    reference = TextEncoder(device="cpu").fit(["x"]).transform(FIRST)
+    out, _, stderr = run_encoder(path, FIRST)
+    np.testing.assert_allclose(out, reference, atol=1e-6)  # encoded, never read from the damaged file
+    assert f"the embedding cache at {database} is damaged" in stderr and "encoding without the cache" in stderr
+    for command in (["info"], ["clear"]):
+        shown = cli(*command, "--path", str(path))
+        assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+        assert str(database) in shown.stderr and f"sktransfer cache clear --path {path} --force" in shown.stderr
+    assert cli("clear", "--path", str(path), "--force").returncode == 0
+    write_cache(path, FIRST)  # usable again
+    out, stats, _ = run_encoder(path, FIRST)
+    assert "'hits': 4" in stats
+
+
+def test_a_full_disk_keeps_the_features_and_says_why_they_were_not_stored(tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+    encoder.transform(FIRST)
+    db = cache._store.connection()
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")  # no room left
+    many = [f"a new review that needs room on disk, number {i}" for i in range(200)]
+    with pytest.warns(UserWarning, match=r"is full \(database or disk is full\).*returned but not stored"):
+        out = encoder.transform(many)
+    np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(many), atol=1e-5)
+    assert cache.info()["entries"] == len(FIRST)  # nothing half-written
+
+
+def test_a_read_only_cache_serves_hits_and_writes_nothing(tmp_path):
+    path = tmp_path / "cache"
+    write_cache(path, FIRST)
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()}
+    out, stats, stderr = run_encoder(path, FIRST + LATER, read_only=True)
+    assert "'hits': 4, 'misses': 4" in stats, stats + stderr
+    np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(FIRST + LATER), atol=1e-6)
+    assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()} == before
+    with pytest.raises(Exception, match="read_only=True; it cannot be cleared"):
+        EmbeddingCache(path, read_only=True).clear()
+    _, _, stderr = run_encoder(tmp_path / "absent", FIRST, read_only=True)
+    assert "no embedding cache at" in stderr and "encoding without the cache" in stderr
+
+
+def test_a_cache_folder_deleted_underneath_is_recreated(tmp_path):
+    import shutil
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+    encoder.transform(FIRST)
+    shutil.rmtree(tmp_path / "cache")
+    encoder.transform(LATER)
+    info = cache.info()
+    assert info["entries"] == len(LATER) and info["bytes"] > 0  # a real file, not an unlinked one
+    assert (tmp_path / "cache" / "embeddings.sqlite3").exists()
+    encoder.transform(LATER)
+    assert cache.stats.last["hits"] == len(LATER)
+
+
+def test_embed_with_a_damaged_cache_warns_and_writes_the_features(tmp_path):
+    path = tmp_path / "cache"
+    write_cache(path, FIRST)
+    (path / "embeddings.sqlite3").write_bytes(b"\0" * 4096)
+    listing = tmp_path / "texts.txt"
+    listing.write_text("\n".join(FIRST) + "\n")
+    result = subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(listing), "-o", str(tmp_path / "f.npy"),
+                             "--cache", str(path), "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "sktransfer: warning:" in result.stderr and "is damaged" in result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), TextEncoder(device="cpu").fit(["x"]).transform(FIRST),
+                               atol=1e-6)
