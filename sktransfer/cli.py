@@ -141,6 +141,12 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def error_message(exc: BaseException) -> str:
+    """An estimator's error as one command-line line: its advice names flags, not parameters."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
+    return re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
+
+
 def _embed(args) -> int:
     from ._cli_embed import EmbedError, embed
 
@@ -154,9 +160,7 @@ def _embed(args) -> int:
         except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
             # ModelNotFoundError is an OSError; unreadable images and bad weights are ValueErrors.
             # The estimators' advice names their parameters; name the flags instead.
-            text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
-            message = re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
-            return _fail(message)
+            return _fail(error_message(exc))
     print(summary)
     return 0
 

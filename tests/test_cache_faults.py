@@ -156,17 +156,39 @@ def test_a_damaged_database_is_named_and_recoverable(tmp_path, damage):
     assert "'hits': 4" in stats
 
 
+def run_script(body, *args):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(body), *map(str, args)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_a_full_disk_keeps_the_features_and_says_why_they_were_not_stored(tmp_path):
-    cache = EmbeddingCache(tmp_path / "cache")
-    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
-    encoder.transform(FIRST)
-    db = cache._store.connection()
-    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")  # no room left
+    # A database that may not grow fails exactly as a full disk does (SQLITE_FULL).
     many = [f"a new review that needs room on disk, number {i}" for i in range(200)]
-    with pytest.warns(UserWarning, match=r"is full \(database or disk is full\).*returned but not stored"):
-        out = encoder.transform(many)
-    np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(many), atol=1e-5)
-    assert cache.info()["entries"] == len(FIRST)  # nothing half-written
+    result = run_script(
+        f"""
+        import sys, warnings, numpy as np
+        from sktransfer import EmbeddingCache, TextEncoder
+        cache = EmbeddingCache(sys.argv[1])
+        encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+        encoder.transform({FIRST!r})
+        db = cache._store.connection()
+        db.execute(f"PRAGMA max_page_count = {{db.execute('PRAGMA page_count').fetchone()[0]}}")  # no room left
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = encoder.transform({many!r})
+        print(" | ".join(str(w.message) for w in caught))
+        np.save(sys.argv[2], out)
+        print("entries", cache.info()["entries"])
+        """,
+        tmp_path / "cache", tmp_path / "out.npy",
+    )
+    assert "is full (database or disk is full)" in result.stdout and "returned but not stored" in result.stdout
+    assert "cannot rollback" not in result.stdout + result.stderr
+    assert f"entries {len(FIRST)}" in result.stdout  # nothing half-written
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), TextEncoder(device="cpu").fit(["x"]).transform(many),
+                               atol=1e-5)
 
 
 def test_a_read_only_cache_serves_hits_and_writes_nothing(tmp_path):
@@ -184,18 +206,23 @@ def test_a_read_only_cache_serves_hits_and_writes_nothing(tmp_path):
 
 
 def test_a_cache_folder_deleted_underneath_is_recreated(tmp_path):
-    import shutil
-
-    cache = EmbeddingCache(tmp_path / "cache")
-    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
-    encoder.transform(FIRST)
-    shutil.rmtree(tmp_path / "cache")
-    encoder.transform(LATER)
-    info = cache.info()
-    assert info["entries"] == len(LATER) and info["bytes"] > 0  # a real file, not an unlinked one
+    result = run_script(
+        f"""
+        import shutil, sys
+        from sktransfer import EmbeddingCache, TextEncoder
+        cache = EmbeddingCache(sys.argv[1])
+        encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+        encoder.transform({FIRST!r})
+        shutil.rmtree(sys.argv[1])  # the folder goes while the encoder holds the cache
+        encoder.transform({LATER!r})
+        info = cache.info()
+        encoder.transform({LATER!r})
+        print(info["entries"], info["bytes"] > 0, cache.stats.last["hits"])
+        """,
+        tmp_path / "cache",
+    )
+    assert result.stdout.split() == [str(len(LATER)), "True", str(len(LATER))]  # a real file, not an unlinked one
     assert (tmp_path / "cache" / "embeddings.sqlite3").exists()
-    encoder.transform(LATER)
-    assert cache.stats.last["hits"] == len(LATER)
 
 
 def test_embed_with_a_damaged_cache_warns_and_writes_the_features(tmp_path):
