@@ -74,7 +74,7 @@ def test_pooling_that_has_nothing_to_pool_is_refused():
     assert pooled.embedding_dim_ == 1280
 
 
-def test_empty_images_animated_images_and_failed_opens(images, tmp_path):
+def test_empty_images_animated_images_and_failed_opens(images, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"no pixels \(0x0\)"):
         images.transform([Image.new("RGB", (0, 0))])
     frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "blue")]
@@ -87,13 +87,12 @@ def test_empty_images_animated_images_and_failed_opens(images, tmp_path):
     np.testing.assert_allclose(out, images.transform([str(path)]), atol=1e-5)  # frame 0 is the image
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(png_bytes(Image.new("RGB", (64, 64), "green"))[:60])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ResourceWarning)
-        with pytest.raises(ValueError, match="index 0"):
-            images.transform([str(truncated)])
-        import gc
-
-        gc.collect()  # an unclosed file would warn here
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(real_open(*a, **k)) or opened[-1])
+    with pytest.raises(ValueError, match="index 0"):
+        images.transform([str(truncated)])
+    assert opened and all(image.fp is None or image.fp.closed for image in opened)  # the failed open closed its file
 
 
 def test_crop_too_small_is_a_named_error():
