@@ -233,7 +233,7 @@ def _array_to_rgb(array: np.ndarray):
         return _float_to_rgb(array)
     if array.dtype == np.uint16:
         return _array_to_rgb(array.astype(np.float32) / 65535.0)
-    raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
+    raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (in [0, 1], [0, 255] or [0, 65535])")
 
 
 def to_rgb(item, draft_size: int | None = None):
@@ -243,7 +243,7 @@ def to_rgb(item, draft_size: int | None = None):
     ----------
     item : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
         A file path, the encoded bytes of a file, an image, or an array (uint8 HxW / HxWx3 /
-        HxWx4, uint16, or float in [0, 1]).
+        HxWx4, uint16, or float in [0, 1], [0, 255] or [0, 65535]).
     draft_size : int or None, default=None
         Let JPEG files decode at a reduced scale, no smaller than this on either side.
 

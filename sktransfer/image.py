@@ -193,7 +193,8 @@ class ImageEncoder(BaseEncoder):
     Notes
     -----
     Accepted items: file paths (str or pathlib), raw file bytes, PIL images of any mode, uint8
-    arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1]; mixed freely.
+    arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1], [0, 255] or
+    [0, 65535] (divided by that range, as PIL float images are); mixed freely.
     Every PIL mode is converted to RGB correctly (alpha composited onto white, 16-bit scaled, CMYK
     converted), EXIF orientation is applied and animated files give their first frame. Float
     and 16-bit sources are scaled to 8 bits, so one picture gives the same features whatever
