@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA_DIR, Table, hymenoptera_files, machine_description, read_sst2, summary  # noqa: E402
 
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder  # noqa: E402
+from sktransfer.cache import forget_process_state  # noqa: E402
 
 GRID = {"logisticregression__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
 HEAD_GRID = {"C": GRID["logisticregression__C"]}
@@ -55,7 +56,7 @@ def grid_comparison(make_encoder, X, y, repeats, uncached_repeats):
             GridSearchCV(pipe, GRID, cv=5).fit(X, y)
             times["cached pipeline"].append(time.perf_counter() - start)
             misses = cache.stats.misses
-            EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)
+            forget_process_state(folder)
 
         if rep < uncached_repeats:
             start = time.perf_counter()
@@ -91,7 +92,7 @@ def full_hit(texts, repeats):
         for label, memory in [("from disk (memory layer off)", 0), ("from the in-process memory layer", 256 * 2**20)]:
             seconds = []
             for _ in range(repeats):
-                EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)  # fresh process state
+                forget_process_state(folder)  # fresh process state
                 cache = EmbeddingCache(folder, memory_bytes=memory)
                 enc = TextEncoder(cache=cache, precision="bf16").fit(texts[:1])
                 _ = enc.identity_.fingerprint  # the one-off hash is not part of a lookup
@@ -102,7 +103,7 @@ def full_hit(texts, repeats):
                 seconds.append(time.perf_counter() - start)
                 assert cache.stats.last["misses"] == 0
             results[label] = seconds
-        EmbeddingCache._stores.pop(str(Path(folder).resolve()), None)
+        forget_process_state(folder)
     return results
 
 

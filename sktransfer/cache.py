@@ -582,6 +582,17 @@ class EmbeddingCache:
             )
 
 
+def forget_process_state(path) -> None:
+    """Drop this process's connection, memory layers and counters for the cache folder ``path``.
+
+    The next ``EmbeddingCache(path)`` starts as a fresh process would (benchmarks and tests use it).
+    """
+    folder = str(Path(path).expanduser().absolute().resolve())
+    with EmbeddingCache._stores_lock:
+        for key in [key for key in EmbeddingCache._stores if key[0] == folder]:
+            EmbeddingCache._stores.pop(key).close()
+
+
 def as_cache(cache) -> EmbeddingCache | None:
     """Turn the ``cache`` parameter of an encoder into an :class:`EmbeddingCache` (or None)."""
     if cache is None or isinstance(cache, EmbeddingCache):

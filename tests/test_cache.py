@@ -19,6 +19,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder
+from sktransfer.cache import forget_process_state
 
 TEXTS = ["a fine film", "a dull film", "", "an utterly forgettable sequel", "a fine film"]
 
@@ -147,8 +148,8 @@ def test_corrupt_rows_are_detected_and_reencoded(cache):
                "(SELECT item_key FROM embeddings LIMIT 1 OFFSET 1)")
     db.commit()
     db.close()
+    forget_process_state(cache.path)
     fresh = EmbeddingCache(cache.path, memory_bytes=0)  # read the damaged rows from disk
-    EmbeddingCache._stores.pop(str(cache.path.resolve()))
     out = clone(enc).set_params(cache=fresh).fit(TEXTS).transform(TEXTS)
     assert fresh.stats.last == {"hits": 2, "misses": 2, "corrupt": 2}
     np.testing.assert_allclose(out, reference, atol=1e-6)
