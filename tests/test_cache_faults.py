@@ -111,8 +111,8 @@ def write_cache(path, texts):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def run_encoder(path, texts, **cache_params):
-    """Encode ``texts`` through the cache in a fresh process; returns (features, stderr)."""
+def run_encoder(path, texts, out=None, **cache_params):
+    """Encode ``texts`` through the cache in a fresh process; returns (features, stdout, stderr)."""
     script = textwrap.dedent(
         f"""
         import sys, numpy as np
@@ -123,7 +123,7 @@ def run_encoder(path, texts, **cache_params):
         print(cache.stats.last)
         """
     )
-    target = path.parent / "out.npy"
+    target = out or path.parent / "out.npy"
     result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(target), result.stdout, result.stderr
@@ -237,3 +237,33 @@ def test_embed_with_a_damaged_cache_warns_and_writes_the_features(tmp_path):
     assert "sktransfer: warning:" in result.stderr and "is damaged" in result.stderr
     np.testing.assert_allclose(np.load(tmp_path / "f.npy"), TextEncoder(device="cpu").fit(["x"]).transform(FIRST),
                                atol=1e-6)
+
+
+@pytest.fixture
+def read_only_storage(tmp_path):
+    """A small tmpfs that the test can remount read-only (skips where mounting is not allowed)."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (the check of real read-only storage)")
+
+    def remount_read_only():
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+    try:
+        yield mount, remount_read_only
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_cache_on_read_only_storage_is_named_or_served(read_only_storage, tmp_path):
+    mount, remount_read_only = read_only_storage
+    path = mount / "cache"
+    write_cache(path, FIRST)
+    remount_read_only()
+    out, _, stderr = run_encoder(path, FIRST, out=tmp_path / "out.npy")  # opened writable, as by default
+    np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(FIRST), atol=1e-6)
+    assert f"cannot write the embedding cache at {path / 'embeddings.sqlite3'}" in stderr
+    assert "read_only=True" in stderr and "encoding without the cache" in stderr
+    _, stats, _ = run_encoder(path, FIRST, out=tmp_path / "out.npy", read_only=True)
+    assert "'hits': 4, 'misses': 0" in stats
