@@ -55,3 +55,8 @@ def test_benchmark_suite_smoke(data_dir, tmp_path):
                       "bench_text-long_0.png", "bench_text_0.png"]
     for name in charts:
         assert f"img/{name}" in text and (tmp_path / "img" / name).stat().st_size > 10_000
+
+
+def test_precision_benchmark_smoke(data_dir):
+    out = run("benchmarks/bench_precision_cpu.py", "--limit", "20", "--repeats", "1")
+    assert "bf16 flags:" in out and "fp32 (baseline)" in out and "x the fp32 time" in out
