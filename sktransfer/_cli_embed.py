@@ -63,6 +63,14 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unreadable images or missing texts: stop with the reason (raise), write NaN rows "
                              "(nan), or, for texts only, encode them as empty strings (empty) (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="encode on an existing Dask cluster (e.g. tcp://10.0.0.5:8786; needs "
+                             "sktransfer[dask]); OUTPUT is then a folder of Parquet partitions. A Parquet "
+                             "INPUT is read by the workers, other inputs by this process; paths must be "
+                             "readable on the workers")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="with --scheduler: how many partitions to split a non-Parquet input into "
+                             "(default: 4 per worker thread)")
 
 
 def _image_files(folder: Path) -> list[str]:
@@ -179,6 +187,8 @@ def embed(args) -> str:
     import numpy as np
 
     output = Path(args.output).expanduser()
+    if args.scheduler:
+        return embed_on_cluster(args, output)
     if output.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise EmbedError(f"output must end in .npy or .parquet, got {output.name}")
     if not output.parent.is_dir():
@@ -216,3 +226,56 @@ def embed(args) -> str:
     model = encoder.model if isinstance(encoder.model, str) else type(encoder.model).__name__
     return (f"wrote {features.shape[0]} x {features.shape[1]} {kind} features ({model}) to {output} in "
             f"{seconds:.1f} s{hits}" + (f"; {failed} NaN rows (--on-error nan)" if failed else ""))
+
+
+def embed_on_cluster(args, output: Path) -> str:
+    """``sktransfer embed --scheduler ADDRESS``: encode on a Dask cluster, write Parquet partitions."""
+    if output.suffix.lower() == ".npy":
+        raise EmbedError("--scheduler writes a folder of Parquet partitions; give -o a folder name, not a .npy file")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise EmbedError(f"output {output} exists and is not an empty folder; choose a new folder name")
+    if not output.parent.is_dir():
+        raise EmbedError(f"output folder does not exist: {output.parent}")
+    try:
+        import dask.dataframe as dd
+        import pandas as pd
+        from distributed import Client
+
+        from .dask import transform
+    except ImportError as exc:
+        raise EmbedError(f"--scheduler needs Dask ({exc.name} is missing): pip install \"sktransfer[dask]\"") from None
+    try:
+        client = Client(args.scheduler, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise EmbedError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
+    with client:
+        source = Path(args.input).expanduser()
+        if source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet"))):
+            frame = dd.read_parquet(str(source), columns=[args.column] if args.column else None)
+            if args.column is None and len(frame.columns) != 1:
+                raise EmbedError(f"{source.name} has {len(frame.columns)} columns {list(frame.columns)[:8]}; "
+                                 "choose one with --column")
+            column = args.column or frame.columns[0]
+            frame = frame[[column]].rename(columns={column: "item"})
+            sample = frame["item"].head(20).tolist()
+            images, _ = _all_images(sample, None)
+            kind = args.kind if args.kind != "auto" else ("image" if images else "text")
+        else:
+            items, kind, _ = read_items(args.input, args.kind, args.column)
+            threads = sum(client.nthreads().values()) or 1
+            frame = dd.from_pandas(pd.DataFrame({"item": items}),
+                                   npartitions=max(1, min(len(items), args.partitions or 4 * threads)))
+            sample = items[:1]
+        encoder = build_encoder(kind, args)
+        encoder.set_params(show_progress=False)  # workers have no terminal
+        encoder.fit(sample[:1])
+        start = time.perf_counter()
+        features = transform(encoder, frame, column="item")
+        # The same column names as a local run's Parquet output.
+        features = features.rename(columns=dict(zip(features.columns, encoder.get_feature_names_out())))
+        dd.concat([frame, features], axis=1).to_parquet(str(output), write_index=False)
+        seconds = time.perf_counter() - start
+        n_workers = len(client.nthreads())
+    model = encoder.model if isinstance(encoder.model, str) else type(encoder.model).__name__
+    return (f"wrote {frame.npartitions} Parquet partition(s) of {kind} features ({model}, {encoder.embedding_dim_} "
+            f"columns) to {output} in {seconds:.1f} s on {n_workers} Dask worker(s) at {args.scheduler}")

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 import warnings
 import zlib
 from collections import OrderedDict
@@ -432,6 +434,12 @@ class EmbeddingCache:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if not len(keys) or self.read_only:
             return
+        self._write(fingerprint, keys, vectors, description, "INSERT OR REPLACE")
+        if self.max_bytes is not None:
+            self._evict(keep=fingerprint)
+
+    def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str, verb: str) -> int:
+        """Write rows in one transaction (``verb``: replace, or ignore keys already there); rows written."""
         store = self._store
         memory = store.memory(self.memory_bytes)
         with store.lock, store.translated():
@@ -443,7 +451,9 @@ class EmbeddingCache:
                 # write removed the fingerprint, and the rows must go under its new row.
                 fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True, fresh=True)
                 rows = [(fid, key, blob, zlib.crc32(blob)) for key, blob in zip(keys, blobs)]
-                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+                before = db.total_changes
+                db.executemany(f"{verb} INTO embeddings VALUES (?, ?, ?, ?)", rows)
+                written = db.total_changes - before
                 db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
                 db.execute("COMMIT")
             except BaseException:
@@ -453,11 +463,132 @@ class EmbeddingCache:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                 raise
-            if memory is not None:
+            if memory is not None and verb == "INSERT OR REPLACE":
                 for key, vector in zip(keys, vectors):
                     memory.remember((fingerprint, key), vector.copy())
-        if self.max_bytes is not None:
-            self._evict(keep=fingerprint)
+        return written
+
+    # -------------------------------------------------------------- moving entries between caches
+    def export(self, path, *, fingerprint: str | None = None) -> int:
+        """Write the entries to a Parquet file, for another machine's cache to :meth:`import_`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A local path or an fsspec URL (``s3://bucket/cache/``, ``gs://...``, ``hdfs://...``,
+            ``memory://...``; remote file systems need their fsspec package, e.g. ``s3fs``). A
+            path that ends with ``/`` or is an existing folder receives a new file
+            ``part-<host>-<pid>-<random>.parquet``, so that many workers can export into one
+            Parquet dataset without overwriting each other; any other path is the file itself.
+        fingerprint : str or None, default=None
+            Only this fingerprint's entries (a unique prefix is enough); None: all of them.
+
+        Returns
+        -------
+        n_exported : int
+            Number of entries written. Rows whose checksum does not match are left out (they
+            would be re-encoded here too), with a warning.
+
+        Notes
+        -----
+        Columns: ``fingerprint`` (string), ``description`` (string), ``item_key`` (binary: the
+        item's content key) and ``vector`` (list of float32). Nothing in the file is code: reading
+        it never executes anything.
+        """
+        pa, pq = _pyarrow("EmbeddingCache.export")
+        fs, target = _file_system(path)
+        if str(path).endswith("/") or fs.isdir(target):
+            fs.makedirs(target, exist_ok=True)
+            target = f"{target.rstrip('/')}/part-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        store = self._store
+        exported = damaged = 0
+        with store.lock, store.translated():
+            db = store.connection()
+            query = "SELECT id, fingerprint, description, dim FROM fingerprints"
+            selected = db.execute(query + (" WHERE fingerprint LIKE ?" if fingerprint else ""),
+                                  (fingerprint + "%",) if fingerprint else ()).fetchall()
+            if fingerprint and len(selected) != 1:
+                raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(selected)} fingerprints; "
+                                 "give one that `sktransfer cache info` lists")
+            db.execute("BEGIN")  # one snapshot: writers in other processes do not tear the export
+            try:
+                with fs.open(target, "wb") as handle, pq.ParquetWriter(handle, _export_schema()) as writer:
+                    for fid, fp, description, dim in selected:
+                        cursor = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ?",
+                                            (fid,))
+                        while rows := cursor.fetchmany(_EXPORT_ROWS):
+                            good = [(bytes(key), blob) for key, blob, crc in rows
+                                    if len(blob) == 4 * dim and zlib.crc32(blob) == crc]
+                            damaged += len(rows) - len(good)
+                            if not good:
+                                continue
+                            values = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32)
+                            offsets = np.arange(len(good) + 1, dtype=np.int32) * dim
+                            writer.write_table(pa.table({
+                                "fingerprint": pa.array([fp] * len(good), pa.string()),
+                                "description": pa.array([description] * len(good), pa.string()),
+                                "item_key": pa.array([key for key, _ in good], pa.binary()),
+                                "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+                            }, schema=_export_schema()))
+                            exported += len(good)
+            finally:
+                db.execute("COMMIT")
+        if damaged:
+            warnings.warn(f"EmbeddingCache.export left out {damaged} damaged entries of {self.path} (their checksum "
+                          "did not match); they are encoded again where they are needed.", UserWarning, stacklevel=2)
+        return exported
+
+    def import_(self, path) -> int:
+        """Merge entries that :meth:`export` wrote (a file, or a folder of them) into this cache.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A Parquet file or a folder (a Parquet dataset: every ``*.parquet`` under it), local
+            or an fsspec URL as for :meth:`export`.
+
+        Returns
+        -------
+        n_imported : int
+            Number of entries added. Keys this cache already holds under the same fingerprint
+            are kept as they are (equal fingerprints mean equal vectors).
+
+        Raises
+        ------
+        CacheError
+            The file is not an export (missing columns), a row is malformed (no key, a vector
+            of another length than its fingerprint's others, a non-finite value), or this
+            cache is read-only. The message names the file and the row; the valid rows read
+            before it are kept.
+
+        Notes
+        -----
+        Import only exports you trust, as you would a cache folder: a vector is served to any
+        encoder whose fingerprint matches, and its values cannot be checked without encoding
+        the item again.
+        """
+        if self.read_only:
+            raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; import into a "
+                             "writable cache")
+        _, pq = _pyarrow("EmbeddingCache.import_")
+        fs, target = _file_system(path)
+        if fs.isdir(target):
+            files = sorted(fs.glob(f"{target.rstrip('/')}/**/*.parquet"))
+            if not files:
+                raise CacheError(f"no *.parquet files under {path}")
+        elif fs.exists(target):
+            files = [target]
+        else:
+            raise CacheError(f"nothing to import at {path}: no such file or folder")
+        imported = 0
+        for file in files:
+            with fs.open(file, "rb") as handle:
+                for fp, description, keys, vectors in _exported_rows(pq, handle, file):
+                    try:
+                        imported += self._write(fp, keys, vectors, description, "INSERT OR IGNORE")
+                    except RuntimeError as exc:  # the fingerprint already holds vectors of another size
+                        raise CacheError(f"{file}: {exc}; this export does not match the cache at {self.path}") from None
+        return imported
 
     # -------------------------------------------------------------- management
     def info(self) -> dict:
@@ -580,6 +711,63 @@ class EmbeddingCache:
                 UserWarning,
                 stacklevel=3,
             )
+
+
+_EXPORT_ROWS = 10_000  # rows per Parquet row group, and per transaction on import
+_EXPORT_COLUMNS = ("fingerprint", "description", "item_key", "vector")
+
+
+def _export_schema():
+    import pyarrow as pa
+
+    return pa.schema([("fingerprint", pa.string()), ("description", pa.string()), ("item_key", pa.binary()),
+                      ("vector", pa.list_(pa.float32()))])
+
+
+def _pyarrow(what: str):
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"{what} writes and reads Parquet, which needs pyarrow: pip install pyarrow "
+                          "(or \"sktransfer[cli]\")") from None
+    return pa, pq
+
+
+def _file_system(path):
+    """fsspec's file system for a local path or a URL (s3://, gs://, hdfs://, memory://, ...)."""
+    import fsspec  # a dependency of huggingface_hub, so always present with sentence-transformers
+
+    return fsspec.core.url_to_fs(os.fspath(path))
+
+
+def _exported_rows(pq, handle, file):
+    """Yield ``(fingerprint, description, keys, vectors)`` groups of an export file, validated."""
+    parquet = pq.ParquetFile(handle)
+    missing = [c for c in _EXPORT_COLUMNS if c not in parquet.schema_arrow.names]
+    if missing:
+        raise CacheError(f"{file} is not an sktransfer cache export: it has no column(s) {missing}")
+    first_row = 0
+    for batch in parquet.iter_batches(batch_size=_EXPORT_ROWS, columns=list(_EXPORT_COLUMNS)):
+        columns = batch.to_pydict()
+        lengths = [len(v) if v is not None else None for v in columns["vector"]]
+        groups: dict = {}
+        for i, (fp, key, length) in enumerate(zip(columns["fingerprint"], columns["item_key"], lengths)):
+            if fp is None or key is None or length is None:
+                raise CacheError(f"{file}: row {first_row + i} has no fingerprint, item_key or vector")
+            groups.setdefault(fp, []).append(i)
+        for fp, rows in groups.items():
+            dims = {lengths[i] for i in rows}
+            if len(dims) != 1 or 0 in dims:
+                bad = next(i for i in rows if lengths[i] != lengths[rows[0]] or not lengths[i])
+                raise CacheError(f"{file}: row {first_row + bad} holds a {lengths[bad]}-d vector where fingerprint "
+                                 f"{fp[:12]} has {lengths[rows[0]]}-d ones")
+            vectors = np.asarray([columns["vector"][i] for i in rows], dtype=np.float32)
+            finite = np.isfinite(vectors).all(axis=1)
+            if not finite.all():
+                raise CacheError(f"{file}: row {first_row + rows[int(np.argmin(finite))]} holds a non-finite value")
+            yield fp, columns["description"][rows[0]] or "", [bytes(columns["item_key"][i]) for i in rows], vectors
+        first_row += batch.num_rows
 
 
 def forget_process_state(path) -> None:

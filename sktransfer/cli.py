@@ -3,7 +3,8 @@
 * ``sktransfer embed INPUT -o OUTPUT``: encode a folder of images, a list file, or a column of a
   text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._cli_embed`);
 * ``sktransfer models``: the text models and image weights that resolve offline on this machine;
-* ``sktransfer cache info|clear``: inspect or empty an embedding cache;
+* ``sktransfer cache info|clear|export|import``: inspect, empty, export (Parquet) or merge an
+  embedding cache;
 * ``sktransfer demo``: the README's main job (the three examples on real data).
 
 Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback.
@@ -64,6 +65,30 @@ def _cache_clear(args) -> int:
         return _fail(str(exc).replace("(or EmbeddingCache(path).clear(force=True))", ""))
     what = f"fingerprint {args.fingerprint}" if args.fingerprint else "all fingerprints"
     print(f"deleted {deleted:,} entries ({what}) from {cache.path}")
+    return 0
+
+
+def _cache_export(args) -> int:
+    cache = EmbeddingCache(args.path)
+    if not (cache.path / "embeddings.sqlite3").exists():
+        return _fail(f"no cache at {cache.path}")
+    try:
+        n = cache.export(args.output, fingerprint=args.fingerprint)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    except (CacheError, ImportError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"exported {n:,} entries from {cache.path} to {args.output}")
+    return 0
+
+
+def _cache_import(args) -> int:
+    cache = EmbeddingCache(args.path)
+    try:
+        n = cache.import_(args.input)
+    except (CacheError, ImportError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"imported {n:,} new entries from {args.input} into {cache.path}")
     return 0
 
 
@@ -207,14 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="tiny subsets: checks that everything runs in a minute")
     demo.set_defaults(handler=_demo)
 
-    cache = commands.add_parser("cache", help="inspect or clear an embedding cache",
-                                description="Inspect or clear an embedding cache folder.")
+    cache = commands.add_parser("cache", help="inspect, clear, export or import an embedding cache",
+                                description="Inspect, clear, export or import an embedding cache folder.")
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     info = actions.add_parser("info", help="entries, size and fingerprints of the cache",
                               description="Show entries, size and per-fingerprint counts of an embedding cache.")
     clear = actions.add_parser("clear", help="delete all entries, or one fingerprint's",
                                description="Delete every entry of an embedding cache, or those of one fingerprint.")
-    for sub in (info, clear):
+    export = actions.add_parser(
+        "export", help="write the entries to a Parquet file (for another machine's cache)",
+        description="Write the cache's entries to Parquet (fingerprint, description, item_key, vector). OUTPUT "
+                    "is a file, or a folder (ending in /) that receives a new part-*.parquet file; fsspec URLs "
+                    "such as s3://bucket/cache/ work when their fsspec package is installed.")
+    export.add_argument("output", metavar="OUTPUT", help="Parquet file or folder/ (local path or fsspec URL)")
+    export.add_argument("--fingerprint", default=None, help="only this fingerprint (a unique prefix is enough)")
+    import_ = actions.add_parser(
+        "import", help="merge entries exported by 'sktransfer cache export'",
+        description="Merge the entries of an exported Parquet file, or of every *.parquet file under a folder, "
+                    "into the cache. Entries already there are kept. Import only exports you trust.")
+    import_.add_argument("input", metavar="INPUT", help="Parquet file or folder (local path or fsspec URL)")
+    for sub in (info, clear, export, import_):
         sub.add_argument("--path", default=None,
                          help=f"cache folder (default: $SKTRANSFER_CACHE or {default_cache_dir()})")
     clear.add_argument("--fingerprint", default=None,
@@ -223,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete the database files whatever state they are in (the way out of a damaged cache)")
     info.set_defaults(handler=_cache_info)
     clear.set_defaults(handler=_cache_clear)
+    export.set_defaults(handler=_cache_export)
+    import_.set_defaults(handler=_cache_import)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""Encode a Dask collection lazily, on the cluster that holds it.
+
+>>> from sktransfer.dask import transform  # doctest: +SKIP
+>>> features = transform(TextEncoder().fit(["a"]), reviews, column="text")  # doctest: +SKIP
+
+The fitted encoder is small (a few hundred bytes: its identity and settings, never the weights),
+so it is shipped once to every worker (``Client.scatter`` when a distributed client is active, one
+graph key otherwise); each worker process loads the model once through its model registry and
+keeps it for every partition it encodes. Nothing is computed until the result is.
+
+Needs the ``dask`` extra: ``pip install "sktransfer[dask]"``. ``import sktransfer`` does not
+import dask.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from ._cluster import check_fitted_encoder, encode_items, feature_names, locate_error, prepare_on_worker
+
+try:
+    import dask
+    import dask.array as da
+    import dask.bag as db
+    import dask.dataframe as dd
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError(
+        f"sktransfer.dask needs Dask ({exc.name} is missing): pip install \"sktransfer[dask]\""
+    ) from None
+
+__all__ = ["transform"]
+
+_HELPER = "sktransfer.dask.transform"
+
+
+def transform(encoder, data, *, column=None):
+    """Encode a Dask collection of items with a fitted encoder, lazily.
+
+    Parameters
+    ----------
+    encoder : TextEncoder or ImageEncoder
+        A fitted encoder (``fit`` on a handful of items is enough: it resolves the model and the
+        settings, and learns nothing from the data). Its ``cache`` folder, if any, is used as a
+        path on each worker's own disk.
+    data : dask DataFrame, dask Series, dask Bag or 1-D dask Array
+        The items: texts, image paths or image bytes, one per row.
+    column : str or None, default=None
+        The column of a dask DataFrame to encode; optional when it has one column.
+
+    Returns
+    -------
+    features : dask DataFrame or dask Array
+        For a DataFrame or Series: a dask DataFrame with one float32 column per feature (named
+        as ``encoder.get_feature_names_out([column])`` names them), the input's index and
+        divisions. For a Bag or an Array: a float32 dask Array of shape (n_items, n_features),
+        chunked like the input (a Bag's partition lengths are unknown until computed).
+
+    Raises
+    ------
+    TypeError
+        ``data`` is not one of the collections above, or ``encoder`` is not an sktransfer encoder.
+    sklearn.exceptions.NotFittedError
+        The encoder is not fitted.
+
+    Notes
+    -----
+    An item the encoder refuses raises, when the result is computed, the encoder's own error (same
+    type and message) with the partition and the item's index label (or global row) appended, e.g.
+    ``[sktransfer.dask: partition 3 of 8; index 17 there is the row with index label 417]``.
+    Dask's workers run with one BLAS/OpenMP thread per worker thread, so torch does not
+    oversubscribe the cores.
+    """
+    check_fitted_encoder(encoder, _HELPER)
+    if isinstance(data, dd.DataFrame):
+        data = _column_of(data, column)
+    elif column is not None:
+        raise TypeError(f"column= selects a column of a dask DataFrame; {_HELPER} got a {type(data).__name__}")
+    if isinstance(data, dd.Series):
+        return _transform_series(encoder, data)
+    if isinstance(data, db.Bag):
+        return _transform_bag(encoder, data)
+    if isinstance(data, da.Array):
+        return _transform_array(encoder, data)
+    raise TypeError(
+        f"{_HELPER} takes a dask DataFrame (with column=), Series, Bag or 1-D Array, got {type(data).__name__}; "
+        "for in-memory data call encoder.transform directly"
+    )
+
+
+def _column_of(frame, column):
+    if column is None:
+        if len(frame.columns) != 1:
+            raise ValueError(f"the dask DataFrame has {len(frame.columns)} columns {list(frame.columns)[:8]}; "
+                             "choose the one to encode with column=")
+        column = frame.columns[0]
+    if column not in frame.columns:
+        raise KeyError(f"the dask DataFrame has no column {column!r}; columns: {list(frame.columns)[:20]}")
+    return frame[column]
+
+
+def _ship(encoder):
+    """One copy of the encoder per worker: scattered to all of them, or one key of the graph."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed client: the local schedulers share memory
+        return dask.delayed(encoder, name=f"sktransfer-encoder-{uuid.uuid4().hex}")
+    return client.scatter(encoder, broadcast=True, hash=False)
+
+
+# ------------------------------------------------------------------ DataFrame and Series
+def _transform_series(encoder, series):
+    names = feature_names(encoder, series.name)
+    meta = pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), columns=names, index=series._meta.index)
+    return series.map_partitions(_encode_partition, _ship(encoder), names, series.npartitions,
+                                 meta=meta, align_dataframes=False)
+
+
+def _encode_partition(series, encoder, names, n_partitions, partition_info=None):
+    number = partition_info["number"] if partition_info else "?"
+    encoder = prepare_on_worker(encoder)
+    try:
+        features = encode_items(encoder, series)
+    except Exception as exc:
+        index = series.index
+        locate_error(exc, f"sktransfer.dask: partition {number} of {n_partitions}",
+                     lambda i: f"the row with index label {index[i:i + 1].tolist()[0]!r}")
+        raise
+    return pd.DataFrame(features, index=series.index, columns=names)
+
+
+# ------------------------------------------------------------------ Bag and Array
+def _transform_bag(encoder, bag):
+    shipped = _ship(encoder)
+    encode = dask.delayed(_encode_bag_partition, pure=True)
+    parts = [
+        da.from_delayed(encode(part, shipped, number, bag.npartitions),
+                        shape=(np.nan, encoder.embedding_dim_), dtype=np.float32)
+        for number, part in enumerate(bag.to_delayed())
+    ]
+    return da.concatenate(parts, axis=0)
+
+
+def _encode_bag_partition(items, encoder, number, n_partitions):
+    encoder = prepare_on_worker(encoder)
+    items = list(items)
+    try:
+        return encode_items(encoder, items)
+    except Exception as exc:
+        locate_error(exc, f"sktransfer.dask: bag partition {number} of {n_partitions}",
+                     lambda i: f"item {i} of that partition ({items[i]!r:.80})")
+        raise
+
+
+def _transform_array(encoder, array):
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{_HELPER} takes a 1-D dask Array of items (or one column), got shape {array.shape}")
+    dim = encoder.embedding_dim_
+    return da.map_blocks(_encode_array_block, array, _ship(encoder), len(array.chunks[0]),
+                         dtype=np.float32, chunks=(array.chunks[0], (dim,)), new_axis=1,
+                         meta=np.empty((0, dim), dtype=np.float32))
+
+
+def _encode_array_block(block, encoder, n_blocks, block_info=None):
+    location = block_info[0] if block_info else {}
+    number = location.get("chunk-location", ("?",))[0]
+    start = location.get("array-location", [(0, 0)])[0][0]
+    encoder = prepare_on_worker(encoder)
+    try:
+        return encode_items(encoder, list(block))
+    except Exception as exc:
+        locate_error(exc, f"sktransfer.dask: block {number} of {n_blocks}",
+                     lambda i: f"row {start + i} of the array")
+        raise

@@ -1,0 +1,135 @@
+"""Encode a column of a Ray Dataset with a pool of actors, in the input's order.
+
+>>> from sktransfer.ray import transform  # doctest: +SKIP
+>>> encoded = transform(ImageEncoder().fit([]), ray.data.read_parquet(...), column="path")  # doctest: +SKIP
+
+Each actor receives the fitted encoder once (a few hundred bytes, inline), loads the model once, and encodes the
+batches Ray Data streams to it. Three things that go wrong with a plain ``map_batches`` are
+handled here: rows keep the input's order (Ray Data does not keep it by default); a dataset held
+in a few big blocks (``ray.data.from_pandas`` makes one) is split so that every actor gets work;
+and the actors leave a CPU free for the read and write stages (actors on every CPU next to a
+repartition can stall: ray-project/ray#44687).
+
+Needs the ``ray`` extra: ``pip install "sktransfer[ray]"``. ``import sktransfer`` does not import
+ray.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._cluster import check_fitted_encoder, encode_items, locate_error, prepare_on_worker
+
+try:
+    import ray
+    import ray.data  # noqa: F401  (Ray Data is an extra of ray: fail here, not on first use)
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError(f"sktransfer.ray needs Ray Data ({exc.name} is missing): pip install \"sktransfer[ray]\"") from None
+
+__all__ = ["transform"]
+
+_HELPER = "sktransfer.ray.transform"
+
+
+def transform(encoder, dataset, *, column, output_column="embedding", batch_size=256, concurrency=None,
+              num_gpus=None):
+    """Add a column of embeddings to a Ray Dataset, lazily, keeping the rows' order.
+
+    Parameters
+    ----------
+    encoder : TextEncoder or ImageEncoder
+        A fitted encoder (``fit`` on a handful of items is enough). Its ``cache`` folder, if any,
+        is used as a path on each node's own disk.
+    dataset : ray.data.Dataset
+        The rows; ``column`` holds the items (texts, image paths or image bytes).
+    column : str
+        The column to encode.
+    output_column : str, default="embedding"
+        The new column: one float32 vector (a tensor column) per row.
+    batch_size : int, default=256
+        Rows per Ray Data batch handed to an actor (the encoder batches its forward passes by its
+        own ``batch_size``). Blocks larger than this are split, so every actor gets work.
+    concurrency : int or None, default=None
+        Number of actors. ``None``: one per GPU when GPUs are requested, else one per CPU of the
+        cluster but one (at least 1), which leaves a CPU for reading and writing.
+    num_gpus : float or None, default=None
+        GPUs per actor. ``None``: 1 when the encoder's ``device`` is ``"cuda"``/``"cuda:N"``, or
+        ``"auto"`` on a cluster that has GPUs; 0 otherwise.
+
+    Returns
+    -------
+    dataset : ray.data.Dataset
+        The input's columns plus ``output_column``, in the input's row order. Nothing runs until
+        the dataset is consumed (``take``, ``write_parquet``, ``to_pandas``, ...).
+
+    Notes
+    -----
+    Order is kept with Ray Data's documented execution option
+    (``execution_options.preserve_order``), set on the returned dataset's own context only, so
+    other datasets of the session are not affected. An item the encoder refuses fails the job with
+    the encoder's own message plus the item itself, e.g.
+    ``[sktransfer.ray: a batch of 256 rows of column 'path'; index 3 there is '/data/x.jpg']``.
+    """
+    check_fitted_encoder(encoder, _HELPER)
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data would do on first use; needed here for the cluster's resources
+    if not isinstance(dataset, ray.data.Dataset):
+        raise TypeError(f"{_HELPER} takes a ray.data.Dataset, got {type(dataset).__name__}; "
+                        "for Dask collections use sktransfer.dask.transform")
+    names = dataset.schema().names if dataset.schema() is not None else []
+    if column not in names:
+        raise KeyError(f"the Ray Dataset has no column {column!r}; columns: {names[:20]}")
+    if output_column in names:
+        raise ValueError(f"the Ray Dataset already has a column {output_column!r}; choose another output_column=")
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    gpus = _gpus_per_actor(encoder, num_gpus)
+    if concurrency is None:
+        resources = ray.cluster_resources()
+        concurrency = int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)) - 1
+        concurrency = max(1, concurrency)
+    encoded = dataset.repartition(target_num_rows_per_block=batch_size).map_batches(
+        _EncodeBatches,
+        # The encoder pickles to a few hundred bytes (never the weights): it travels inline.
+        fn_constructor_args=(encoder, column, output_column),
+        batch_format="numpy",
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=1,
+        num_gpus=gpus,
+    )
+    encoded.context.execution_options.preserve_order = True  # this dataset's copy of the context
+    return encoded
+
+
+def _gpus_per_actor(encoder, num_gpus) -> float:
+    if num_gpus is not None:
+        return num_gpus
+    device = str(encoder.device)
+    if device.startswith("cuda"):
+        return 1
+    if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
+        return 1
+    return 0
+
+
+class _EncodeBatches:
+    """A Ray Data actor: one copy of the encoder and one loaded model per actor process."""
+
+    def __init__(self, encoder, column, output_column):
+        self.encoder = prepare_on_worker(encoder)
+        self.column = column
+        self.output_column = output_column
+        self.encoder._get_model()  # load now: the first batch should not pay for it
+
+    def __call__(self, batch: dict) -> dict:
+        items = list(batch[self.column])
+        try:
+            features = encode_items(self.encoder, items)
+        except Exception as exc:
+            locate_error(exc, f"sktransfer.ray: a batch of {len(items)} rows of column {self.column!r}",
+                         lambda i: f"{items[i]!r:.200}")
+            raise
+        return {**batch, self.output_column: np.asarray(features, dtype=np.float32)}
