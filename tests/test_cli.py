@@ -44,13 +44,13 @@ IMAGE_FLAGS = ["--weights", "IMAGENET1K_V1", "--device", "cpu", "--quiet"]
 
 
 @pytest.mark.parametrize("command", [[], ["embed"], ["models"], ["demo"], ["cache"], ["cache", "info"],
-                                     ["cache", "clear"]])
+                                     ["cache", "clear"], ["cache", "export"], ["cache", "import"]])
 def test_help_is_complete(command):
     result = sktransfer(*command, "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: sktransfer")
     if command == ["embed"]:
         for flag in ["--model", "--weights", "--layer", "--pooling", "--batch-size", "--precision", "--device",
-                     "--cache", "--column", "--on-error", "--kind", "-o OUTPUT"]:
+                     "--cache", "--column", "--on-error", "--kind", "-o OUTPUT", "--scheduler ADDRESS"]:
             assert flag in result.stdout, flag
 
 

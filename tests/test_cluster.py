@@ -46,6 +46,15 @@ def local_features(text_encoder):
     return text_encoder.transform(TEXTS)
 
 
+def test_import_sktransfer_imports_neither_dask_nor_ray():
+    import subprocess
+
+    code = ("import sys, sktransfer, sktransfer.cli, sktransfer._cluster; "
+            "print(sorted({'dask', 'distributed', 'ray'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
 # ---------------------------------------------------------------------------------------------- Dask
 @pytest.fixture(scope="module")
 def dask_client():
@@ -259,3 +268,29 @@ def test_grid_search_on_ray_backend(ray_session, sst2_sample, tmp_path):
     with joblib.parallel_backend("ray"):
         remote = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(texts, labels)
     np.testing.assert_allclose(remote.cv_results_["mean_test_score"], sequential.cv_results_["mean_test_score"])
+
+
+def test_cli_embed_on_a_dask_scheduler(dask_client, hymenoptera, tmp_path):
+    """`sktransfer embed --scheduler`: Parquet partitions out, equal to a local run; bad output refused first."""
+    import subprocess
+
+    paths = hymenoptera["val"]["bees"][:5]
+    (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
+    address = dask_client.scheduler.address
+
+    def embed(*args):
+        return subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(tmp_path / "list.txt"),
+                               "--weights", "IMAGENET1K_V1", "--no-cache", "--scheduler", address, *args],
+                              capture_output=True, text=True, timeout=WATCHDOG_S)
+
+    result = embed("-o", str(tmp_path / "out"), "--partitions", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote 2 Parquet partition(s) of image features" in result.stdout
+    written = pd.read_parquet(tmp_path / "out")
+    local = ImageEncoder(weights="IMAGENET1K_V1").fit(paths[:1])
+    assert written["item"].tolist() == paths
+    assert list(written.columns[1:]) == list(local.get_feature_names_out())
+    np.testing.assert_allclose(written.iloc[:, 1:].to_numpy(), local.transform(paths), atol=1e-5)
+    for output, message in [("out", "is not an empty folder"), ("x.npy", "not a .npy file")]:
+        result = embed("-o", str(tmp_path / output))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
