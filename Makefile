@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 
 # `make docs` builds the documentation site into site/ (warnings are errors).
-.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads
+.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -44,3 +44,7 @@ bench-scaling: setup
 
 bench-threads: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_threads.py
+
+# Dask and Ray local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
+bench-cluster: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cluster.py

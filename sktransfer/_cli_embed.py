@@ -236,6 +236,8 @@ def embed_on_cluster(args, output: Path) -> str:
         raise EmbedError(f"output {output} exists and is not an empty folder; choose a new folder name")
     if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
+    if not Path(args.input).expanduser().exists():
+        raise EmbedError(f"input not found: {args.input}")
     try:
         import dask.dataframe as dd
         import pandas as pd

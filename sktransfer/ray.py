@@ -86,10 +86,27 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     gpus = _gpus_per_actor(encoder, num_gpus)
+    cpus = ray.cluster_resources().get("CPU", 1)
     if concurrency is None:
-        resources = ray.cluster_resources()
-        concurrency = int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)) - 1
+        concurrency = int(ray.cluster_resources().get("GPU", 0)) if gpus else int(cpus) - 1
         concurrency = max(1, concurrency)
+    elif not isinstance(concurrency, numbers.Integral) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive int (number of actors), got {concurrency!r}")
+    available_gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus and gpus * concurrency > available_gpus:
+        raise ValueError(
+            f"{concurrency} actor(s) x num_gpus={gpus:g} need {gpus * concurrency:g} GPU(s), and this Ray cluster "
+            f"has {available_gpus:g}: the job would wait forever. Lower concurrency or num_gpus, or set the "
+            "encoder's device to 'cpu' (or 'auto', which uses GPUs only where the cluster has them)."
+        )
+    if concurrency >= cpus:
+        # Each actor holds a CPU; the stage that splits blocks needs one more, or the job waits
+        # forever (seen here with 2 actors on ray.init(num_cpus=2); ray-project/ray#44687).
+        raise ValueError(
+            f"concurrency={concurrency} actors would hold every CPU of this Ray cluster ({cpus:g}), leaving none "
+            f"for the stage that feeds them, and the job would hang. Use concurrency <= {max(1, int(cpus) - 1)}, "
+            "or start Ray with more CPUs."
+        )
     encoded = dataset.repartition(target_num_rows_per_block=batch_size).map_batches(
         _EncodeBatches,
         # The encoder pickles to a few hundred bytes (never the weights): it travels inline.

@@ -294,3 +294,25 @@ def test_cli_embed_on_a_dask_scheduler(dask_client, hymenoptera, tmp_path):
     for output, message in [("out", "is not an empty folder"), ("x.npy", "not a .npy file")]:
         result = embed("-o", str(tmp_path / output))
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ray_refuses_actors_on_every_cpu(ray_session, text_encoder):
+    ray, _ = ray_session
+    from sktransfer.ray import transform
+
+    dataset = ray.data.from_items([{"text": t} for t in TEXTS[:4]])
+    with pytest.raises(ValueError, match=r"concurrency=2 actors would hold every CPU .* concurrency <= 1"):
+        transform(text_encoder, dataset, column="text", concurrency=2)
+
+
+def test_ray_gpus_follow_the_encoder_device(ray_session, text_encoder):
+    ray, _ = ray_session
+    from sktransfer.ray import _gpus_per_actor, transform
+
+    assert _gpus_per_actor(TextEncoder(device="cuda:1"), None) == 1
+    assert _gpus_per_actor(TextEncoder(device="cpu"), None) == 0
+    assert _gpus_per_actor(TextEncoder(device="auto"), None) == 0  # this cluster has no GPU
+    assert _gpus_per_actor(TextEncoder(device="cpu"), 0.5) == 0.5
+    dataset = ray.data.from_items([{"text": t} for t in TEXTS[:4]])
+    with pytest.raises(ValueError, match=r"need 1 GPU\(s\), and this Ray cluster has 0: the job would wait forever"):
+        transform(text_encoder, dataset, column="text", num_gpus=1)

@@ -60,3 +60,17 @@ def test_benchmark_suite_smoke(data_dir, tmp_path):
 def test_precision_benchmark_smoke(data_dir):
     out = run("benchmarks/bench_precision_cpu.py", "--limit", "20", "--repeats", "1")
     assert "bf16 flags:" in out and "fp32 (baseline)" in out and "x the fp32 time" in out
+
+
+def test_cluster_benchmark_smoke(data_dir, tmp_path):
+    import json
+
+    import pytest
+
+    pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'sktransfer[dask]'")
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'sktransfer[ray]'")
+    out = run("benchmarks/bench_cluster.py", "--texts", "16", "--photos", "4", "--repeats", "1",
+              "--output", str(tmp_path / "cluster.json"))
+    assert "dask, 2 worker(s)" in out and "ray, 2 actor(s)" in out and "x the single process" in out
+    results = json.loads((tmp_path / "cluster.json").read_text())
+    assert set(results["seconds"]) == {"texts", "photos"} and len(results["worker_rss_mib"]["after photos"]) == 2
