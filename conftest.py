@@ -9,3 +9,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The cluster helpers' modules import their optional extra; without it, their doctests are not
+# collected (the tests of tests/test_cluster.py skip and say which extra is missing).
+import importlib.util  # noqa: E402
+
+collect_ignore = [
+    module for module, extra in [("sktransfer/dask.py", "distributed"), ("sktransfer/ray.py", "ray")]
+    if importlib.util.find_spec(extra) is None
+]

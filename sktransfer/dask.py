@@ -1,7 +1,9 @@
 """Encode a Dask collection lazily, on the cluster that holds it.
 
->>> from sktransfer.dask import transform  # doctest: +SKIP
->>> features = transform(TextEncoder().fit(["a"]), reviews, column="text")  # doctest: +SKIP
+Usage (``reviews`` a dask DataFrame; the result is a lazy dask DataFrame)::
+
+    from sktransfer.dask import transform
+    features = transform(TextEncoder().fit(["a"]), reviews, column="text")
 
 The fitted encoder is small (a few hundred bytes: its identity and settings, never the weights),
 so it is shipped once to every worker (``Client.scatter`` when a distributed client is active, one

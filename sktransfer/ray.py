@@ -1,7 +1,9 @@
 """Encode a column of a Ray Dataset with a pool of actors, in the input's order.
 
->>> from sktransfer.ray import transform  # doctest: +SKIP
->>> encoded = transform(ImageEncoder().fit([]), ray.data.read_parquet(...), column="path")  # doctest: +SKIP
+Usage (``photos`` a Ray Dataset with a ``path`` column; the result is a lazy Ray Dataset)::
+
+    from sktransfer.ray import transform
+    encoded = transform(ImageEncoder().fit([photos.take(1)[0]["path"]]), photos, column="path")
 
 Each actor receives the fitted encoder once (a few hundred bytes, inline), loads the model once, and encodes the
 batches Ray Data streams to it. Three things that go wrong with a plain ``map_batches`` are
