@@ -7,6 +7,7 @@ from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .base import BaseEncoder
 from .cache import CacheCorruptError, CacheError, EmbeddingCache
+from .finetune import FineTuningClassifier
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
 from .tables import make_table_encoder
@@ -20,6 +21,7 @@ __all__ = [
     "CacheError",
     "EmbeddingCache",
     "EncoderIdentity",
+    "FineTuningClassifier",
     "ImageEncoder",
     "ModelMismatchError",
     "ModelNotFoundError",

@@ -21,6 +21,7 @@ nor a path of this machine; the model is found again by name where the pickle is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 import os
 import warnings
@@ -36,7 +37,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from tqdm.auto import tqdm
 
 from ._device import PRECISIONS, fallback_device, resolve_device
-from ._identity import EncoderIdentity
+from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .cache import CacheError, EmbeddingCache, as_cache
 
@@ -269,6 +270,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         self.identity_ = identity
         self.device_ = str(device)
         self.model_ = model
+        self.__dict__.pop("tuned_weights_", None)  # a new fit starts from the pretrained model
         self._fitted_params = {name: getattr(self, name) for name in self._output_parameters}
 
     def _check_unchanged(self) -> None:
@@ -281,6 +283,41 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                     "and it changes the vectors: the fitted model and cache fingerprint still describe the "
                     f"old value. Call fit again (set_params does not refit), or set {name} back."
                 )
+
+    def _adopt_tuned_weights(self, blob: bytes) -> None:
+        """Make this fitted encoder compute with tuned tensors on top of its pretrained model.
+
+        Used by :class:`~sktransfer.FineTuningClassifier`. ``blob`` (safetensors bytes of the
+        tensors tuning changed) becomes fitted state that pickles carry, and its digest enters the
+        identity as the ``tuned`` setting, one that shapes the model: the registry loads the
+        pretrained model and applies the tensors, and cache entries never mix with pretrained ones.
+        """
+        from ._weights import weights_digest
+
+        identity = self.identity_
+        settings = {**identity.settings, "tuned": weights_digest(blob)}
+        shaping = tuple(name for name in identity.model_settings if name != "tuned") + ("tuned",)
+        summary = {**identity.summary, "tuned": settings["tuned"][:12]}
+        self.identity_ = dataclasses.replace(identity, settings=settings, model_settings=shaping, summary=summary)
+        self.tuned_weights_ = blob
+        self.__dict__.pop("model_", None)  # the pretrained model is not this identity's
+
+    def _tuned_state(self, identity: EncoderIdentity):
+        """The tuned tensors the identity names (checked against its digest), or None if untuned."""
+        digest = identity.settings.get("tuned")
+        if digest is None:
+            return None
+        from ._weights import weights_digest, weights_from_bytes
+
+        blob = self.__dict__.get("tuned_weights_")
+        if blob is None or weights_digest(blob) != digest:
+            raise ModelMismatchError(
+                f"{type(self).__name__} was fine-tuned (weights {digest[:12]}) but "
+                + ("holds no tuned weights" if blob is None else f"holds weights {weights_digest(blob)[:12]}")
+                + ": its vectors cannot be reproduced. Use the fitted FineTuningClassifier's encoder_ as it was "
+                "pickled, or fit again."
+            )
+        return weights_from_bytes(blob)
 
     def _get_model(self):
         """The loaded model: this estimator's, or the registry's (after unpickling or for a clone)."""

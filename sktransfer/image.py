@@ -324,6 +324,11 @@ class ImageEncoder(BaseEncoder):
             where = "a seeded random initialisation" if weights is None else str(_backbones.checkpoint_path(weights))
             identity.check_content(_backbones.network_content(self.model, weights), where)
             network = _backbones.load_torchvision(self.model, weights)
+        tuned = self._tuned_state(identity)
+        if tuned is not None:  # tuned tensors of the full network, applied before BatchNorm is folded
+            from ._weights import apply_weights
+
+            apply_weights(network, tuned, "ImageEncoder")
         backbone = _backbones.build_backbone(network, layers, is_torchvision=not isinstance(self.model, nn.Module))
         backbone.network.to(device)
         if device.type != "mps":

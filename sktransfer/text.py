@@ -252,6 +252,11 @@ class TextEncoder(BaseEncoder):
         finally:
             if bar_was_enabled:
                 hf_logging.enable_progress_bar()
+        tuned = self._tuned_state(identity)
+        if tuned is not None:
+            from ._weights import apply_weights
+
+            apply_weights(model, tuned, "TextEncoder")
         model.eval()
         model.requires_grad_(False)
         if identity.settings["weights"] == "bfloat16":

@@ -1,0 +1,175 @@
+"""Fine-tuning a sentence-transformers model on labelled texts (used by FineTuningClassifier).
+
+Two objectives, both with sentence-transformers' own model and losses and torch's optimiser:
+
+* ``"contrastive"`` (the default): the SetFit recipe. Pairs of training texts are labelled 1.0 when
+  they share a class and 0.0 otherwise, and ``CosineSimilarityLoss`` pulls the pairs' embeddings
+  to that cosine. Each epoch samples fresh pairs: for every text, one positive and one negative
+  partner, :data:`PAIR_ROUNDS` times (SetFit's ``num_iterations``).
+* ``"classification"``: a temporary linear softmax layer on the sentence embedding, trained with
+  the unfrozen layers by cross-entropy (plain top-k fine-tuning).
+
+sentence-transformers' ``SentenceTransformerTrainer`` needs ``datasets`` and ``accelerate`` and
+owns the epoch loop; the estimator needs to score every epoch on its validation split and stop,
+so the loop here is the few lines that step the optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .text import _TOKENIZER_LOCK, TextEncoder
+
+__all__ = ["TextTuner", "PAIR_ROUNDS"]
+
+#: Positive and negative partners drawn per text and epoch (SetFit's ``num_iterations``): with 100
+#: labelled sentences an epoch is 1000 pairs.
+PAIR_ROUNDS = 5
+
+
+def _transformer_layers(model) -> nn.ModuleList:
+    """The stack of transformer layers of a sentence-transformers model (BERT, RoBERTa, MPNet...)."""
+    backbone = model[0].auto_model
+    stacks = [module for module in backbone.modules() if isinstance(module, nn.ModuleList) and len(module) > 1]
+    if not stacks:
+        raise ValueError("unfreeze=<int> needs a transformer with a stack of layers; use unfreeze='all'.")
+    return max(stacks, key=len)
+
+
+def contrastive_pairs(labels: np.ndarray, rounds: int, rng: np.random.Generator) -> list[tuple[int, int, float]]:
+    """SetFit's pair sampling: per text and round, one same-class and one other-class partner."""
+    by_class = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
+    pairs = []
+    for _ in range(rounds):
+        for i, label in enumerate(labels):
+            same = by_class[label][by_class[label] != i]
+            other = np.flatnonzero(labels != label)
+            pairs.append((i, int(rng.choice(same)), 1.0))
+            pairs.append((i, int(rng.choice(other)), 0.0))
+    order = rng.permutation(len(pairs))
+    return [pairs[k] for k in order]
+
+
+@dataclasses.dataclass
+class TextTuner:
+    """Tunes a fresh float32 copy of a fitted TextEncoder's model; the encoder itself stays frozen."""
+
+    encoder: TextEncoder
+    unfreeze: object  # int (top layers) or "all"
+    objective: str
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    precision: str
+    seed: int
+
+    def start(self, texts: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
+        """Load a trainable copy of the model; train on ``texts[train_rows]`` with ``labels``."""
+        encoder = self.encoder
+        identity = encoder.identity_
+        fp32 = dataclasses.replace(identity, settings={**identity.settings, "weights": "float32"})
+        self.model = encoder._load_model(fp32, torch.device(encoder.device_))
+        self.model.requires_grad_(False)
+        if self.unfreeze == "all":
+            self.model.requires_grad_(True)
+        else:
+            for layer in list(_transformer_layers(self.model))[-int(self.unfreeze):]:
+                layer.requires_grad_(True)
+        self.all_texts = list(texts)
+        self.texts, self.labels = [self.all_texts[i] for i in train_rows], np.asarray(labels)
+        self.rng = np.random.default_rng(self.seed)
+        self.classifier = None
+        if self.objective == "classification":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self.classifier = nn.Linear(encoder.embedding_dim_, int(self.labels.max()) + 1).to(self.model.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.classifier is not None:
+            params += list(self.classifier.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=self.learning_rate)
+        steps = self.max_epochs * math.ceil(self._examples_per_epoch() / self.batch_size)
+        warmup = max(1, int(0.1 * steps))  # SetFit's warmup_proportion
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+        )
+        self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+
+    def _examples_per_epoch(self) -> int:
+        return 2 * PAIR_ROUNDS * len(self.texts) if self.objective == "contrastive" else len(self.texts)
+
+    def _tokenize(self, texts: list) -> dict:
+        from sentence_transformers.util import batch_to_device
+
+        with _TOKENIZER_LOCK:
+            features = self.model.preprocess(texts, processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
+        return batch_to_device(features, self.model.device)
+
+    def train_epoch(self, epoch: int, progress) -> float:
+        """One pass; returns the mean training loss."""
+        from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+        self.model.train()
+        device = self.model.device
+        losses = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + epoch)  # dropout masks, reproducibly
+            if self.objective == "contrastive":
+                loss_fn = CosineSimilarityLoss(self.model)
+                pairs = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng)
+                batches = [pairs[s : s + self.batch_size] for s in range(0, len(pairs), self.batch_size)]
+                for batch in progress(batches):
+                    left = self._tokenize([self.texts[i] for i, _, _ in batch])
+                    right = self._tokenize([self.texts[j] for _, j, _ in batch])
+                    target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
+                    with self._autocast():
+                        loss = loss_fn([left, right], target)
+                    losses.append(self._step(loss))
+            else:
+                order = self.rng.permutation(len(self.texts))
+                batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+                for batch in progress(batches):
+                    features = self._tokenize([self.texts[i] for i in batch])
+                    target = torch.as_tensor(self.labels[batch], device=device)
+                    with self._autocast():
+                        embeddings = self.model(features)["sentence_embedding"]
+                        loss = nn.functional.cross_entropy(self.classifier(embeddings.float()), target)
+                    losses.append(self._step(loss))
+        self.model.eval()
+        return float(np.mean(losses))
+
+    def _autocast(self):
+        device = self.model.device
+        enabled = self.precision in ("bf16", "fp16")
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+    def _step(self, loss: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def features(self) -> np.ndarray:
+        """Embeddings of every text by the model as tuned so far (eval mode, the encoder's pipeline)."""
+        self.model.eval()
+        distinct = list(dict.fromkeys(self.all_texts))
+        encoded, _ = self.encoder._encode_texts(self.model, distinct, None)
+        slot = {text: i for i, text in enumerate(distinct)}
+        return encoded[[slot[text] for text in self.all_texts]]
+
+    def restore(self, state: dict) -> None:
+        """Put back the tensors of an earlier :meth:`snapshot` (the best epoch)."""
+        from ._weights import apply_weights
+
+        apply_weights(self.model, state, "TextEncoder")
+
+    def snapshot(self) -> dict:
+        """The tensors tuning changed, named as in the pretrained model's ``state_dict``."""
+        state = self.model.state_dict()
+        return {name: state[name].detach().clone() for name in self.trainable}

@@ -1,0 +1,483 @@
+"""FineTuningClassifier: adapt a pretrained encoder to a small labelled set, never worse than frozen."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ._device import PRECISIONS
+from ._weights import weights_to_bytes
+from .base import BaseEncoder
+from .cache import EmbeddingCache
+from .image import ImageEncoder
+from .text import TextEncoder
+
+__all__ = ["FineTuningClassifier"]
+
+#: Epochs without a better validation score before early stopping ends training.
+PATIENCE = 2
+
+#: Below this many validation items the frozen-versus-tuned decision moves in steps of more than
+#: 2.5 accuracy points, and a warning says so.
+SMALL_VALIDATION = 40
+
+_DEFAULTS = {
+    # The SetFit recipe for texts (learning rate 2e-5, batch 16, whole model); top blocks and
+    # Adam for images, as measured on hymenoptera with MobileNetV2 (docs/adapting.md).
+    "text": {"unfreeze": "all", "max_epochs": 2, "learning_rate": 2e-5, "batch_size": 16},
+    "image": {"unfreeze": 4, "max_epochs": 8, "learning_rate": 1e-4, "batch_size": 32},
+}
+
+
+def _head_has(attribute):
+    def check(self):
+        head = self.head_ if hasattr(self, "head_") else (self.head or LogisticRegression())
+        return hasattr(head, attribute)
+
+    return check
+
+
+class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Fine-tune a pretrained encoder on labelled data, then classify with a scikit-learn head.
+
+    The transfer-learning step after frozen features: the top of the network is adapted to the
+    labels, and a classifier is fitted on the adapted embeddings. It is safe by construction: a
+    stratified validation split of the training data scores the frozen encoder with the head
+    before any tuning and after every epoch; the best epoch is kept, and if no epoch beats the
+    frozen encoder the frozen one is kept (``tuned_`` is False, with a warning). Held-out data
+    never sees a model that did worse than the frozen one on validation.
+
+    Parameters
+    ----------
+    encoder : TextEncoder or ImageEncoder
+        The pretrained encoder to adapt; cloned in ``fit`` (the parameter is never modified).
+    unfreeze : int, "all" or "auto", default="auto"
+        What is trained. For texts, the top ``unfreeze`` transformer layers, or ``"all"`` the
+        whole model (``"auto"``: all, as SetFit does). For images, the top ``unfreeze`` blocks of
+        the network's ``features`` sequence, or ``"all"`` (``"auto"``: 4, the last four
+        inverted-residual blocks of MobileNetV2).
+    objective : {"auto", "contrastive", "classification"}, default="auto"
+        Texts: ``"contrastive"`` (``"auto"``) is the SetFit recipe, sentence-transformers'
+        ``CosineSimilarityLoss`` on pairs of same-class (target 1) and different-class (target 0)
+        texts, 10 pairs per text and epoch; ``"classification"`` trains a temporary linear
+        softmax layer with the unfrozen layers by cross-entropy. Images: always classification.
+    max_epochs : int or None, default=None
+        Most epochs to train (``None``: 2 for texts, 8 for images).
+    learning_rate : float or None, default=None
+        AdamW (texts) or Adam (images) learning rate (``None``: 2e-5 for texts, 1e-4 for images).
+    batch_size : int or None, default=None
+        Training batch size (``None``: 16 pairs or texts, 32 images).
+    validation_fraction : float in [0, 1), default=0.2
+        Share of the training data held out, stratified, to score every epoch and the frozen
+        baseline. ``0`` trains on everything for ``max_epochs`` with no safety net: the tuned
+        encoder is kept whatever it does.
+    early_stopping : bool, default=True
+        Stop after 2 epochs without a better validation score, and keep the best epoch. With
+        ``False`` every epoch runs and the last one is compared with the frozen baseline.
+    head : classifier or None, default=None
+        The scikit-learn classifier fitted on the embeddings (``None``: ``LogisticRegression``
+        with ``max_iter=1000``). It is cloned; the validation scores use it too.
+    augment : bool or "auto", default="auto"
+        Images: train on random resized crops and flips, decoding every image every epoch (the
+        lower blocks then run on each pass). ``"auto"`` augments only with ``unfreeze="all"``;
+        otherwise the frozen blocks' output is computed once and cached. Texts: must be "auto".
+    precision : {"fp32", "bf16", "fp16"}, default="fp32"
+        Arithmetic of training (autocast) and of the frozen blocks' forward pass.
+    random_state : int, RandomState instance or None, default=None
+        Fixes the validation split, the pairs, the augmentation, dropout and the new layer's
+        initialisation: two fits with the same integer give the same predictions on a CPU.
+    show_progress : bool, default=False
+        Progress bars over epochs and batches.
+    cache : None, str, os.PathLike or EmbeddingCache, default=None
+        An :class:`~sktransfer.EmbeddingCache` for every encoder involved (the frozen baseline,
+        the frozen blocks' activations, the tuned encoder: each under its own fingerprint).
+        ``None`` keeps the encoder's own ``cache`` setting.
+
+    Attributes
+    ----------
+    encoder_ : TextEncoder or ImageEncoder
+        The fitted encoder: tuned (its ``identity_`` carries the ``tuned`` digest and its
+        ``tuned_weights_`` the tuned tensors as safetensors bytes) or frozen.
+    head_ : classifier
+        The head, refitted on all the training data's embeddings by ``encoder_``.
+    tuned_ : bool
+        Whether tuning beat the frozen encoder on the validation split (False: the frozen one is kept).
+    best_epoch_ : int
+        The epoch kept (0: the frozen encoder).
+    history_ : list of dict
+        One entry per epoch (epoch 0 is the frozen baseline): ``epoch``, ``train_loss``,
+        ``val_accuracy``, ``val_log_loss`` and ``seconds``.
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_validation_ : int
+        Size of the validation split.
+
+    Notes
+    -----
+    The encoder is tuned on the training part of the split and the best epoch is kept from that
+    run (it is not retrained on all the data: the epoch count chosen on validation would not carry
+    over to a larger set exactly); the head is then refitted on all the training data. A pickle
+    holds the head and the tuned tensors (whole model for ``unfreeze="all"``: about 87 MiB for
+    all-MiniLM-L6-v2; the top four MobileNetV2 blocks: about 9 MiB), never a pickled module; it
+    predicts identically in a process without a GPU.
+
+    Examples
+    --------
+    >>> from sktransfer import FineTuningClassifier, TextEncoder
+    >>> texts = ["a gripping, beautiful film", "dull and far too long", "a joy from start to finish",
+    ...          "i want those two hours back", "wonderful acting", "a boring plot"] * 2
+    >>> clf = FineTuningClassifier(TextEncoder(), max_epochs=1, validation_fraction=0, random_state=0)
+    >>> clf.fit(texts, [1, 0, 1, 0, 1, 0] * 2).predict(["what a lovely film", "so dull"]).tolist()
+    [1, 0]
+    """
+
+    _parameter_constraints: dict = {
+        "encoder": [HasMethods(["fit", "transform"])],
+        "unfreeze": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"all", "auto"})],
+        "objective": [StrOptions({"auto", "contrastive", "classification"})],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "head": [HasMethods(["fit", "predict"]), None],
+        "augment": ["boolean", StrOptions({"auto"})],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "show_progress": ["boolean"],
+        "cache": [None, str, os.PathLike, EmbeddingCache],
+    }
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        unfreeze="auto",
+        objective="auto",
+        max_epochs=None,
+        learning_rate=None,
+        batch_size=None,
+        validation_fraction=0.2,
+        early_stopping=True,
+        head=None,
+        augment="auto",
+        precision="fp32",
+        random_state=None,
+        show_progress=False,
+        cache=None,
+    ):
+        self.encoder = encoder
+        self.unfreeze = unfreeze
+        self.objective = objective
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.head = head
+        self.augment = augment
+        self.precision = precision
+        self.random_state = random_state
+        self.show_progress = show_progress
+        self.cache = cache
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Tune the encoder on ``(X, y)`` (safely: see the class notes), then fit the head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of texts or images, as the encoder accepts it.
+        y : array-like of shape (n_samples,)
+            Class labels; at least 2 classes, each with at least 2 samples.
+
+        Returns
+        -------
+        self : object
+            The fitted classifier.
+        """
+        self._validate_params()
+        modality = self._modality()
+        frozen = clone(self.encoder)
+        if self.cache is not None:
+            frozen.set_params(cache=self.cache)
+        frozen.fit(X)
+        items, valid = frozen._check_input(X, reset=False)  # the encoder's on_error applied
+        if not valid.all():
+            first = int(np.flatnonzero(~valid)[0])
+            raise ValueError(
+                f"FineTuningClassifier cannot train on the item at index {first} ({items[first]!r}): the encoder's "
+                "on_error policy leaves it without an embedding. Fix or drop it, or use on_error='empty' for texts."
+            )
+        y = self._check_labels(y, len(items))
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        seed = self._seed()
+        train, val = self._split(codes, seed)
+        tuner = self._make_tuner(modality, frozen, seed)
+        tuner.start(items, train, codes[train])
+        frozen_features = tuner.features()  # before any step: the frozen encoder's embeddings
+        self._check_features(frozen_features, items)
+
+        self.history_ = []
+        best = None
+        if val.size:
+            start = time.perf_counter()
+            best = self._validation_score(frozen_features[train], codes[train], frozen_features[val], codes[val])
+            self._record(0, math.nan, best, time.perf_counter() - start)
+        baseline, best_state, best_epoch, stale, score = best, None, 0, 0, None
+        epochs = self._setting("max_epochs", modality)
+        bar = tqdm(range(1, epochs + 1), desc="FineTuningClassifier", unit="epoch", disable=not self.show_progress)
+        for epoch in bar:
+            start = time.perf_counter()
+            loss = tuner.train_epoch(epoch, self._batch_progress)
+            if val.size:
+                features = tuner.features()
+                score = self._validation_score(features[train], codes[train], features[val], codes[val])
+            self._record(epoch, loss, score, time.perf_counter() - start)
+            if not val.size or not self.early_stopping:
+                continue  # decided after the last epoch
+            if score > best:
+                best, best_state, best_epoch, stale = score, tuner.snapshot(), epoch, 0
+            else:
+                stale += 1
+                if stale >= PATIENCE:
+                    break
+        if not val.size or (not self.early_stopping and score > baseline):
+            best_state, best_epoch = tuner.snapshot(), epochs  # the last epoch
+        bar.close()
+
+        self.n_validation_ = int(val.size)
+        self.tuned_ = best_state is not None
+        self.best_epoch_ = best_epoch
+        if self.tuned_:
+            tuner.restore(best_state)
+            features = tuner.features()
+            frozen._adopt_tuned_weights(weights_to_bytes(best_state))
+        else:
+            features = frozen_features
+            baseline = self.history_[0]
+            warnings.warn(
+                f"FineTuningClassifier kept the frozen encoder: no epoch of tuning beat it on the validation split "
+                f"({self.n_validation_} items; frozen accuracy {baseline['val_accuracy']:.3f}, best tuned "
+                f"{max(h['val_accuracy'] for h in self.history_[1:]):.3f}). See history_.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.encoder_ = frozen
+        self.head_ = self._new_head().fit(features, y)
+        return self
+
+    def _modality(self) -> str:
+        if isinstance(self.encoder, TextEncoder):
+            if self.augment not in ("auto", False):
+                raise ValueError("augment applies to images; leave it at 'auto' for a TextEncoder.")
+            return "text"
+        if isinstance(self.encoder, ImageEncoder):
+            if self.objective == "contrastive":
+                raise ValueError("objective='contrastive' applies to texts; images are tuned by classification.")
+            return "image"
+        raise TypeError(
+            f"FineTuningClassifier adapts a TextEncoder or an ImageEncoder, got {type(self.encoder).__name__}."
+        )
+
+    def _setting(self, name: str, modality: str):
+        value = getattr(self, name)
+        if value is None or value == "auto":
+            return _DEFAULTS[modality][name]
+        return value
+
+    def _seed(self) -> int:
+        from sklearn.utils import check_random_state
+
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    @staticmethod
+    def _check_labels(y, n_items: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n_items:
+            raise ValueError(f"y must be one label per item: got shape {y.shape} for {n_items} items.")
+        check_classification_targets(y)
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError(f"FineTuningClassifier needs at least 2 classes; y has only {classes.tolist()}.")
+        if counts.min() < 2:
+            raise ValueError(
+                f"FineTuningClassifier needs at least 2 samples of every class (to build pairs and a stratified "
+                f"validation split); class {classes[counts.argmin()].item()!r} has {counts.min()}. Label more, or drop it."
+            )
+        return y
+
+    @staticmethod
+    def _check_features(features: np.ndarray, items: list) -> None:
+        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"FineTuningClassifier got a NaN embedding for the training item at index {bad[0]} "
+                f"({items[bad[0]]!r}): every training item must be encodable. Fix or drop it "
+                "(the encoder's on_error='nan' marks such items)."
+            )
+
+    def _split(self, codes: np.ndarray, seed: int):
+        rows = np.arange(len(codes))
+        if self.validation_fraction == 0:
+            return rows, rows[:0]
+        n_classes = int(codes.max()) + 1
+        n_val = math.ceil(self.validation_fraction * len(codes))
+        if n_val < n_classes or len(codes) - n_val < 2 * n_classes:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {len(codes)} items gives {n_val} validation items for "
+                f"{n_classes} classes: too few for a stratified split that keeps 2 training items per class. Label more, "
+                "raise validation_fraction, or set validation_fraction=0 (no validation: no frozen fallback)."
+            )
+        if n_val < SMALL_VALIDATION:
+            warnings.warn(
+                f"FineTuningClassifier's validation split has {n_val} items: it scores in steps of "
+                f"{100 / n_val:.1f} accuracy points (ties are broken by log loss), so the choice between frozen and "
+                "tuned is coarse. More labels make it finer.",
+                UserWarning,
+                stacklevel=3,
+            )
+        train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=seed)
+        return np.sort(train), np.sort(val)
+
+    def _make_tuner(self, modality: str, encoder: BaseEncoder, seed: int):
+        common = {
+            "unfreeze": self._setting("unfreeze", modality),
+            "learning_rate": float(self._setting("learning_rate", modality)),
+            "batch_size": int(self._setting("batch_size", modality)),
+            "max_epochs": int(self._setting("max_epochs", modality)),
+            "precision": self.precision,
+            "seed": seed,
+        }
+        if modality == "text":
+            from ._tune_text import TextTuner
+
+            objective = "contrastive" if self.objective == "auto" else self.objective
+            return TextTuner(encoder, objective=objective, **common)
+        from ._tune_images import ImageTuner
+
+        augment = common["unfreeze"] == "all" if self.augment == "auto" else bool(self.augment)
+        return ImageTuner(encoder, augment=augment, **common)
+
+    def _new_head(self):
+        return clone(self.head) if self.head is not None else LogisticRegression(max_iter=1000)
+
+    def _validation_score(self, X_train, y_train, X_val, y_val) -> tuple:
+        """(accuracy, -log loss) of the head on the validation split: compared in that order."""
+        head = self._new_head().fit(X_train, y_train)
+        accuracy = accuracy_score(y_val, head.predict(X_val))
+        if hasattr(head, "predict_proba"):
+            loss = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_)
+        else:
+            loss = math.nan
+        return (float(accuracy), -float(loss) if not math.isnan(loss) else -math.inf)
+
+    def _record(self, epoch, loss, score, seconds) -> None:
+        self.history_.append({
+            "epoch": epoch,
+            "train_loss": float(loss),
+            "val_accuracy": math.nan if score is None else score[0],
+            "val_log_loss": math.nan if score is None else -score[1],
+            "seconds": round(seconds, 3),
+        })
+
+    def _batch_progress(self, iterable):
+        return tqdm(iterable, desc="batches", unit="batch", leave=False, disable=not self.show_progress)
+
+    # ------------------------------------------------------------------ predict
+    def transform(self, X):
+        """The adapted embeddings (tuned, or frozen when tuning did not help): for any other head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items.
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, embedding_dim), dtype float32
+        """
+        check_is_fitted(self, "encoder_")
+        return self.encoder_.transform(X)
+
+    def predict(self, X):
+        """Predicted class of each item.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        return self.head_.predict(self.transform(X))
+
+    @available_if(_head_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities from the head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return self.head_.predict_proba(self.transform(X))
+
+    @available_if(_head_has("decision_function"))
+    def decision_function(self, X):
+        """The head's decision function.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            One column of items.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        return self.head_.decision_function(self.transform(X))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of :meth:`transform`'s columns (the encoder's).
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Name of the one input column.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self, "encoder_")
+        return self.encoder_.get_feature_names_out(input_features)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = True
+        tags.input_tags.string = True
+        tags.classifier_tags.multi_class = True
+        return tags

@@ -1,0 +1,242 @@
+"""FineTuningClassifier with real weights on tiny data: contract, safety, state, determinism, cache."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import EmbeddingCache, FineTuningClassifier, ImageEncoder, ModelMismatchError, TextEncoder
+from sktransfer._tune_text import contrastive_pairs
+
+WEIGHTS = "IMAGENET1K_V1"  # the checkpoint the set-up seeds
+
+
+def image_encoder(**params):
+    return ImageEncoder(**{"weights": WEIGHTS, "device": "cpu", "num_workers": 0, **params})
+
+
+@pytest.fixture(scope="module")
+def photos(hymenoptera):
+    """12 ants and 12 bees."""
+    train = hymenoptera["train"]
+    return train["ants"][:12] + train["bees"][:12], np.array([0] * 12 + [1] * 12)
+
+
+@pytest.fixture(scope="module")
+def texts(sst2_sample):
+    """8 positive and 8 negative SST-2 sentences."""
+    texts, labels = sst2_sample
+    labels = np.asarray(labels)
+    rows = np.r_[np.flatnonzero(labels == 0)[:8], np.flatnonzero(labels == 1)[:8]]
+    return [texts[i] for i in rows], labels[rows]
+
+
+def quiet_fit(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*validation split has.*")
+        return estimator.fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def tuned_text(texts):
+    """The top transformer layer of MiniLM tuned by classification (small pickle, a few seconds)."""
+    X, y = texts
+    clf = FineTuningClassifier(TextEncoder(device="cpu"), unfreeze=1, objective="classification", max_epochs=2,
+                               learning_rate=1e-3, validation_fraction=0, random_state=0)
+    return quiet_fit(clf, X, y)
+
+
+@pytest.fixture(scope="module")
+def tuned_images(photos):
+    X, y = photos
+    clf = FineTuningClassifier(image_encoder(), unfreeze=2, max_epochs=3, validation_fraction=0.25, random_state=0)
+    return quiet_fit(clf, X, y)
+
+
+# ---------------------------------------------------------------------- scikit-learn contract
+def test_init_stores_parameters_and_clone_keeps_them():
+    clf = FineTuningClassifier(TextEncoder(normalize=True), unfreeze=2, learning_rate=1e-4, random_state=3)
+    copy = clone(clf)
+    assert copy.get_params()["unfreeze"] == 2 and copy.get_params()["encoder__normalize"] is True
+    assert copy.encoder is not clf.encoder
+    assert not any(name.endswith("_") for name in vars(clf))
+
+
+def test_parameter_and_label_errors_name_the_fix(texts):
+    X, y = texts
+    with pytest.raises(ValueError, match="unfreeze"):
+        FineTuningClassifier(TextEncoder(), unfreeze=0).fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        FineTuningClassifier(TextEncoder()).fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="at least 2 samples of every class.*class 7"):
+        FineTuningClassifier(TextEncoder()).fit(X, np.r_[y[:-1], 7])
+    with pytest.raises(ValueError, match="too few for a stratified split"):
+        FineTuningClassifier(TextEncoder(), validation_fraction=0.05).fit(X, y)
+    with pytest.raises(ValueError, match="augment applies to images"):
+        FineTuningClassifier(TextEncoder(), augment=True).fit(X, y)
+    with pytest.raises(TypeError, match="TextEncoder or an ImageEncoder"):
+        FineTuningClassifier(make_pipeline(TextEncoder())).fit(X, y)
+
+
+def test_nan_training_item_is_an_error_naming_its_index(texts):
+    X, y = texts
+    X = list(X)
+    X[3] = None
+    with pytest.raises(ValueError, match="index 3"):
+        FineTuningClassifier(TextEncoder(on_error="nan")).fit(X, y)
+
+
+def test_contrastive_pairs_follow_the_labels():
+    labels = np.array([0, 0, 1, 1, 1])
+    pairs = contrastive_pairs(labels, rounds=3, rng=np.random.default_rng(0))
+    assert len(pairs) == 2 * 3 * len(labels)
+    for i, j, target in pairs:
+        assert i != j and target == float(labels[i] == labels[j])
+
+
+# ---------------------------------------------------------------------- text
+def test_text_tuning_changes_vectors_and_identity(tuned_text, texts):
+    X, y = texts
+    frozen = TextEncoder(device="cpu").fit(X)
+    assert tuned_text.tuned_ and tuned_text.best_epoch_ == 2
+    tuned_identity = tuned_text.encoder_.identity_
+    assert tuned_identity.fingerprint != frozen.identity_.fingerprint
+    assert tuned_identity.registry_key("cpu") != frozen.identity_.registry_key("cpu")
+    assert set(tuned_text.history_[0]) == {"epoch", "train_loss", "val_accuracy", "val_log_loss", "seconds"}
+    tuned, base = tuned_text.transform(X), frozen.transform(X)
+    assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-3)
+    # Only the top layer's tensors are state.
+    from sktransfer._weights import weights_from_bytes
+
+    names = list(weights_from_bytes(tuned_text.encoder_.tuned_weights_))
+    assert names and all(".layer.5." in name for name in names)
+    assert tuned_text.score(X, y) >= 0.9
+
+
+def test_pickled_text_classifier_predicts_identically_in_a_fresh_process(tuned_text, texts, tmp_path):
+    X, _ = texts
+    path = tmp_path / "clf.pkl"
+    path.write_bytes(pickle.dumps(tuned_text))
+    np.save(tmp_path / "expected.npy", tuned_text.predict_proba(X))
+    script = (
+        "import pickle, sys, numpy as np; sys.path.insert(0, '.');"
+        f"clf = pickle.loads(open({str(path)!r}, 'rb').read());"
+        f"X = {list(X)!r};"
+        f"expected = np.load({str(tmp_path / 'expected.npy')!r});"
+        "got = clf.predict_proba(X); assert np.allclose(got, expected, atol=1e-5), np.abs(got - expected).max();"
+        "print('ok', type(clf.encoder_.__dict__.get('model_')).__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_tuned_encoder_pickled_alone_never_serves_pretrained_vectors(tuned_text, texts):
+    X, _ = texts
+    encoder = pickle.loads(pickle.dumps(tuned_text.encoder_))
+    np.testing.assert_allclose(encoder.transform(X), tuned_text.transform(X), atol=1e-5)
+    encoder.tuned_weights_ = b"tampered"
+    encoder.__dict__.pop("model_", None)
+    from sktransfer import model_registry
+
+    model_registry.clear()
+    with pytest.raises(ModelMismatchError, match="fine-tuned"):
+        encoder.transform(X)
+
+
+def test_tuned_vectors_are_cached_under_their_own_fingerprint(tuned_text, texts, tmp_path):
+    X, _ = texts
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    tuned = clone(tuned_text.encoder_).set_params(cache=cache)
+    frozen = TextEncoder(device="cpu", cache=cache).fit(X)
+    base = frozen.transform(X)
+    encoder = pickle.loads(pickle.dumps(tuned_text.encoder_))
+    encoder.set_params(cache=cache)
+    assert not np.allclose(encoder.transform(X), base, atol=1e-3)  # not served the frozen entries
+    described = [entry["description"] for entry in cache.info()["fingerprints"]]
+    assert len(described) == 2 and sum("tuned=" in d for d in described) == 1
+    assert not hasattr(tuned, "identity_")  # a clone is unfitted: it starts from the pretrained model
+
+
+def test_same_seed_same_predictions(texts, tuned_text):
+    X, y = texts
+    again = quiet_fit(clone(tuned_text), X, y)
+    assert again.encoder_.identity_.fingerprint == tuned_text.encoder_.identity_.fingerprint
+    np.testing.assert_array_equal(again.predict_proba(X), tuned_text.predict_proba(X))
+
+
+# ---------------------------------------------------------------------- images
+def test_image_top_blocks_tuned_on_cached_activations(tuned_images, photos):
+    X, y = photos
+    assert tuned_images.n_validation_ == 6
+    assert [h["epoch"] for h in tuned_images.history_][:2] == [0, 1]
+    from sktransfer._weights import weights_from_bytes
+
+    if tuned_images.tuned_:
+        names = {name.split(".")[1] for name in weights_from_bytes(tuned_images.encoder_.tuned_weights_)}
+        assert names == {"17", "18"}  # the top 2 of MobileNetV2's 19 feature blocks
+    assert tuned_images.predict(X).shape == (len(X),)
+    assert tuned_images.predict_proba(X).shape == (len(X), 2)
+    assert tuned_images.get_feature_names_out()[0] == "imageencoder_0000"
+
+
+def test_tuner_features_match_the_tuned_encoder(photos):
+    """What the head is fitted on (top blocks on cached activations) is what transform gives."""
+    X, y = photos
+    clf = quiet_fit(FineTuningClassifier(image_encoder(), unfreeze=2, max_epochs=1, validation_fraction=0,
+                                         random_state=1), X, y)
+    from sktransfer._tune_images import ImageTuner
+
+    frozen = image_encoder().fit(X)
+    tuner = ImageTuner(frozen, unfreeze=2, augment=False, learning_rate=1e-4, batch_size=8, max_epochs=1,
+                       precision="fp32", seed=0)
+    tuner.start(X, np.arange(len(X)), y)
+    from sktransfer._weights import weights_from_bytes
+
+    tuner.restore(weights_from_bytes(clf.encoder_.tuned_weights_))
+    a, b = tuner.features(), clf.transform(X)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.9999
+
+
+def test_tuning_that_cannot_help_keeps_the_frozen_encoder(photos):
+    X, y = photos
+    harmful = FineTuningClassifier(image_encoder(), unfreeze=3, learning_rate=5.0, max_epochs=2,
+                                   validation_fraction=0.25, random_state=0)
+    with pytest.warns(UserWarning, match="kept the frozen encoder"):
+        harmful.fit(X, y)
+    assert not harmful.tuned_ and harmful.best_epoch_ == 0
+    assert "tuned" not in harmful.encoder_.identity_.settings
+    np.testing.assert_allclose(harmful.transform(X), image_encoder().fit(X).transform(X), atol=1e-5)
+
+
+def test_grid_search_reuses_the_cached_lower_activations(photos, tmp_path, monkeypatch):
+    X, y = photos
+    forwarded = []
+    original = ImageEncoder._encode_images
+
+    def counting(self, backbone, items, on_batch):
+        if self.identity_.settings["layers"] is not None:  # the frozen lower blocks
+            forwarded.append(len(items))
+        return original(self, backbone, items, on_batch)
+
+    monkeypatch.setattr(ImageEncoder, "_encode_images", counting)
+    clf = FineTuningClassifier(image_encoder(), unfreeze=2, max_epochs=1, validation_fraction=0.25, random_state=0,
+                               cache=tmp_path / "cache.sqlite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = GridSearchCV(clf, {"learning_rate": [1e-4, 1e-3]}, cv=2).fit(X, y)
+    assert sum(forwarded) == len(X)  # each photo through the lower blocks once, for 5 fits
+    assert set(search.cv_results_["param_learning_rate"]) == {1e-4, 1e-3}
+
+
+def test_non_torchvision_trunk_is_refused(photos):
+    X, y = photos
+    with pytest.raises(ValueError, match="features` sequence"):
+        quiet_fit(FineTuningClassifier(image_encoder(model="resnet18", weights=None)), X, y)
