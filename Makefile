@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 
 # `make docs` builds the documentation site into site/ (warnings are errors).
-.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster
+.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster bench-finetune
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -44,6 +44,10 @@ bench-scaling: setup
 
 bench-threads: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_threads.py
+
+# Fine-tuning cost per epoch: top blocks on cached activations vs the whole network (docs/adapting.md).
+bench-finetune: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only finetune
 
 # Dask and Ray local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
 bench-cluster: setup

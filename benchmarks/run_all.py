@@ -6,7 +6,7 @@ re-runs some benchmarks and keeps the others' last figures on the page. Each ben
 its ``--help``. ``--quick`` runs every script on a tiny input (the smoke test uses it); its figures
 mean nothing and it writes to wherever ``--output`` points.
 
-Usage: python benchmarks/run_all.py [--only text text-long images cache scaling threads] [--quick]
+Usage: python benchmarks/run_all.py [--only text text-long images cache scaling threads finetune] [--quick]
        [--output docs/benchmarks.md]
 """
 
@@ -40,6 +40,7 @@ BENCHMARKS = {
                 ["--image-factors", "1", "--text-sizes", "64"]),
     "threads": ("bench_threads", "Thread settings", [],
                 ["--n-texts", "16", "--n-images", "4", "--repeats", "1"]),
+    "finetune": ("bench_finetune", "Fine-tuning: cost per epoch", [], ["--limit", "8", "--repeats", "1"]),
 }
 
 

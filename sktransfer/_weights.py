@@ -35,13 +35,37 @@ def weights_digest(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+#: Suffixes of a low-rank (LoRA) update of the weight ``<name>``: ``W += scale * B @ A``.
+LORA_SUFFIXES = (".lora_A", ".lora_B", ".lora_scale")
+
+
+def _split_low_rank(state: dict) -> tuple[dict, dict]:
+    """Separate plain tensors from low-rank updates ``{weight name: (A, B, scale)}``."""
+    plain, low_rank = {}, {}
+    for name, tensor in state.items():
+        if name.endswith(LORA_SUFFIXES):
+            base, _, part = name.rpartition(".")
+            low_rank.setdefault(base, {})[part] = tensor
+        else:
+            plain[name] = tensor
+    return plain, {name: (parts["lora_A"], parts["lora_B"], parts["lora_scale"]) for name, parts in low_rank.items()}
+
+
 def apply_weights(module: nn.Module, state: dict, owner: str) -> None:
     """Overwrite ``module``'s tensors named in ``state``; every name must exist with its shape.
 
     Partial by design (only the tuned tensors are stored), but never silently: a name the module
-    lacks, or a shape that differs, is a different architecture and raises.
+    lacks, or a shape that differs, is a different architecture and raises. Low-rank updates
+    (``<weight>.lora_A``, ``.lora_B``, ``.lora_scale``, what a LoRA adapter learns) are merged
+    into their weight: ``W += scale * B @ A``.
     """
     own = module.state_dict()
+    state, low_rank = _split_low_rank(state)
+    for name, (a, b, scale) in low_rank.items():
+        if name not in own or tuple(own[name].shape) != (b.shape[0], a.shape[1]):
+            raise ValueError(f"{owner}: the tuned low-rank update of {name!r} does not fit the pretrained model. "
+                             "Fit again on this model.")
+        state[name] = own[name].float() + float(scale) * (b.float() @ a.float())
     unknown = [name for name in state if name not in own]
     if unknown:
         raise ValueError(

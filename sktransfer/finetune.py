@@ -65,11 +65,12 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ----------
     encoder : TextEncoder or ImageEncoder
         The pretrained encoder to adapt; cloned in ``fit`` (the parameter is never modified).
-    unfreeze : int, "all" or "auto", default="auto"
-        What is trained. For texts, the top ``unfreeze`` transformer layers, or ``"all"`` the
-        whole model (``"auto"``: all, as SetFit does). For images, the top ``unfreeze`` blocks of
-        the network's ``features`` sequence, or ``"all"`` (``"auto"``: 4, the last four
-        inverted-residual blocks of MobileNetV2).
+    unfreeze : int, "all", "lora" or "auto", default="auto"
+        What is trained. For texts, the top ``unfreeze`` transformer layers, ``"all"`` the
+        whole model (``"auto"``: all, as SetFit does), or ``"lora"``: rank-8 LoRA adapters on
+        every linear layer (the ``peft`` package, ``sktransfer[lora]``), so the learned state is
+        the adapters only. For images, the top ``unfreeze`` blocks of the network's ``features``
+        sequence, or ``"all"`` (``"auto"``: 4, the last four inverted-residual blocks of MobileNetV2).
     objective : {"auto", "contrastive", "classification"}, default="auto"
         Texts: ``"contrastive"`` (``"auto"``) is the SetFit recipe, sentence-transformers'
         ``CosineSimilarityLoss`` on pairs of same-class (target 1) and different-class (target 0)
@@ -147,7 +148,7 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "encoder": [HasMethods(["fit", "transform"])],
-        "unfreeze": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"all", "auto"})],
+        "unfreeze": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"all", "auto", "lora"})],
         "objective": [StrOptions({"auto", "contrastive", "classification"})],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -283,6 +284,9 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self
 
     def _modality(self) -> str:
+        if isinstance(self.encoder, ImageEncoder) and self.unfreeze == "lora":
+            raise ValueError('unfreeze="lora" adapts transformer text models; for images choose a number of top '
+                             'blocks or "all".')
         if isinstance(self.encoder, TextEncoder):
             if self.augment not in ("auto", False):
                 raise ValueError("augment applies to images; leave it at 'auto' for a TextEncoder.")

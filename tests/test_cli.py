@@ -18,6 +18,20 @@ def sktransfer(*args, cwd=None):
                           timeout=600)
 
 
+def sktransfer_in_process(capsys, *args):
+    """The same command through ``cli.main`` in this process: argument handling and error
+    reporting without the seconds of a fresh interpreter (the subprocess tests cover the entry point)."""
+    from sktransfer.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's --help and usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code or 0, captured.out, captured.err)
+
+
 def assert_one_line_error(result, code, *fragments):
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -45,8 +59,8 @@ IMAGE_FLAGS = ["--weights", "IMAGENET1K_V1", "--device", "cpu", "--quiet"]
 
 @pytest.mark.parametrize("command", [[], ["embed"], ["models"], ["demo"], ["cache"], ["cache", "info"],
                                      ["cache", "clear"], ["cache", "export"], ["cache", "import"]])
-def test_help_is_complete(command):
-    result = sktransfer(*command, "--help")
+def test_help_is_complete(command, capsys):
+    result = sktransfer_in_process(capsys, *command, "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: sktransfer")
     if command == ["embed"]:
         for flag in ["--model", "--weights", "--layer", "--pooling", "--batch-size", "--precision", "--device",
@@ -142,13 +156,13 @@ def test_unreadable_image_exits_naming_the_file_or_gives_nan_rows(photo_folder, 
     ids=["missing-input", "bad-output", "missing-output-folder", "unknown-model", "unknown-weights",
          "weights-not-offline", "unknown-text-model", "image-flag-on-text", "ambiguous-table", "unknown-column", "missing-listed-image"],
 )
-def test_bad_input_gives_one_line_and_non_zero_exit(photo_folder, tmp_path, arguments, code, fragments):
+def test_bad_input_gives_one_line_and_non_zero_exit(photo_folder, tmp_path, arguments, code, fragments, capsys):
     (tmp_path / "texts.txt").write_text("hello\n")
     pd.DataFrame({"a": ["x"], "b": ["y"]}).to_csv(tmp_path / "table.csv", index=False)
     (tmp_path / "images.txt").write_text(f"{photo_folder / 'ants' / 'a.jpg'}\n{tmp_path / 'gone.jpg'}\n")
     values = dict(tmp=tmp_path, photos=photo_folder, texts=tmp_path / "texts.txt", table=tmp_path / "table.csv",
                   imagelist=tmp_path / "images.txt")
-    result = sktransfer("embed", *[a.format(**values) for a in arguments], "--no-cache", "--quiet")
+    result = sktransfer_in_process(capsys, "embed", *[a.format(**values) for a in arguments], "--no-cache", "--quiet")
     assert_one_line_error(result, code, *fragments)
 
 

@@ -45,13 +45,14 @@ def test_benchmark_suite_smoke(data_dir, tmp_path):
                      "cached pipeline", "Full hit", "hymenoptera files x 1", "SST-2 sentences, 64 distinct",
                      "inside transform with n_threads=1", "inside a streamed TextEncoder transform",
                      "TextEncoder bf16, one stream", "TextEncoder bf16 (default)", "Machine:",
-                     "stdlib docstring paragraphs"]:
+                     "stdlib docstring paragraphs", "whole network + augmentation (baseline)"]:
         assert expected in out, expected
     text = page.read_text()
     assert text.startswith("# Benchmarks") and "cores, torch" in text
     assert "figures mean nothing" in text  # a quick run labels itself
     charts = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
-    assert charts == ["bench_cache_0.png", "bench_cache_1.png", "bench_images_0.png", "bench_scaling_0.png",
+    assert charts == ["bench_cache_0.png", "bench_cache_1.png", "bench_finetune_0.png", "bench_images_0.png",
+                      "bench_scaling_0.png",
                       "bench_text-long_0.png", "bench_text_0.png"]
     for name in charts:
         assert f"img/{name}" in text and (tmp_path / "img" / name).stat().st_size > 10_000
@@ -75,3 +76,15 @@ def test_cluster_benchmark_smoke(data_dir, tmp_path):
     assert "dask, 2 worker(s)" in out and "ray" not in out and "x the single process" in out
     results = json.loads((tmp_path / "cluster.json").read_text())
     assert set(results["seconds"]) == {"texts", "photos"} and len(results["worker_rss_mib"]["after photos"]) == 2
+
+
+def test_adapting_examples_smoke(data_dir, tmp_path):
+    # The fine-tuning and domain-shift examples of docs/adapting.md, on a handful of items.
+    out = run("examples/finetune_sst2.py", "--sizes", "12", "--draws", "1", "--test-size", "20",
+              "--output", str(tmp_path / "sst2.json"), "--plot", str(tmp_path / "sst2.png"))
+    assert "fine-tuned" in out and (tmp_path / "sst2.png").stat().st_size > 10_000
+    out = run("examples/finetune_hymenoptera.py", "--limit", "4", "--seeds", "1", "--full-epochs", "1",
+              "--output", str(tmp_path / "hym.json"))
+    assert "whole network" in out and (tmp_path / "hym.json").exists()
+    out = run("examples/domain_shift_fashion.py", "--limit", "30", "--output", str(tmp_path / "shift.json"))
+    assert "CORAL (StandardScaler, CORALAdapter)" in out

@@ -240,3 +240,27 @@ def test_non_torchvision_trunk_is_refused(photos):
     X, y = photos
     with pytest.raises(ValueError, match="features` sequence"):
         quiet_fit(FineTuningClassifier(image_encoder(model="resnet18", weights=None)), X, y)
+
+
+def test_lora_adapters_are_the_state_and_merge_into_the_same_vectors(texts):
+    """What the adapted model computed during training is what the pickled encoder computes."""
+    pytest.importorskip("peft")
+    from sktransfer._tune_text import TextTuner
+    from sktransfer._weights import weights_to_bytes
+
+    X, y = texts
+    encoder = TextEncoder(device="cpu").fit(X)
+    tuner = TextTuner(encoder, unfreeze="lora", objective="classification", learning_rate=1e-2, batch_size=8,
+                      max_epochs=1, precision="fp32", seed=0)
+    tuner.start(X, np.arange(len(X)), y)
+    before = tuner.features()
+    tuner.train_epoch(1, lambda batches: batches)
+    during = tuner.features()
+    state = tuner.snapshot()
+    assert state and all(name.endswith((".lora_A", ".lora_B", ".lora_scale")) for name in state)
+    blob = weights_to_bytes(state)
+    assert len(blob) < 2_000_000  # adapters only: the whole model is about 90 MB
+    encoder._adopt_tuned_weights(blob)
+    merged = pickle.loads(pickle.dumps(encoder)).transform(X)
+    cosine = (merged * during).sum(1) / np.linalg.norm(merged, axis=1) / np.linalg.norm(during, axis=1)
+    assert cosine.min() > 0.9999 and not np.allclose(before, during, atol=1e-3)
