@@ -71,7 +71,9 @@ def main(argv=None):
         ["training", "time per epoch (this machine)", "vs baseline", "one-off frozen pass"],
         rows,
         notes=["The one-off frozen pass computes the lower 15 blocks' output for every photo (cached by the "
-               "EmbeddingCache when one is given, so a grid over learning rates pays it once)."],
+               "EmbeddingCache when one is given, so a grid over learning rates pays it once).",
+               "bf16 autocast pays only on CPUs with bf16 instructions (AVX-512 BF16, AMX); without them it is "
+               "emulated and slower than fp32 (benchmarks/bench_precision_cpu.py tells in a minute)."],
         chart={"kind": "bar", "labels": list(times), "values": [np.median(t) for t in times.values()],
                "xlabel": "seconds per epoch (this machine)"},
     )

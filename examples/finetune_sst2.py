@@ -113,6 +113,7 @@ def plot(summary: list, path: Path) -> None:
                     capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(n, [str(v) for v in n])
+    ax.minorticks_off()
     ax.set_xlabel("labelled training sentences")
     ax.set_ylabel("SST-2 test accuracy")
     ax.set_title("Fine-tuning with few labels (mean +- std over draws)")

@@ -129,10 +129,10 @@ class TextTuner:
         """``(pretrained weight name, LoRA layer)`` for every adapter, named as in the unwrapped model."""
         from peft.tuners.lora import LoraLayer
 
-        wrapper = self.model[0].auto_model
-        for name, layer in wrapper.named_modules():
+        for name, layer in self.model.named_modules():
             if isinstance(layer, LoraLayer) and "default" in layer.lora_A:
-                yield f"0.auto_model.{name.removeprefix('base_model.model.')}.weight", layer
+                # peft nests the transformer as <where it was>.base_model.model.<its own names>
+                yield f"{name.replace('base_model.model.', '', 1)}.weight", layer
 
     def _examples_per_epoch(self) -> int:
         return min(2 * PAIR_ROUNDS * len(self.texts), MAX_PAIRS_PER_EPOCH) if self.objective == "contrastive" else len(self.texts)
