@@ -35,6 +35,9 @@ PATIENCE = 2
 #: 2.5 accuracy points, and a warning says so.
 SMALL_VALIDATION = 40
 
+#: Adapters start from zero and hold few parameters: they take a larger step than the whole model.
+LORA_LEARNING_RATE = 2e-4
+
 _DEFAULTS = {
     # The SetFit recipe for texts (learning rate 2e-5, batch 16, whole model); top blocks and
     # Adam for images, as measured on hymenoptera with MobileNetV2 (docs/adapting.md).
@@ -79,7 +82,8 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     max_epochs : int or None, default=None
         Most epochs to train (``None``: 2 for texts, 8 for images).
     learning_rate : float or None, default=None
-        AdamW (texts) or Adam (images) learning rate (``None``: 2e-5 for texts, 1e-4 for images).
+        AdamW (texts) or Adam (images) learning rate (``None``: 2e-5 for texts, 2e-4 for LoRA
+        adapters, 1e-4 for images).
     batch_size : int or None, default=None
         Training batch size (``None``: 16 pairs or texts, 32 images).
     validation_fraction : float in [0, 1), default=0.2
@@ -305,6 +309,8 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _setting(self, name: str, modality: str):
         value = getattr(self, name)
         if value is None or value == "auto":
+            if name == "learning_rate" and self.unfreeze == "lora":
+                return LORA_LEARNING_RATE
             return _DEFAULTS[modality][name]
         return value
 

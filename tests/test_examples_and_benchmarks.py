@@ -78,13 +78,26 @@ def test_cluster_benchmark_smoke(data_dir, tmp_path):
     assert set(results["seconds"]) == {"texts", "photos"} and len(results["worker_rss_mib"]["after photos"]) == 2
 
 
-def test_adapting_examples_smoke(data_dir, tmp_path):
+def run_in_process(script, *args, capsys):
+    """Run an example's ``main(argv)`` in this process: models already loaded by the suite are reused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{REPO_ROOT.joinpath(script).stem}", REPO_ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    assert module.main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     # The fine-tuning and domain-shift examples of docs/adapting.md, on a handful of items.
-    out = run("examples/finetune_sst2.py", "--sizes", "12", "--draws", "1", "--test-size", "20",
-              "--output", str(tmp_path / "sst2.json"), "--plot", str(tmp_path / "sst2.png"))
+    out = run_in_process("examples/finetune_sst2.py", "--sizes", "12", "--draws", "1", "--test-size", "10",
+                         "--output", str(tmp_path / "sst2.json"), "--plot", str(tmp_path / "sst2.png"), capsys=capsys)
     assert "fine-tuned" in out and (tmp_path / "sst2.png").stat().st_size > 10_000
-    out = run("examples/finetune_hymenoptera.py", "--limit", "4", "--seeds", "1", "--full-epochs", "1",
-              "--output", str(tmp_path / "hym.json"))
+    out = run_in_process("examples/finetune_hymenoptera.py", "--limit", "3", "--seeds", "1", "--full-epochs", "1",
+                         "--output", str(tmp_path / "hym.json"), capsys=capsys)
     assert "whole network" in out and (tmp_path / "hym.json").exists()
-    out = run("examples/domain_shift_fashion.py", "--limit", "30", "--output", str(tmp_path / "shift.json"))
+    out = run_in_process("examples/domain_shift_fashion.py", "--limit", "20", "--output", str(tmp_path / "shift.json"),
+                         capsys=capsys)
     assert "CORAL (StandardScaler, CORALAdapter)" in out
