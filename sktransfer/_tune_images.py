@@ -20,6 +20,7 @@ from sklearn.base import clone
 from torch import nn
 
 from . import _backbones
+from ._device import autocast
 from .image import ImageEncoder, _collate, _ImageDataset
 
 __all__ = ["ImageTuner", "trunk_blocks"]
@@ -162,11 +163,6 @@ class ImageTuner:
         ])
 
     # ------------------------------------------------------------------ training
-    def _autocast(self):
-        enabled = self.precision in ("bf16", "fp16")
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=enabled)
-
     def train_epoch(self, epoch: int, progress) -> float:
         """One pass over the training images; returns the mean training loss."""
         self.top.train()
@@ -183,9 +179,9 @@ class ImageTuner:
                 batch = torch.as_tensor(order[start : start + self.batch_size])
                 inputs = images[batch].to(self.device)
                 if self.augment and self.split:
-                    with torch.no_grad(), self._autocast():
+                    with torch.no_grad(), autocast(self.device, self.precision):
                         inputs = self.lower(inputs).float()
-                with self._autocast():
+                with autocast(self.device, self.precision):
                     logits = self.top.classifier(self.top.embed(inputs).float())
                     loss = nn.functional.cross_entropy(logits.float(), labels[batch].to(self.device))
                 self.optimizer.zero_grad(set_to_none=True)
@@ -208,7 +204,7 @@ class ImageTuner:
         self.top.eval()
         inputs = self.activations()
         out = []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(inputs), 64):
                 out.append(self.top.embed(inputs[start : start + 64].to(self.device)).float().cpu())
         return torch.cat(out).numpy()

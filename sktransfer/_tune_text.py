@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._device import autocast
 from .text import _TOKENIZER_LOCK, TextEncoder
 
 __all__ = ["TextTuner", "PAIR_ROUNDS"]
@@ -161,7 +162,7 @@ class TextTuner:
                     left = self._tokenize([self.texts[i] for i, _, _ in batch])
                     right = self._tokenize([self.texts[j] for _, j, _ in batch])
                     target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
-                    with self._autocast():
+                    with autocast(self.model.device, self.precision):
                         loss = loss_fn([left, right], target)
                     losses.append(self._step(loss))
             else:
@@ -170,18 +171,12 @@ class TextTuner:
                 for batch in progress(batches):
                     features = self._tokenize([self.texts[i] for i in batch])
                     target = torch.as_tensor(self.labels[batch], device=device)
-                    with self._autocast():
+                    with autocast(self.model.device, self.precision):
                         embeddings = self.model(features)["sentence_embedding"]
                         loss = nn.functional.cross_entropy(self.classifier(embeddings.float()), target)
                     losses.append(self._step(loss))
         self.model.eval()
         return float(np.mean(losses))
-
-    def _autocast(self):
-        device = self.model.device
-        enabled = self.precision in ("bf16", "fp16")
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
     def _step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
