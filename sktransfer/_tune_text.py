@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ._device import autocast
+from ._text_head import output_vectors
 from .text import _TOKENIZER_LOCK, TextEncoder
 
 __all__ = ["TextTuner", "PAIR_ROUNDS"]
@@ -142,12 +143,12 @@ class TextTuner:
         from sentence_transformers.util import batch_to_device
 
         with _TOKENIZER_LOCK:
-            features = self.model.preprocess(texts, processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
+            features = self.model.preprocess(texts, prompt=self.encoder.identity_.settings.get("prompt") or None,
+                                             processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
         return batch_to_device(features, self.model.device)
 
     def train_epoch(self, epoch: int, progress) -> float:
         """One pass; returns the mean training loss."""
-        from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
         self.model.train()
         device = self.model.device
@@ -155,7 +156,6 @@ class TextTuner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + epoch)  # dropout masks, reproducibly
             if self.objective == "contrastive":
-                loss_fn = CosineSimilarityLoss(self.model)
                 pairs = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH)
                 batches = [pairs[s : s + self.batch_size] for s in range(0, len(pairs), self.batch_size)]
                 for batch in progress(batches):
@@ -163,7 +163,10 @@ class TextTuner:
                     right = self._tokenize([self.texts[j] for _, j, _ in batch])
                     target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
                     with autocast(self.model.device, self.precision):
-                        loss = loss_fn([left, right], target)
+                        # sentence-transformers' CosineSimilarityLoss, on the encoder's own head
+                        # (its pooling, layers and normalisation).
+                        similarity = nn.functional.cosine_similarity(self._embed(left), self._embed(right))
+                        loss = nn.functional.mse_loss(similarity.float(), target)
                     losses.append(self._step(loss))
             else:
                 order = self.rng.permutation(len(self.texts))
@@ -172,11 +175,14 @@ class TextTuner:
                     features = self._tokenize([self.texts[i] for i in batch])
                     target = torch.as_tensor(self.labels[batch], device=device)
                     with autocast(self.model.device, self.precision):
-                        embeddings = self.model(features)["sentence_embedding"]
+                        embeddings = self._embed(features)
                         loss = nn.functional.cross_entropy(self.classifier(embeddings.float()), target)
                     losses.append(self._step(loss))
         self.model.eval()
         return float(np.mean(losses))
+
+    def _embed(self, features: dict) -> torch.Tensor:
+        return output_vectors(self.model, features, self.encoder.identity_.settings)
 
     def _step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._device import autocast
 from ._identity import EncoderIdentity
+from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .model_store import folder_fingerprint, resolve_text_model
@@ -51,11 +52,6 @@ def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _ends_in_normalize(model) -> bool:
-    """Whether the model's last module already scales embeddings to unit length."""
-    return type(model[-1]).__name__ == "Normalize"
-
-
 class TextEncoder(BaseEncoder):
     """Encode texts with a frozen sentence-transformers model.
 
@@ -77,6 +73,37 @@ class TextEncoder(BaseEncoder):
         Truncate texts to this many tokens. ``None`` uses the model's own limit
         (256 word pieces for all-MiniLM-L6-v2). Every ``transform`` that meets a longer text
         warns with the count, cached or not.
+    pooling : {"model", "mean", "cls", "max"}, default="model"
+        How token vectors become one text vector. ``"model"`` uses the model's own modules
+        after the transformer (for all-MiniLM-L6-v2: mean pooling, then unit length); a plain
+        transformers folder (BERT, RoBERTa, E5... without sentence-transformers files) has no
+        own modules and gets mean pooling, as sentence-transformers gives it. ``"mean"``
+        averages the token vectors under the attention mask, ``"cls"`` takes the first token's
+        and ``"max"`` the per-dimension maximum; these skip the model's own modules after
+        pooling (a ``Dense`` projection, a ``Normalize``), so set ``normalize=True`` for unit
+        rows. A choice that computes what the model's own modules compute shares their cache
+        entries.
+    layers : int, sequence of int or None, default=None
+        Which hidden layers the token vectors come from: ``None`` is the last layer (what the
+        model was trained to output); ``-1`` is the last, ``-4`` the fourth from last, ``0``
+        the embedding layer. Several layers are combined with ``layer_combine`` before pooling:
+        the BERT paper's feature-based approach uses ``[-4, -3, -2, -1]``.
+    layer_combine : {"mean", "sum", "concat"}, default="mean"
+        How several ``layers`` are combined, token by token: their mean, their sum, or one
+        longer vector (``concat``: the output has ``len(layers)`` times the hidden size).
+        Ignored with a single layer.
+    long_text : {"truncate", "chunk"}, default="truncate"
+        Texts longer than ``max_length`` tokens: ``"truncate"`` encodes their first
+        ``max_length`` tokens and warns; ``"chunk"`` splits them into windows of
+        ``max_length`` tokens that overlap by a quarter of a window, encodes every window and
+        averages the window vectors weighted by their token counts (then scales to unit length
+        if the output is normalised), so the whole text counts. Texts that fit in one window
+        get the same vector either way.
+    prompt : str or None, default=None
+        A prefix added to every text before tokenizing, such as ``"query: "`` or
+        ``"passage: "`` for E5-style models. The name of one of the model's own prompts
+        (``model.prompts`` in sentence-transformers) means that prompt's text. With
+        ``long_text="chunk"`` the prompt starts the text, so it is in the first window.
     on_error : {"raise", "empty", "nan"}, default="raise"
         What to do with items that are not strings (None, NaN, pandas.NA, numbers...), in
         ``fit`` and ``transform`` alike: ``"raise"`` raises a ``ValueError`` naming the first
@@ -108,7 +135,8 @@ class TextEncoder(BaseEncoder):
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct text is
         encoded once per fingerprint (model files, effective normalisation and token limit,
-        precision). A path means ``EmbeddingCache(path)``.
+        precision, pooling, layers, long-text policy, prompt). A path means
+        ``EmbeddingCache(path)``.
 
     Attributes
     ----------
@@ -137,7 +165,8 @@ class TextEncoder(BaseEncoder):
     of its files; where it is loaded the name is resolved again (the model directory, the
     Hugging Face cache) and the files found must hash the same, or ``transform`` raises
     :class:`~sktransfer.ModelMismatchError`. Fitting learns nothing from the data. Changing an
-    output-changing parameter (``model``, ``normalize``, ``max_length``, ``precision``) after
+    output-changing parameter (``model``, ``normalize``, ``max_length``, ``pooling``, ``layers``,
+    ``layer_combine``, ``long_text``, ``prompt``, ``precision``) after
     ``fit`` makes ``transform`` raise until ``fit`` is called again.
 
     Examples
@@ -157,10 +186,16 @@ class TextEncoder(BaseEncoder):
         "model": [str, os.PathLike],
         "normalize": ["boolean"],
         "max_length": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "layers": [numbers.Integral, "array-like", None],
+        "layer_combine": [StrOptions({"mean", "sum", "concat"})],
+        "long_text": [StrOptions({"truncate", "chunk"})],
+        "prompt": [str, None],
         "on_error": [StrOptions({"raise", "empty", "nan"})],
         "n_streams": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     }
-    _output_parameters = ("model", "normalize", "max_length", "precision")
+    _output_parameters = ("model", "normalize", "max_length", "pooling", "layers", "layer_combine", "long_text",
+                          "prompt", "precision")
 
     def __init__(
         self,
@@ -168,6 +203,11 @@ class TextEncoder(BaseEncoder):
         *,
         normalize=False,
         max_length=None,
+        pooling="model",
+        layers=None,
+        layer_combine="mean",
+        long_text="truncate",
+        prompt=None,
         on_error="raise",
         device="auto",
         batch_size=32,
@@ -180,6 +220,11 @@ class TextEncoder(BaseEncoder):
         self.model = model
         self.normalize = normalize
         self.max_length = max_length
+        self.pooling = pooling
+        self.layers = layers
+        self.layer_combine = layer_combine
+        self.long_text = long_text
+        self.prompt = prompt
         self.on_error = on_error
         self.device = device
         self.batch_size = batch_size
@@ -224,15 +269,25 @@ class TextEncoder(BaseEncoder):
                 f"max_length={self.max_length} exceeds what {name!r} can read ({limit} tokens); "
                 f"use max_length <= {limit}."
             )
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.embedding_dim_ = int(get_dim())
+        head, self.embedding_dim_, hidden_states = resolve_head(
+            model, name, pooling=self.pooling, layers=self.layers, layer_combine=self.layer_combine,
+            normalize=self.normalize)
+        if hidden_states:
+            # Hidden layers come from a copy of the model that returns them (a separate registry entry).
+            draft = dataclasses.replace(draft, settings={**draft.settings, "hidden_states": True},
+                                        model_settings=("weights", "hidden_states"))
+            model = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         self.max_length_ = int(self.max_length or model.max_seq_length or limit)
-        settings = {
-            "weights": weights,
-            "precision": self.precision,
-            "normalize": bool(self.normalize) or _ends_in_normalize(model),
-            "max_length": self.max_length_,
-        }
+        settings = {**draft.settings, "precision": self.precision, **head, "max_length": self.max_length_}
+        if self.long_text == "chunk":
+            if not getattr(model.tokenizer, "is_fast", False):
+                raise ValueError(f"long_text='chunk' needs a fast tokenizer, and {name!r} has a slow one "
+                                 f"({type(model.tokenizer).__name__}); use long_text='truncate'.")
+            settings["long_text"] = "chunk"
+            settings["chunk_overlap"] = int(self.max_length_ * CHUNK_OVERLAP)
+        prompt = self._resolve_prompt(model, name)
+        if prompt:
+            settings["prompt"] = prompt
         self._set_identity(dataclasses.replace(draft, settings=settings), model, device)
         return self
 
@@ -248,7 +303,11 @@ class TextEncoder(BaseEncoder):
         bar_was_enabled = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            model = SentenceTransformer(location, device=str(device), local_files_only=True)
+            # A plain transformers folder (no sentence-transformers files) loads through
+            # transformers' AutoModel with mean pooling, as sentence-transformers builds it.
+            config_kwargs = {"output_hidden_states": True} if identity.settings.get("hidden_states") else None
+            model = SentenceTransformer(location, device=str(device), local_files_only=True,
+                                        config_kwargs=config_kwargs)
         finally:
             if bar_was_enabled:
                 hf_logging.enable_progress_bar()
@@ -265,6 +324,13 @@ class TextEncoder(BaseEncoder):
             # weights, 1.73x with autocast; min cosine to fp32 0.9998).
             model.to(torch.bfloat16)
         return model
+
+    def _resolve_prompt(self, model, name: str) -> str:
+        """The prompt's text: one of the model's named prompts, or the string as given."""
+        if self.prompt is None:
+            return ""
+        named = getattr(model, "prompts", None) or {}
+        return named.get(self.prompt, self.prompt)
 
     @staticmethod
     def _token_limit(model):
@@ -322,7 +388,8 @@ class TextEncoder(BaseEncoder):
             One row per input text, in input order.
         """
         items, valid, model = self._begin_transform(X)
-        self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
+        if self.identity_.settings.get("long_text") != "chunk":
+            self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
         out, _ = self._encode_column(items, valid, lambda texts, on_batch: self._encode_texts(model, texts, on_batch),
                                      dedupe_key=lambda text: text, content_key=text_key)
         if not valid.all():
@@ -334,6 +401,8 @@ class TextEncoder(BaseEncoder):
     def _warn_truncated(self, model, texts: set) -> None:
         """Warn when texts are longer than the token limit, whether or not they are cached."""
         limit = self.max_length_
+        prompt = self.identity_.settings.get("prompt", "")
+        texts = {prompt + t for t in texts} if prompt else texts
         # A token covers at least one UTF-8 byte, plus the special tokens and a SentencePiece
         # word-start marker, so shorter texts cannot be cut and need no tokenizing.
         budget = limit - model.tokenizer.num_special_tokens_to_add(pair=False) - 1
@@ -354,7 +423,8 @@ class TextEncoder(BaseEncoder):
 
             warnings.warn(
                 f"TextEncoder truncated {len(longer)} distinct text(s) longer than max_length={limit} tokens "
-                f"(longest: {max(longer)} tokens). Raise max_length (up to the model's limit) or split long texts.",
+                f"(longest: {max(longer)} tokens). Set long_text='chunk' to encode the whole text in overlapping "
+                "windows, or raise max_length (up to the model's limit).",
                 UserWarning,
                 stacklevel=3,
             )
@@ -401,13 +471,28 @@ class TextEncoder(BaseEncoder):
     def _encode_batch(self, model, batch: list) -> torch.Tensor:
         from sentence_transformers.util import batch_to_device
 
+        settings = self.identity_.settings
+        chunk = settings.get("long_text") == "chunk"
+        tokenizing = {"max_length": self.max_length_}
+        if chunk:
+            tokenizing.update(stride=settings["chunk_overlap"], return_overflowing_tokens=True)
         with _TOKENIZER_LOCK:
-            features = model.preprocess(batch, processing_kwargs={"text": {"max_length": self.max_length_}})
+            features = model.preprocess(batch, prompt=settings.get("prompt") or None,
+                                        processing_kwargs={"text": tokenizing})
+        owners = features.pop("overflow_to_sample_mapping", None)
         features = batch_to_device(features, model.device)
-        embeddings = model(features)["sentence_embedding"]
-        if self.identity_.settings["normalize"] and not _ends_in_normalize(model):
-            embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
-        return embeddings
+        if not chunk:
+            return output_vectors(model, features, settings)
+        else:
+            # Windows of long texts, at most batch_size per forward pass, then one average per text.
+            tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+            windows = []
+            for start in range(0, len(owners), self.batch_size):
+                part = {**features, **{k: v[start:start + self.batch_size] for k, v in tensors.items()}}
+                windows.append(sentence_vectors(model, part, settings))
+            tokens = features["attention_mask"].sum(1)
+            average = chunk_average(torch.cat(windows), owners, tokens, len(batch))
+            return output_vectors(model, features, settings, chunked=True, vectors=average)
 
     def _encode_serially(self, model, texts: list, batches: list):
         """Yield ``(index, features)`` for each batch in turn, in the calling thread."""

@@ -1,0 +1,176 @@
+"""From token vectors to one text vector: pooling, hidden layers and long-text windows.
+
+:class:`~sktransfer.TextEncoder` runs the model's transformer module itself and then either the
+model's own modules after it (``pooling="model"``) or a pooling of its choice over one layer or a
+combination of layers. :func:`resolve_head` turns the user's parameters into *effective*
+settings for the identity, written so that two choices that compute the same vectors get the same
+settings (mean pooling asked for by name on a model whose own pooling is mean is the model's own
+head), and :func:`sentence_vectors` computes them.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+__all__ = ["POOLINGS", "resolve_head", "sentence_vectors", "output_vectors", "chunk_average"]
+
+POOLINGS = ("model", "mean", "cls", "max")
+
+#: Consecutive windows of a long text share this fraction of a window (``long_text="chunk"``).
+CHUNK_OVERLAP = 0.25
+
+
+def _own_modules(model) -> list:
+    return list(model)[1:]
+
+
+def _own_pooling(model):
+    """The model's own head as (pooling mode, ends in Normalize) when it is a plain pooling.
+
+    ``None`` when the head does more (a Dense projection, weighted or last-token pooling, prompt
+    exclusion): then only ``pooling="model"`` reproduces it.
+    """
+    modules = _own_modules(model)
+    names = [type(m).__name__ for m in modules]
+    if not modules or names[0] != "Pooling" or any(n != "Normalize" for n in names[1:]) or len(names) > 2:
+        return None
+    pooling = modules[0]
+    mode = pooling.pooling_mode
+    if not isinstance(mode, str) or mode not in POOLINGS or not getattr(pooling, "include_prompt", True):
+        return None
+    return mode, len(names) == 2
+
+
+def _transformer_of(model, name: str):
+    first = model[0]
+    auto_model = getattr(first, "auto_model", None)
+    if auto_model is None:
+        raise ValueError(
+            f"{name!r} does not start with a transformer module ({type(first).__name__}), so it has no "
+            "token vectors or hidden layers to pool: leave pooling='model' and layers=None for this model."
+        )
+    return auto_model
+
+
+def _layer_indices(layers, n_layers: int, name: str) -> tuple:
+    """Hidden-state indices in [0, n_layers] (0 = embeddings, n_layers = last layer)."""
+    wanted = [layers] if isinstance(layers, numbers.Integral) else list(layers)
+    if not wanted:
+        raise ValueError("layers is empty; pass None for the last layer, or layer indices such as [-4, -3, -2, -1].")
+    indices = []
+    for layer in wanted:
+        if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
+            raise ValueError(f"layers must hold integers, got {layer!r}.")
+        index = int(layer) + n_layers + 1 if layer < 0 else int(layer)
+        if not 0 <= index <= n_layers:
+            raise ValueError(
+                f"layer {layer} does not exist in {name!r}, which has {n_layers} layers after its embedding "
+                f"layer: use -{n_layers + 1}..-1 or 0..{n_layers} (0 is the embedding layer, -1 the last layer)."
+            )
+        indices.append(index)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"layers {list(wanted)} names a layer twice ({indices} counted from the embedding layer).")
+    return tuple(indices)
+
+
+def resolve_head(model, name: str, *, pooling: str, layers, layer_combine: str, normalize: bool) -> tuple:
+    """Effective head settings, the output dimension and whether hidden states are needed.
+
+    Returns ``(settings, dimension, hidden_states)``. ``settings`` holds ``normalize`` always and
+    ``pooling``, ``layers`` and ``layer_combine`` only where they differ from the model's own
+    head, so that the defaults keep the fingerprints of earlier versions.
+    """
+    own = _own_pooling(model)
+    own_normalizes = type(list(model)[-1]).__name__ == "Normalize"
+    settings = {}
+    width = 1
+    if layers is not None:
+        auto_model = _transformer_of(model, name)
+        n_layers = int(auto_model.config.num_hidden_layers)
+        indices = _layer_indices(layers, n_layers, name)
+        if indices != (n_layers,):
+            settings["layers"] = list(indices)
+            if len(indices) > 1:
+                settings["layer_combine"] = layer_combine
+                width = len(indices) if layer_combine == "concat" else 1
+    if pooling == "model" or (own is not None and pooling == own[0] and (normalize or not own[1])):
+        # The model's own modules (for a plain pooling with normalize=True, the same computation).
+        if width > 1 and own is None:
+            raise ValueError(
+                f"layer_combine='concat' makes token vectors {width} times wider, which {name!r}'s own modules "
+                f"after pooling ({', '.join(type(m).__name__ for m in _own_modules(model)[1:])}) cannot take: "
+                "choose pooling='mean', 'cls' or 'max', or layer_combine='mean' or 'sum'."
+            )
+        settings["normalize"] = bool(normalize) or own_normalizes
+        if width > 1 or not _own_modules(model):
+            dimension = int(_transformer_of(model, name).config.hidden_size) * width
+        else:
+            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            dimension = int(get_dim())
+    else:
+        _transformer_of(model, name)
+        settings["pooling"] = pooling
+        settings["normalize"] = bool(normalize)
+        dimension = int(model[0].auto_model.config.hidden_size) * width
+    if settings.get("layer_combine") == "sum" and settings["normalize"] and ("pooling" in settings or own is not None):
+        # A sum is a mean times the number of layers, and pooling then unit length removes the
+        # scale: the same vectors, so the same settings.
+        settings["layer_combine"] = "mean"
+    return settings, dimension, "layers" in settings
+
+
+def _combined_tokens(features: dict, settings: dict) -> torch.Tensor:
+    hidden = features["all_layer_embeddings"]
+    chosen = [hidden[i] for i in settings["layers"]]
+    if len(chosen) == 1:
+        return chosen[0]
+    combine = settings["layer_combine"]
+    if combine == "concat":
+        return torch.cat(chosen, dim=-1)
+    stacked = torch.stack(chosen)
+    return stacked.sum(0) if combine == "sum" else stacked.mean(0)
+
+
+def sentence_vectors(model, features: dict, settings: dict) -> torch.Tensor:
+    """One vector per row of ``features`` (tokenized inputs), before the output's normalisation."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if not _own_modules(model) or "pooling" in settings or "layers" in settings:
+        features = model[0](features)
+        if "layers" in settings:
+            features["token_embeddings"] = _combined_tokens(features, settings)
+        if "pooling" in settings:
+            width = features["token_embeddings"].shape[-1]
+            return Pooling(width, settings["pooling"])(features)["sentence_embedding"]
+        if not _own_modules(model):
+            return Pooling(features["token_embeddings"].shape[-1], "mean")(features)["sentence_embedding"]
+        for module in _own_modules(model):
+            features = module(features)
+        return features["sentence_embedding"]
+    return model(features)["sentence_embedding"]
+
+
+def output_vectors(model, features: dict, settings: dict, *, chunked: bool = False, vectors=None) -> torch.Tensor:
+    """The encoder's output for tokenized inputs: pooled vectors, scaled to unit length if asked.
+
+    ``vectors`` (already pooled, e.g. averaged windows of long texts, flagged by ``chunked``)
+    skips the forward pass.
+    """
+    if vectors is None:
+        vectors = sentence_vectors(model, features, settings)
+    own_normalize = type(list(model)[-1]).__name__ == "Normalize" and "pooling" not in settings
+    if settings["normalize"] and (chunked or not own_normalize):
+        vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+    return vectors
+
+
+def chunk_average(vectors: torch.Tensor, owners: torch.Tensor, tokens: torch.Tensor, n_texts: int) -> torch.Tensor:
+    """Average window vectors per text, each weighted by its number of tokens."""
+    weights = tokens.to(torch.float32).unsqueeze(1)
+    total = torch.zeros((n_texts, vectors.shape[1]), dtype=torch.float32, device=vectors.device)
+    total.index_add_(0, owners.to(vectors.device), vectors.float() * weights.to(vectors.device))
+    counts = torch.zeros(n_texts, dtype=torch.float32, device=vectors.device)
+    counts.index_add_(0, owners.to(vectors.device), weights.squeeze(1).to(vectors.device))
+    return total / counts.unsqueeze(1)
