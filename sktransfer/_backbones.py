@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -147,6 +148,10 @@ def preprocessing_settings(preprocess) -> dict:
 
     from ._identity import callable_fingerprint
 
+    from ._timm import TimmPreprocess
+
+    if isinstance(preprocess, TimmPreprocess):
+        return preprocess.settings()
     if isinstance(preprocess, ImageClassification):
         return {
             "crop_size": list(preprocess.crop_size),
@@ -161,6 +166,10 @@ def preprocessing_settings(preprocess) -> dict:
 
 def preprocessing_summary(settings: dict) -> str:
     """One readable line for :func:`preprocessing_settings`' output."""
+    if "timm" in settings:
+        config = settings["timm"]
+        return (f"timm: resize {math.floor(config['input_size'][-1] / config['crop_pct'])}, crop "
+                f"{config['input_size'][-1]}, {config['interpolation']}")
     if "crop_size" in settings:
         interpolation = settings["interpolation"].split(".")[-1].lower()
         return f"resize {settings['resize_size'][0]}, crop {settings['crop_size'][0]}, {interpolation}"

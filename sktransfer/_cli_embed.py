@@ -41,15 +41,22 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--column", default=None, help="the column of a CSV/TSV/Parquet input to encode")
     parser.add_argument("--model", default=None,
-                        help="torchvision model name (images; default mobilenet_v2) or sentence-transformers "
-                             "model name or folder (texts; default all-MiniLM-L6-v2)")
+                        help="images: a torchvision model name (default mobilenet_v2) or timm:<name> (e.g. "
+                             "timm:tf_efficientnet_lite0); texts: a sentence-transformers or transformers model "
+                             "name or folder (default all-MiniLM-L6-v2)")
     parser.add_argument("--weights", default=None,
-                        help="torchvision weights name, e.g. IMAGENET1K_V1 (images only; default DEFAULT)")
+                        help="torchvision weights name, e.g. IMAGENET1K_V1, or a timm pretrained tag, e.g. in1k "
+                             "(images only; default DEFAULT)")
     parser.add_argument("--layer", nargs="+", default=None,
                         help="node name(s) of the image network to read; several are concatenated "
                              "(default: the penultimate representation)")
     parser.add_argument("--pooling", choices=["auto", "avg", "max", "avgmax", "cls", "none"], default=None,
                         help="reduction of spatial maps or token sequences (images only; default auto)")
+    parser.add_argument("--prompt", default=None,
+                        help="texts only: a prefix for every text, e.g. 'query: ' for E5-style models")
+    parser.add_argument("--long-text", choices=["truncate", "chunk"], default=None,
+                        help="texts only: cut texts longer than the model's limit (truncate, the default) or "
+                             "average overlapping windows over the whole text (chunk)")
     parser.add_argument("--batch-size", type=int, default=32, help="items per forward pass (default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="forward-pass arithmetic (default: %(default)s; images run bf16/fp16 under autocast; "
@@ -166,6 +173,9 @@ def build_encoder(kind: str, args):
             params["layer"] = args.layer[0] if len(args.layer) == 1 else list(args.layer)
         if args.pooling:
             params["pooling"] = None if args.pooling == "none" else args.pooling
+        for flag, value in [("--prompt", args.prompt), ("--long-text", args.long_text)]:
+            if value:
+                raise EmbedError(f"{flag} applies to texts, but the input was read as images (force with --kind text)")
         return ImageEncoder(**params)
     for flag, value in [("--weights", args.weights), ("--layer", args.layer), ("--pooling", args.pooling)]:
         if value:
@@ -173,6 +183,10 @@ def build_encoder(kind: str, args):
     params = dict(common, on_error=args.on_error)
     if args.model:
         params["model"] = args.model
+    if args.prompt:
+        params["prompt"] = args.prompt
+    if args.long_text:
+        params["long_text"] = args.long_text
     return TextEncoder(**params)
 
 

@@ -2,7 +2,8 @@
 
 * ``sktransfer embed INPUT -o OUTPUT``: encode a folder of images, a list file, or a column of a
   text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._cli_embed`);
-* ``sktransfer models``: the text models and image weights that resolve offline on this machine;
+* ``sktransfer models``: the text models and image weights (torchvision, timm) that resolve offline
+  on this machine;
 * ``sktransfer cache info|clear|export|import``: inspect, empty, export (Parquet) or merge an
   embedding cache;
 * ``sktransfer demo``: the README's main job (the three examples on real data).
@@ -100,7 +101,8 @@ def _models(args) -> int:
     text = available_text_models()
     for name in text:
         print(f"  {name}")
-    hub = _hugging_face_cache_models()
+    cached = _hugging_face_cache_models()
+    hub = [name for name in cached if not name.startswith("timm/")]
     if hub:
         print("Text models in the Hugging Face cache:")
         for name in hub:
@@ -120,6 +122,12 @@ def _models(args) -> int:
             print(f"  {model:<24} weights={name!r}")
     if not found:
         print("  (none: torchvision downloads a checkpoint on first use; offline, place the .pth file there)")
+    timm_models = [f"timm:{name.split('/', 1)[1]}" for name in cached if name.startswith("timm/")]
+    print("Image weights (timm) in the Hugging Face cache, for ImageEncoder(model=...):")
+    for name in timm_models:
+        print(f"  {name}")
+    if not timm_models:
+        print("  (none: timm downloads weights on first use; scripts/seed_offline_weights.py seeds EfficientNet-Lite0)")
     return 0
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from . import _backbones
+from . import _backbones, _timm
 from ._device import autocast
 from ._identity import EncoderIdentity, module_content_hash
 from ._images import ImageReadError, check_resized_size, content_key, describe_item, is_image_item, item_key, to_rgb
@@ -284,6 +284,10 @@ class ImageEncoder(BaseEncoder):
         if isinstance(self.model, nn.Module):
             name = f"<module {type(self.model).__module__}.{type(self.model).__qualname__}>"
             content = module_content_hash(self.model)
+        elif _timm.is_timm(self.model):
+            timm_name, pretrained = _timm.resolve_name(self.model, self.weights)
+            name = f"{_timm.PREFIX}{timm_name}" + ("" if pretrained else " (random init)")
+            content = _timm.content(timm_name, pretrained)
         else:
             weights = _backbones.resolve_weights(self.model, self.weights)
             name = self.model if weights is None else f"{self.model} {weights}"
@@ -319,6 +323,11 @@ class ImageEncoder(BaseEncoder):
         if isinstance(self.model, nn.Module):
             identity.check_content(module_content_hash(self.model), "the module passed as model")
             network = copy.deepcopy(self.model)  # never modify the estimator's parameter in place
+        elif _timm.is_timm(self.model):
+            timm_name, pretrained = _timm.resolve_name(self.model, self.weights)
+            where = str(_timm.weight_file(timm_name) or "timm's random initialisation")
+            identity.check_content(_timm.content(timm_name, pretrained), where)
+            network = _timm.create(timm_name, pretrained)
         else:
             weights = _backbones.resolve_weights(self.model, self.weights)
             where = "a seeded random initialisation" if weights is None else str(_backbones.checkpoint_path(weights))
@@ -329,7 +338,10 @@ class ImageEncoder(BaseEncoder):
             from ._weights import apply_weights
 
             apply_weights(network, tuned, "ImageEncoder")
-        backbone = _backbones.build_backbone(network, layers, is_torchvision=not isinstance(self.model, nn.Module))
+        if _timm.is_timm(self.model):
+            backbone = _timm.build(network, layers)
+        else:
+            backbone = _backbones.build_backbone(network, layers, is_torchvision=not isinstance(self.model, nn.Module))
         backbone.network.to(device)
         if device.type != "mps":
             backbone.network.to(memory_format=torch.channels_last)
@@ -340,6 +352,8 @@ class ImageEncoder(BaseEncoder):
             return self.preprocess
         if isinstance(self.model, nn.Module):
             preprocess = _backbones.default_preprocessing(self.image_size, self.crop)
+        elif _timm.is_timm(self.model):
+            preprocess = _timm.preprocessing(_timm.resolve_name(self.model, self.weights)[0], self.image_size, self.crop)
         else:
             weights = _backbones.resolve_weights(self.model, self.weights)
             preprocess = _backbones.preprocessing_for(weights, self.model, self.image_size, self.crop)
