@@ -7,11 +7,13 @@ from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .base import BaseEncoder
 from .cache import CacheCorruptError, CacheError, EmbeddingCache
+from .clip import ClipEncoder
 from .finetune import FineTuningClassifier
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
 from .tables import make_table_encoder
 from .text import TextEncoder
+from .zeroshot import ZeroShotClassifier
 
 __version__ = "0.1.0.dev0"
 
@@ -19,6 +21,7 @@ __all__ = [
     "BaseEncoder",
     "CacheCorruptError",
     "CacheError",
+    "ClipEncoder",
     "EmbeddingCache",
     "EncoderIdentity",
     "FineTuningClassifier",
@@ -26,6 +29,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "TextEncoder",
+    "ZeroShotClassifier",
     "make_table_encoder",
     "model_registry",
     "models_dir",

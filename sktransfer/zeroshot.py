@@ -1,0 +1,207 @@
+"""ZeroShotClassifier: classify by similarity to label texts, with no training data."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["ZeroShotClassifier"]
+
+#: Similarity scale for encoders without a learned one: CLIP's (its logit scale is 100).
+DEFAULT_TEMPERATURE = 0.01
+
+
+class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+    """Classify items by the label text they are most similar to; no labelled data needed.
+
+    Every label becomes a text (``template`` filled with the label's description), the encoder
+    embeds those texts and the items in one space, and an item gets the label whose text is most
+    similar by cosine. With a :class:`~sktransfer.ClipEncoder` this is CLIP's zero-shot
+    classification of images ("a photo of a bee."); with a :class:`~sktransfer.TextEncoder` it
+    classifies texts ("a positive review" / "a negative review").
+
+    Parameters
+    ----------
+    encoder : TextEncoder or ClipEncoder
+        Embeds the items and the label texts in one space; it is cloned in ``fit``.
+    labels : list of str or dict
+        The classes. A list of names is used as the classes and their descriptions; a dict maps
+        each class (as it appears in ``y``, e.g. ``0`` and ``1``) to its description or to a
+        list of descriptions, whose embeddings are averaged (prompt ensembling).
+    template : str or None, default="a photo of a {}."
+        Filled with each description (``template.format(description)``); ``None`` uses the
+        descriptions as they are.
+    temperature : float or "auto", default="auto"
+        ``predict_proba`` is the softmax of cosine similarities divided by it. ``"auto"`` uses
+        the model's learned scale for a ClipEncoder (CLIP: 1/100) and 0.01 otherwise.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The classes, in the order of ``labels``.
+    prompts_ : list of list of str
+        The texts each class was described by.
+    label_embeddings_ : ndarray of shape (n_classes, embedding_dim)
+        Unit-length embedding of each class's texts.
+    encoder_ : estimator
+        The encoder fitted on the items' column.
+    temperature_ : float
+        The temperature in effect.
+
+    Notes
+    -----
+    ``fit(X, y=None)`` learns nothing from ``X`` or ``y``: it fits the encoder (which only
+    loads the model and, for a ClipEncoder, decides the column's kind) and embeds the label
+    texts. ``score(X, y)`` then measures zero-shot accuracy. Any parameter, ``template``
+    included, can be searched with ``GridSearchCV``.
+
+    Examples
+    --------
+    >>> from sktransfer import TextEncoder, ZeroShotClassifier
+    >>> clf = ZeroShotClassifier(TextEncoder(), labels={0: "negative", 1: "positive"},
+    ...                          template="a {} review")
+    >>> clf.fit(["it was great"]).predict(["a wonderful, moving film", "a dull waste of time"]).tolist()
+    [1, 0]
+    """
+
+    _parameter_constraints: dict = {
+        "encoder": [object],
+        "labels": [list, tuple, dict],
+        "template": [str, None],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
+    }
+
+    def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
+        self.encoder = encoder
+        self.labels = labels
+        self.template = template
+        self.temperature = temperature
+
+    def _class_prompts(self):
+        if isinstance(self.labels, dict):
+            classes = list(self.labels)
+            descriptions = [[d] if isinstance(d, str) else list(d) for d in self.labels.values()]
+        else:
+            classes, descriptions = list(self.labels), [[d] for d in self.labels]
+        if len(classes) < 2:
+            raise ValueError(f"ZeroShotClassifier needs at least 2 labels, got {self.labels!r}.")
+        for cls, texts in zip(classes, descriptions):
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError(f"the description of label {cls!r} must be a non-empty string or list of strings, "
+                                 f"got {texts!r}.")
+        if self.template is not None and "{}" not in self.template:
+            raise ValueError(f"template={self.template!r} has no '{{}}' for the label; e.g. 'a photo of a {{}}.', "
+                             "or None to use the descriptions as they are.")
+        fill = (lambda text: self.template.format(text)) if self.template is not None else (lambda text: text)
+        return classes, [[fill(text) for text in texts] for texts in descriptions]
+
+    def fit(self, X, y=None):
+        """Fit the encoder on ``X``'s column and embed the label texts; nothing is learned.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+            Items of the kind to classify (a few are enough: only their kind matters).
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        classes, prompts = self._class_prompts()
+        self.encoder_ = clone(self.encoder).fit(X)
+        flat = [text for texts in prompts for text in texts]
+        if type(self.encoder_).__name__ == "ClipEncoder":
+            # The items' encoder may be fitted on images: label texts go through a text twin
+            # (the same model and settings, so the same space and registry entry).
+            text_encoder = clone(self.encoder).set_params(modality="text").fit(flat)
+            scale = self.encoder_.logit_scale_
+        else:
+            text_encoder, scale = self.encoder_, 1.0 / DEFAULT_TEMPERATURE
+        vectors = _unit(text_encoder.transform(flat))
+        owners = np.repeat(np.arange(len(classes)), [len(texts) for texts in prompts])
+        centroids = np.stack([vectors[owners == k].mean(0) for k in range(len(classes))])
+        self.label_embeddings_ = _unit(centroids).astype(np.float32)
+        self.classes_ = np.asarray(classes)
+        self.prompts_ = prompts
+        self.temperature_ = 1.0 / scale if self.temperature == "auto" else float(self.temperature)
+        return self
+
+    def similarities(self, X):
+        """Cosine similarity of each item to each class's label text.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self, "label_embeddings_")
+        scores = _unit(self.encoder_.transform(X)) @ self.label_embeddings_.T
+        if np.isnan(scores).any():
+            first = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
+            raise ValueError(f"the encoder returned a NaN row for the item at index {first} (on_error='nan'); "
+                             "filter or impute such items before classifying them.")
+        return scores
+
+    def decision_function(self, X):
+        """Scores in scikit-learn's convention: for two classes, the second's similarity minus the first's.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
+        scores = self.similarities(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict_proba(self, X):
+        """Softmax of the similarities divided by ``temperature_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self.similarities(X) / self.temperature_
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The class whose label text is most similar to each item.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[self.similarities(X).argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.one_d_array = True
+        return tags
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms == 0, 1.0, norms)
