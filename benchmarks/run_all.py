@@ -37,7 +37,7 @@ BENCHMARKS = {
     "cache": ("bench_cache", "Cache: grid searches and full hits", [],
               ["--n-texts", "30", "--n-images", "10", "--n-hit", "200", "--repeats", "1"]),
     "scaling": ("bench_scaling", "Scaling: time and memory as the input grows", [],
-                ["--image-factors", "1", "--text-sizes", "64"]),
+                ["--image-factors", "1", "--text-sizes", "64", "--precision", "fp32"]),
     "threads": ("bench_threads", "Thread settings", [],
                 ["--n-texts", "16", "--n-images", "4", "--repeats", "1"]),
     "finetune": ("bench_finetune", "Fine-tuning: cost per epoch", [], ["--limit", "8", "--repeats", "1"]),

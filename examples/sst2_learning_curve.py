@@ -6,8 +6,11 @@ the full 6920) a LogisticRegression is trained on
 * TextEncoder() features (sentence-transformers all-MiniLM-L6-v2, frozen), and
 * TfidfVectorizer(ngram_range=(1, 2)) features fitted on the same training sentences,
 
-and scored on the official SST-2 test split (1821 sentences). Every sentence is encoded once;
-the learning curve only refits the logistic regressions. Prints a table and saves a PNG plot.
+and scored on the official SST-2 test split (1821 sentences). The first point uses no labels
+at all: ``ZeroShotClassifier(TextEncoder(), labels={0: "a negative review", 1: "a positive
+review"})`` picks the label text closest to each sentence. Every sentence is encoded once (the
+zero-shot classifier reads the test vectors from the encoder's cache); the learning curve only
+refits the logistic regressions. Prints a table and saves a PNG plot.
 
 Run: ``make demo`` (sets everything up), or ``python examples/sst2_learning_curve.py --help``.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +30,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import TextEncoder
+from sktransfer import EmbeddingCache, TextEncoder, ZeroShotClassifier
+
+#: The zero-shot label texts, fixed before looking at any score (never tuned on the test set).
+ZERO_SHOT_LABELS = {0: "a negative review", 1: "a positive review"}
 
 DEFAULT_DATA = Path(os.environ.get("SKTRANSFER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -68,7 +76,7 @@ def learning_curve(sizes, draws, seed, train_texts, y_train, test_texts, y_test,
         yield min(size, len(train_texts)), np.asarray(emb_scores), np.asarray(tfidf_scores)
 
 
-def plot(rows, path: Path, model: str) -> None:
+def plot(rows, path: Path, model: str, zero_shot: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,6 +90,10 @@ def plot(rows, path: Path, model: str) -> None:
         std = np.array([r[col].std() for r in rows])
         ax.plot(sizes, mean, "o-", label=label, color=color)
         ax.fill_between(sizes, mean - std, mean + std, alpha=0.2, color=color)
+    if zero_shot is not None:
+        at = sizes[0] / 2
+        ax.plot([at], [zero_shot], "D", color="tab:green", label="ZeroShotClassifier(TextEncoder()): 0 labels")
+        ax.annotate(f"{zero_shot:.3f}", (at, zero_shot), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training sentences (log scale)")
     ax.set_ylabel("SST-2 test accuracy (1821 sentences)")
@@ -123,12 +135,17 @@ def main(argv=None) -> int:
         test_texts, y_test = subsample(test_texts, y_test, args.limit, args.seed)
     print(f"SST-2: {len(train_texts)} training and {len(test_texts)} test sentences from {args.data}")
 
-    encoder = TextEncoder(model=args.model, precision=args.precision, show_progress=True)
+    cache = EmbeddingCache(tempfile.mkdtemp(prefix="sktransfer-demo-cache-"))
+    encoder = TextEncoder(model=args.model, precision=args.precision, show_progress=True, cache=cache)
     start = time.perf_counter()
     encoder.fit(train_texts)
     E_train = encoder.transform(train_texts)
     E_test = encoder.transform(test_texts)
     elapsed = time.perf_counter() - start
+    # Zero labels: the label texts closest to each test sentence (its vectors come from the cache).
+    zero_shot = ZeroShotClassifier(encoder, labels=ZERO_SHOT_LABELS, template=None).fit(train_texts[:1])
+    zero_shot_accuracy = zero_shot.score(test_texts, y_test)
+    shutil.rmtree(cache.path, ignore_errors=True)
     n = len(train_texts) + len(test_texts)
     print(f"Encoded {n} sentences once with TextEncoder({args.model!r}, precision={args.precision!r}) "
           f"on {encoder.device_}: {elapsed:.0f} s ({n / elapsed:.0f} sentences/s, incl. model load)")
@@ -136,12 +153,14 @@ def main(argv=None) -> int:
     rows = []
     print(f"\n{'train size':>10} | {'draws':>5} | {'TextEncoder + LR':>18} | {'TF-IDF + LR':>18} | gain")
     print("-" * 70)
+    print(f"{0:>10} | {'-':>5} | {zero_shot_accuracy:.3f} (zero-shot)  | {'-':>18} |  (labels "
+          f"{list(ZERO_SHOT_LABELS.values())})")
     for size, emb, tfidf in learning_curve(args.sizes, args.draws, args.seed, train_texts, y_train,
                                            test_texts, y_test, E_train, E_test):
         rows.append((size, emb, tfidf))
         print(f"{size:>10} | {len(emb):>5} | {emb.mean():.3f} +/- {emb.std():.3f}    | "
               f"{tfidf.mean():.3f} +/- {tfidf.std():.3f}    | {emb.mean() - tfidf.mean():+.3f}")
-    plot(rows, args.output, args.model)
+    plot(rows, args.output, args.model, zero_shot_accuracy)
     print(f"\nLearning curve saved to {args.output}")
     return 0
 

@@ -130,7 +130,10 @@ def run_encoder(path, texts, out=None, **cache_params):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "sktransfer", "cache", *args], capture_output=True, text=True)
+    """``sktransfer cache ARGS`` in this process (tests/test_cache.py runs the real entry point)."""
+    from test_docs import sktransfer_in_process
+
+    return sktransfer_in_process(["cache", *args], {})
 
 
 @pytest.mark.parametrize("damage", ["zeroed header", "truncated", "garbage"])
@@ -151,6 +154,8 @@ def test_a_damaged_database_is_named_and_recoverable(tmp_path, damage):
         assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
         assert str(database) in shown.stderr and f"sktransfer cache clear --path {path} --force" in shown.stderr
     assert cli("clear", "--path", str(path), "--force").returncode == 0
+    if damage != "zeroed header":
+        return  # recovery is the same whatever the damage: checked once
     write_cache(path, FIRST)  # usable again
     out, stats, _ = run_encoder(path, FIRST)
     assert "'hits': 4" in stats

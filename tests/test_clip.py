@@ -16,60 +16,24 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from sktransfer import ClipEncoder, EmbeddingCache, TextEncoder, ZeroShotClassifier, model_registry
+from sktransfer.testing import make_tiny_clip
 
 CAPTIONS = ["a photo of an ant", "a photo of a bee", "a bee on a flower", "ants carrying a leaf"]
 
 
-def _byte_characters():
-    """The 256 printable characters byte-level BPE maps bytes to (GPT-2's table)."""
-    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = kept[:], 0
-    for byte in range(256):
-        if byte not in kept:
-            kept.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for code in codes]
+def test_the_tiny_clip_is_small_and_round_trips(tiny_clip):
+    from pathlib import Path
 
+    from transformers import AutoProcessor
 
-def build_tiny_clip(folder):
-    """Save a tiny random CLIP (about 0.25 MB) with its processor into ``folder``.
-
-    The tokenizer is CLIP's own byte-level BPE with a minimal vocabulary (every byte, alone and
-    word-final, plus a few merges), so it saves and loads as a real CLIP tokenizer does.
-    """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for character in _byte_characters():
-        vocab[character] = len(vocab)
-        vocab[character + "</w>"] = len(vocab)
-    merges = [("b", "e"), ("be", "e</w>"), ("a", "n"), ("an", "t</w>")]
-    for token in ("be", "bee</w>", "an", "ant</w>"):
-        vocab[token] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = CLIPModel(config).eval()
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    assert sum(p.stat().st_size for p in Path(tiny_clip).iterdir()) < 400_000
+    tokens = AutoProcessor.from_pretrained(tiny_clip).tokenizer(["A Bee!"])["input_ids"][0]
+    assert tokens[0] == 0 and tokens[-1] == 1 and len(tokens) == 5  # start, "a", "bee", "!", end
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
-    return str(build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip"))
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def clip(folder, **params):

@@ -32,17 +32,43 @@ def shell_commands(code):
             yield line
 
 
+def sktransfer_in_process(argv, env):
+    """``sktransfer ARGS`` through ``cli.main`` in this process (the page's working directory is
+    already the current one): the commands and their exit codes as a user gets them, without the
+    seconds of a fresh interpreter per line. tests/test_cli.py runs the real entry point."""
+    import contextlib
+    import io
+
+    from sktransfer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:  # argparse's --help and usage errors
+                code = exc.code
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(argv, code or 0, out.getvalue(), err.getvalue())
+
+
 def run_command(line, work):
     accept_failure = False
     if "||" in line:  # `cmd || echo ...`: the page shows a failing command on purpose
         line, accept_failure = line.split("||")[0], True
     words = shlex.split(line, comments=True)
-    env = {**os.environ, "SKTRANSFER_CACHE": str(work / "default-cache")}  # never the user's own cache
+    env = {"SKTRANSFER_CACHE": str(work / "default-cache")}  # never the user's own cache
     if words[0] == "make":
         result = subprocess.run(["make", "-n", *words[1:]], cwd=REPO_ROOT, capture_output=True, text=True)
     elif words[0] == "sktransfer":
-        result = subprocess.run([sys.executable, "-m", "sktransfer", *words[1:]], cwd=work, capture_output=True,
-                                text=True, timeout=600, env=env)
+        result = sktransfer_in_process(words[1:], env)
     elif words[0] == "python":
         result = subprocess.run([sys.executable, str(REPO_ROOT / words[1]), "--help"], capture_output=True,
                                 text=True)
