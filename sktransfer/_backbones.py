@@ -250,6 +250,19 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
         return network
 
 
+def check_layer_names(layers, available: list, what: str, listing: str) -> None:
+    """Raise a ``ValueError`` for the first requested layer not in ``available``, with close names."""
+    missing = [name for name in layers if name not in available]
+    if missing:
+        import difflib
+
+        close = difflib.get_close_matches(missing[0], available, n=3)
+        raise ValueError(
+            f"layer {missing[0]!r} is not {what}" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
+            + f" {listing}"
+        )
+
+
 def build_backbone(network: nn.Module, layer, *, is_torchvision: bool) -> Backbone:
     """Wrap ``network`` so that it returns the requested layers (default: the penultimate one)."""
     network = network.eval().requires_grad_(False)
@@ -267,17 +280,9 @@ def build_backbone(network: nn.Module, layer, *, is_torchvision: bool) -> Backbo
 
     layers = (layer,) if isinstance(layer, str) else tuple(layer)
     available = get_graph_node_names(network)[1]
-    missing = [name for name in layers if name not in available]
-    if missing:
-        import difflib
-
-        close = difflib.get_close_matches(missing[0], available, n=3)
-        raise ValueError(
-            f"layer {missing[0]!r} is not a node of this model"
-            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
-            + f" The last nodes are {available[-6:]}; list all with "
-            "torchvision.models.feature_extraction.get_graph_node_names(model)[1]."
-        )
+    check_layer_names(layers, available, "a node of this model",
+                      f"The last nodes are {available[-6:]}; list all with "
+                      "torchvision.models.feature_extraction.get_graph_node_names(model)[1].")
     extractor = create_feature_extractor(network, return_nodes={name: name for name in layers})
     return Backbone(fold_batchnorm(extractor), layers, class_token, channels_last_maps)
 

@@ -204,20 +204,14 @@ class _Intermediates(nn.Module):
 
 def build(network: nn.Module, layers):
     """A Backbone: the pooled pre-logits features, or the named feature stages."""
-    from ._backbones import Backbone
+    from ._backbones import Backbone, check_layer_names
 
     network = network.eval().requires_grad_(False)
     if layers is None:
         return Backbone(network, ("penultimate",), False, False)
     stages = [info["module"] for info in network.feature_info]
-    missing = [name for name in layers if name not in stages]
-    if missing:
-        close = difflib.get_close_matches(missing[0], stages, n=3)
-        raise ValueError(
-            f"layer {missing[0]!r} is not a feature stage of this timm model"
-            + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
-            + f" Its stages (model.feature_info) are: {stages}."
-        )
+    check_layer_names(layers, stages, "a feature stage of this timm model",
+                      f"Its stages (model.feature_info) are: {stages}.")
     if not hasattr(network, "forward_intermediates"):
         raise ValueError(f"{type(network).__name__} has no forward_intermediates in this timm version: use layer=None.")
     return Backbone(_Intermediates(network, [stages.index(name) for name in layers], tuple(layers)),

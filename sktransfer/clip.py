@@ -15,7 +15,7 @@ from ._identity import EncoderIdentity
 from ._images import content_key as image_content_key
 from ._images import describe_item, is_image_item, item_key
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, warn_nan_rows
+from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
 from .model_store import folder_fingerprint, resolve_text_model
 from .text import _TOKENIZER_LOCK, text_key
@@ -151,6 +151,9 @@ class ClipEncoder(BaseEncoder):
     }
     _output_parameters = ("model", "modality", "normalize", "max_length", "jpeg_draft", "precision")
 
+    def _doc_link_url_param_generator(self):
+        return {"page": "clip"}
+
     def __init__(
         self,
         model,
@@ -279,6 +282,7 @@ class ClipEncoder(BaseEncoder):
             raise ValueError(
                 f"ClipEncoder (modality {modality!r}) expects {expected}, but the item at index {first} is "
                 f"{describe_item(items[first])}. Clean the column, or set on_error='nan' to get NaN rows for such items."
+                + numbers_hint([items[i] for i in np.flatnonzero(~valid)])
             )
         return valid
 

@@ -107,8 +107,10 @@ class ImageEncoder(BaseEncoder):
     model : str or torch.nn.Module, default="mobilenet_v2"
         A torchvision classification model name (``torchvision.models.list_models()``:
         ResNet, VGG, Inception, EfficientNet, MobileNet, ConvNeXt, RegNet, ViT, Swin...) or your
-        own module. A module is used as given (its output, pooled if spatial) and is pickled with
-        the estimator; pair it with ``preprocess``. Modules are told apart by their tensors,
+        own module, or ``"timm:<name>"`` for any timm model (``timm.create_model(name,
+        pretrained=True, num_classes=0)`` with timm's own data config for preprocessing; needs
+        ``pip install "sktransfer[timm]"``). A module is used as given (its output, pooled if
+        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told apart by their tensors,
         their layers (a ReLU and a Tanh differ) and the code of your own layer classes.
     weights : str, torchvision WeightsEnum or None, default="DEFAULT"
         Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best),
@@ -116,10 +118,13 @@ class ImageEncoder(BaseEncoder):
         features are then not pretrained; the initialisation is seeded, so it is the same in
         every process and after unpickling, for one torch version). Checkpoints load through
         torchvision's own loader, which reads ``<torch hub dir>/checkpoints`` before downloading.
+        For a timm model: ``"DEFAULT"`` (timm's default pretrained tag), a tag such as
+        ``"in1k"``, or ``None``; weights load through timm (the Hugging Face cache, then the hub).
     layer : str, list of str or None, default=None
         ``None`` gives the penultimate representation (the input of the classifier head). A node
         name (see ``torchvision.models.feature_extraction.get_graph_node_names``) selects that
-        node; a list concatenates several, each pooled.
+        node; a list concatenates several, each pooled. For a timm model, the names of its
+        feature stages (``model.feature_info``, e.g. ``"blocks.4"``).
     pooling : {"auto", "avg", "max", "avgmax", "cls"} or None, default="auto"
         Reduction of spatial maps and token sequences: ``"auto"`` averages maps and takes the
         class token of ViT-style sequences; ``"avgmax"`` concatenates average and max;

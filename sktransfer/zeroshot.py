@@ -9,6 +9,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .base import DOCS_URL
+
 __all__ = ["ZeroShotClassifier"]
 
 #: Similarity scale for encoders without a learned one: CLIP's (its logit scale is 100).
@@ -74,6 +76,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "template": [str, None],
         "temperature": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
     }
+
+    _doc_link_module = "sktransfer"
+    _doc_link_template = DOCS_URL + "clip/"
 
     def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
         self.encoder = encoder
@@ -193,7 +198,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[self.similarities(X).argmax(axis=1)]
+        scores = self.similarities(X)  # checks the fit first
+        return self.classes_[scores.argmax(axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -109,7 +109,7 @@ def test_cache_keys_tell_texts_from_images(tiny_clip, tmp_path, hymenoptera):
 
 
 def test_fingerprint_changes_exactly_when_the_output_does(tiny_clip, hymenoptera, tmp_path):
-    from test_identity import assert_keys_follow_outputs, big_jpeg
+    from test_identity import assert_keys_follow_outputs, big_jpeg, fingerprints_and_outputs
 
     column = ["a bee on a flower " * 12, "ants", big_jpeg(tmp_path / "big.jpg"), hymenoptera["val"]["bees"][0]]
     base = clip(tiny_clip, modality="mixed")
@@ -130,21 +130,9 @@ def test_fingerprint_changes_exactly_when_the_output_does(tiny_clip, hymenoptera
         "cache": {"cache": str(tmp_path / "cache")},
         "model as the same folder again": {"model": tiny_clip},
     }
-    fingerprints, outputs = {}, {}
-    for name, params in variants.items():
-        encoder = clone(base).set_params(**params)
-        with pytest.warns(UserWarning, match="truncated") if params.get("max_length") == 8 else _nothing():
-            outputs[name] = encoder.fit(column).transform(column)
-        fingerprints[name] = encoder.identity_.fingerprint
-    assert_keys_follow_outputs(fingerprints, outputs)
+    assert_keys_follow_outputs(*fingerprints_and_outputs(base, variants, column))
     # modality only says how a column is read; the mixed-column test covers it.
     assert set().union(*variants.values()) | {"modality"} == set(base.get_params())
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_pickle_finds_the_model_by_name(tiny_clip, hymenoptera):

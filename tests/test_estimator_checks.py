@@ -22,7 +22,12 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import ImageEncoder, TextEncoder
+from sktransfer import ClipEncoder, ImageEncoder, TextEncoder, ZeroShotClassifier
+from sktransfer.testing import make_tiny_clip
+
+# A tiny random CLIP for ClipEncoder's checks (no CLIP weights exist offline), built once at import
+# because the checks are parametrized at collection.
+TINY_CLIP = make_tiny_clip(__import__("tempfile").mkdtemp(prefix="sktransfer-tiny-clip-"))
 
 NUMERIC = ("fits on a column of numbers, which the encoder rejects at fit by design (TextEncoder: "
            "'expects strings'; ImageEncoder: 'unsupported item type float'); guarded on real input below")
@@ -64,11 +69,31 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-ESTIMATORS = [TextEncoder(), ImageEncoder(weights="IMAGENET1K_V1", num_workers=0)]
+ESTIMATORS = [TextEncoder(), ImageEncoder(weights="IMAGENET1K_V1", num_workers=0), ClipEncoder(TINY_CLIP, num_workers=0)]
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
 def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+# ZeroShotClassifier fits its encoder on X, so the same numeric inputs fail the same way, plus
+# the classifier checks that feed numbers; and it learns nothing from y by design.
+ZERO_SHOT_FAILED_CHECKS = {
+    **EXPECTED_FAILED_CHECKS,
+    **dict.fromkeys(["check_classifiers_classes", "check_classifiers_train", "check_supervised_y_2d",
+                     "check_requires_y_none", "check_classifiers_one_label"], NUMERIC),
+    "check_classifier_data_not_an_array": "passes a numeric _NotAnArray, which the encoder rejects as not a "
+    "column of items",
+    "check_decision_proba_consistency": "passes a 2-column numeric array; the encoder takes one column",
+    "check_classifiers_regression_target": "expects fit to reject a continuous y; fit(X, y) learns nothing "
+    "from y by design (zero-shot), so y is not validated",
+}
+
+
+@parametrize_with_checks([ZeroShotClassifier(TextEncoder(), labels=["negative", "positive"])],
+                         expected_failed_checks=lambda est: ZERO_SHOT_FAILED_CHECKS)
+def test_zero_shot_classifier_is_compatible(estimator, check):
     check(estimator)
 
 
@@ -93,11 +118,15 @@ def _images():
     ]
 
 
-@pytest.fixture(params=["text", "image"])
+@pytest.fixture(params=["text", "image", "clip texts", "clip images"])
 def encoder_and_input(request):
     """An unfitted encoder and a small valid input column for it."""
     if request.param == "text":
         return TextEncoder(), list(TEXTS)
+    if request.param == "clip texts":
+        return ClipEncoder(TINY_CLIP, num_workers=0), list(TEXTS)
+    if request.param == "clip images":
+        return ClipEncoder(TINY_CLIP, num_workers=0), _images()
     return ImageEncoder(weights="IMAGENET1K_V1", num_workers=0), _images()
 
 
@@ -180,6 +209,8 @@ def test_html_repr_links_to_each_encoders_docs_page():
 
     assert TextEncoder()._get_doc_link() == DOCS_URL + "text_encoder/"
     assert ImageEncoder()._get_doc_link() == DOCS_URL + "image_encoder/"
+    assert ClipEncoder("any")._get_doc_link() == DOCS_URL + "clip/"
+    assert ZeroShotClassifier(TextEncoder(), ["a", "b"])._get_doc_link() == DOCS_URL + "clip/"
     assert f'href="{DOCS_URL}text_encoder/"' in estimator_html_repr(TextEncoder())
     mkdocs = (__import__("pathlib").Path(__file__).parents[1] / "mkdocs.yml").read_text()
     assert f"site_url: {DOCS_URL}" in mkdocs  # the link points where the site is published

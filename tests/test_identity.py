@@ -68,6 +68,18 @@ def assert_keys_follow_outputs(keys: dict, outputs: dict) -> None:
             assert (keys[a] != keys[b]) == changed(outputs[a], outputs[b]), (a, b)
 
 
+def fingerprints_and_outputs(base, variants: dict, items) -> tuple[dict, dict]:
+    """Fit ``clone(base).set_params(**params)`` for each variant on ``items``: fingerprints and outputs."""
+    fingerprints, outputs = {}, {}
+    for name, params in variants.items():
+        encoder = clone(base).set_params(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation, random weights, flattened maps
+            outputs[name] = encoder.fit(items).transform(items)
+        fingerprints[name] = encoder.identity_.fingerprint
+    return fingerprints, outputs
+
+
 @pytest.fixture
 def minilm_copy(tmp_path):
     """A private copy of the all-MiniLM-L6-v2 folder that a test may edit."""
@@ -389,13 +401,7 @@ def test_text_fingerprint_changes_exactly_when_the_output_does(tmp_path, minilm_
         "n_streams=2": {"n_streams": 2, "batch_size": 2},
         "cache": {"cache": str(tmp_path / "cache")},
     }
-    fingerprints, outputs = {}, {}
-    for name, params in variants.items():
-        encoder = clone(base).set_params(**params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncation at max_length=16
-            outputs[name] = encoder.fit(TEXTS).transform(TEXTS)
-        fingerprints[name] = encoder.identity_.fingerprint
+    fingerprints, outputs = fingerprints_and_outputs(base, variants, TEXTS)
     assert_keys_follow_outputs(fingerprints, outputs)
     assert set().union(*variants.values()) == set(base.get_params()), "every constructor parameter is varied"
 
@@ -447,13 +453,7 @@ def test_image_fingerprint_changes_exactly_when_the_output_does(tmp_path, hymeno
         "n_threads=1": {"n_threads": 1},
         "cache": {"cache": str(tmp_path / "cache")},
     }
-    fingerprints, outputs = {}, {}
-    for name, params in variants.items():
-        encoder = clone(base).set_params(**params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # random weights, flattened maps
-            outputs[name] = encoder.fit(images).transform(images)
-        fingerprints[name] = encoder.identity_.fingerprint
+    fingerprints, outputs = fingerprints_and_outputs(base, variants, images)
     assert_keys_follow_outputs(fingerprints, outputs)
     assert set().union(*variants.values()) == set(base.get_params()), "every constructor parameter is varied"
 
@@ -514,3 +514,10 @@ def test_text_keys_are_exact_bytes():
     assert text_key("a film") == text_key(np.str_("a film")) == text_key(str(np.array(["a film"])[0]))
     distinct = ["a film", "a film ", "A film", "caf\u00e9", "cafe\u0301", "", "\ud800"]
     assert len({text_key(t) for t in distinct}) == len(distinct)
+
+
+def test_defaults_keep_the_fingerprints_of_earlier_versions():
+    # New options enter the settings only where they differ from the model's own behaviour, so
+    # the cache entries users already have (the fingerprints docs/cache.md shows) stay valid.
+    assert TextEncoder(device="cpu").fit(["x"]).identity_.fingerprint.startswith("fddfe7a6a160")
+    assert image_encoder().fit([textured()]).identity_.fingerprint.startswith("35862b344c45")

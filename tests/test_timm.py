@@ -5,7 +5,6 @@ timm/tf_efficientnet_lite0.in1k, so timm's own ``pretrained=True`` path loads th
 """
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -57,7 +56,7 @@ def test_features_are_timms_own_and_recognise_ants(hymenoptera, reference_networ
 
 
 def test_names_weights_and_settings_reach_the_fingerprint(hymenoptera):
-    from test_identity import assert_keys_follow_outputs
+    from test_identity import assert_keys_follow_outputs, fingerprints_and_outputs
 
     photos = [hymenoptera["train"]["bees"][0], hymenoptera["train"]["ants"][0]]
     variants = {
@@ -74,14 +73,7 @@ def test_names_weights_and_settings_reach_the_fingerprint(hymenoptera):
         "precision=bf16": {"precision": "bf16"},
         "batch_size=1 (must not matter)": {"batch_size": 1},
     }
-    fingerprints, outputs = {}, {}
-    for name, params in variants.items():
-        fitted = encoder(**params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # random weights
-            outputs[name] = fitted.fit(photos).transform(photos)
-        fingerprints[name] = fitted.identity_.fingerprint
-    assert_keys_follow_outputs(fingerprints, outputs)
+    assert_keys_follow_outputs(*fingerprints_and_outputs(encoder(), variants, photos))
 
 
 def test_stages_come_from_forward_intermediates(hymenoptera, reference_network):
