@@ -110,29 +110,30 @@ def test_embed_csv_text_column_to_parquet(tmp_path):
     np.testing.assert_array_equal(frame.iloc[0, 1:].to_numpy(), frame.iloc[2, 1:].to_numpy())
 
 
-def test_embed_text_list_and_missing_values_policy(tmp_path):
+def test_embed_text_list_and_missing_values_policy(tmp_path, capsys):
     listing = tmp_path / "texts.txt"
     listing.write_text("first line of text\nsecond line\n")
     result = sktransfer("embed", str(listing), "-o", str(tmp_path / "t.npy"), "--no-cache", "--quiet")
     assert result.returncode == 0 and np.load(tmp_path / "t.npy").shape == (2, 384)
 
     pd.DataFrame({"text": ["fine", None]}).to_csv(tmp_path / "gaps.csv", index=False)
-    refused = sktransfer("embed", str(tmp_path / "gaps.csv"), "-o", str(tmp_path / "g.npy"), "--no-cache", "--quiet")
+    refused = sktransfer_in_process(capsys, "embed", str(tmp_path / "gaps.csv"), "-o", str(tmp_path / "g.npy"),
+                                    "--no-cache", "--quiet")
     assert_one_line_error(refused, 1, "index 1", "missing value")
-    kept = sktransfer("embed", str(tmp_path / "gaps.csv"), "-o", str(tmp_path / "g.npy"), "--no-cache", "--quiet",
-                      "--on-error", "nan")
+    kept = sktransfer_in_process(capsys, "embed", str(tmp_path / "gaps.csv"), "-o", str(tmp_path / "g.npy"),
+                                 "--no-cache", "--quiet", "--on-error", "nan")
     assert kept.returncode == 0 and "1 NaN rows" in kept.stdout
     assert "sktransfer: warning: TextEncoder returned NaN rows for 1 of 2 items" in kept.stderr
     assert np.isnan(np.load(tmp_path / "g.npy")[1]).all()
 
 
-def test_unreadable_image_exits_naming_the_file_or_gives_nan_rows(photo_folder, tmp_path):
+def test_unreadable_image_exits_naming_the_file_or_gives_nan_rows(photo_folder, tmp_path, capsys):
     (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     result = sktransfer("embed", str(photo_folder), "-o", str(tmp_path / "x.npy"), "--no-cache", *IMAGE_FLAGS)
     assert_one_line_error(result, 1, "broken.jpg")
     assert not (tmp_path / "x.npy").exists()
-    result = sktransfer("embed", str(photo_folder), "-o", str(tmp_path / "x.npy"), "--no-cache", "--on-error", "nan",
-                        *IMAGE_FLAGS)
+    result = sktransfer_in_process(capsys, "embed", str(photo_folder), "-o", str(tmp_path / "x.npy"), "--no-cache",
+                                   "--on-error", "nan", *IMAGE_FLAGS)
     assert result.returncode == 0 and "1 NaN rows" in result.stdout
     assert "sktransfer: warning:" in result.stderr and "broken.jpg" in result.stderr
 
