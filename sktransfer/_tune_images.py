@@ -82,6 +82,10 @@ class ImageTuner:
         if not isinstance(encoder.model, str):
             raise ValueError("FineTuningClassifier tunes torchvision models named by a string; a module passed as "
                              "ImageEncoder(model=...) is used frozen only.")
+        if encoder.model.startswith("timm:"):
+            raise ValueError(f"FineTuningClassifier tunes torchvision models; {encoder.model!r} is a timm backbone, "
+                             "used frozen only for now: put a classifier on ImageEncoder's features, or tune a "
+                             "torchvision model (e.g. 'efficientnet_b0', 'mobilenet_v2').")
         self.device = torch.device(encoder.device_)
         weights = _backbones.resolve_weights(encoder.model, encoder.weights)
         with warnings.catch_warnings():

@@ -303,7 +303,9 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError("objective='contrastive' applies to texts; images are tuned by classification.")
             return "image"
         raise TypeError(
-            f"FineTuningClassifier adapts a TextEncoder or an ImageEncoder, got {type(self.encoder).__name__}."
+            f"FineTuningClassifier adapts a TextEncoder or an ImageEncoder, got {type(self.encoder).__name__}"
+            + (" (a ClipEncoder is used frozen: put a classifier on its features, or use ZeroShotClassifier "
+               "without labels)." if type(self.encoder).__name__ == "ClipEncoder" else ".")
         )
 
     def _setting(self, name: str, modality: str):

@@ -185,3 +185,10 @@ def test_zero_shot_on_texts_without_labels_and_in_a_grid_search(sst2_sample):
     restored = pickle.loads(pickle.dumps(classifier))
     np.testing.assert_array_equal(restored.predict(texts), classifier.predict(texts))
     assert clone(classifier).get_params()["labels"] == {0: "negative", 1: "positive"}
+
+
+def test_fine_tuning_a_clip_encoder_points_to_the_alternatives(tiny_clip):
+    from sktransfer import FineTuningClassifier
+
+    with pytest.raises(TypeError, match="ClipEncoder is used frozen"):
+        FineTuningClassifier(clip(tiny_clip)).fit(CAPTIONS, [0, 1, 1, 0])

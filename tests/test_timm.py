@@ -128,3 +128,11 @@ def test_cli_embeds_with_a_timm_model_and_lists_it(tmp_path, hymenoptera, capsys
     listed = sktransfer_in_process(capsys, "models")
     assert "timm:tf_efficientnet_lite0.in1k" in listed.stdout
     assert "timm/" not in listed.stdout.split("Image weights (torchvision)")[0]  # not listed as a text model
+
+
+def test_fine_tuning_a_timm_backbone_is_refused_with_the_alternatives(hymenoptera):
+    from sktransfer import FineTuningClassifier
+
+    photos = hymenoptera["train"]["ants"][:4] + hymenoptera["train"]["bees"][:4]
+    with pytest.raises(ValueError, match="timm backbone, used frozen only for now"):
+        FineTuningClassifier(encoder(), max_epochs=1, validation_fraction=0).fit(photos, [0] * 4 + [1] * 4)
