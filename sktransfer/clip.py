@@ -201,9 +201,10 @@ class ClipEncoder(BaseEncoder):
         self : object
             The fitted encoder.
         """
-        self.__dict__.pop("modality_", None)  # decided again from this column
-        device = self._begin_fit(X)
+        self._validate_params()
+        # Decided once from this column, before validation reads it (every row by that kind).
         self.modality_ = self._column_modality(self._items_of(X))
+        device = self._begin_fit(X)
         name = os.fspath(self.model)
         location = resolve_text_model(name)
         draft = EncoderIdentity("ClipEncoder", name, folder_fingerprint(location), {"weights": "float32"},
@@ -272,8 +273,7 @@ class ClipEncoder(BaseEncoder):
         return "image" if images else "text"
 
     def _valid_rows(self, items: list) -> np.ndarray:
-        # fit decides the column's modality (this runs first in fit, with nothing decided yet)
-        modality = self.__dict__.get("modality_") or self._column_modality(items)
+        modality = self.modality_  # decided in fit
         kinds = [_kind(item, modality) for item in items]
         valid = np.array([kind is not None for kind in kinds], dtype=bool)
         if self.on_error == "raise" and not valid.all():
