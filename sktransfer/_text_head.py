@@ -14,7 +14,8 @@ import numbers
 
 import torch
 
-__all__ = ["POOLINGS", "resolve_head", "sentence_vectors", "output_vectors", "chunk_average"]
+__all__ = ["POOLINGS", "RuntimeTransformer", "TokenNetwork", "chunk_average", "output_vectors", "resolve_head",
+           "sentence_vectors", "transformer_of"]
 
 POOLINGS = ("model", "mean", "cls", "max")
 
@@ -43,7 +44,8 @@ def _own_pooling(model):
     return mode, len(names) == 2
 
 
-def _transformer_of(model, name: str):
+def transformer_of(model, name: str):
+    """The transformers model inside a sentence-transformers model, or a clear error."""
     first = model[0]
     auto_model = getattr(first, "auto_model", None)
     if auto_model is None:
@@ -87,7 +89,7 @@ def resolve_head(model, name: str, *, pooling: str, layers, layer_combine: str, 
     settings = {}
     width = 1
     if layers is not None:
-        auto_model = _transformer_of(model, name)
+        auto_model = transformer_of(model, name)
         n_layers = int(auto_model.config.num_hidden_layers)
         indices = _layer_indices(layers, n_layers, name)
         if indices != (n_layers,):
@@ -105,12 +107,12 @@ def resolve_head(model, name: str, *, pooling: str, layers, layer_combine: str, 
             )
         settings["normalize"] = bool(normalize) or own_normalizes
         if width > 1 or not _own_modules(model):
-            dimension = int(_transformer_of(model, name).config.hidden_size) * width
+            dimension = int(transformer_of(model, name).config.hidden_size) * width
         else:
             get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             dimension = int(get_dim())
     else:
-        _transformer_of(model, name)
+        transformer_of(model, name)
         settings["pooling"] = pooling
         settings["normalize"] = bool(normalize)
         dimension = int(model[0].auto_model.config.hidden_size) * width
@@ -174,3 +176,47 @@ def chunk_average(vectors: torch.Tensor, owners: torch.Tensor, tokens: torch.Ten
     counts = torch.zeros(n_texts, dtype=torch.float32, device=vectors.device)
     counts.index_add_(0, owners.to(vectors.device), weights.squeeze(1).to(vectors.device))
     return total / counts.unsqueeze(1)
+
+
+class TokenNetwork(torch.nn.Module):
+    """A transformer's token vectors for positional inputs: the module a backend exports.
+
+    Returns the last layer's token vectors, or every layer's stacked as ``(layers + 1, batch,
+    tokens, width)`` when the head combines hidden layers.
+    """
+
+    def __init__(self, auto_model, inputs: tuple, hidden_states: bool):
+        super().__init__()
+        self.auto_model = auto_model
+        self.inputs = inputs
+        self.hidden_states = hidden_states
+
+    def forward(self, *tensors):
+        out = self.auto_model(**dict(zip(self.inputs, tensors)), output_hidden_states=self.hidden_states,
+                              return_dict=True)
+        return torch.stack(out.hidden_states) if self.hidden_states else out.last_hidden_state
+
+
+class RuntimeTransformer(torch.nn.Module):
+    """Stands in for the transformers model inside sentence-transformers' Transformer module.
+
+    Runs the exported :class:`TokenNetwork` in its runtime and answers as the transformers model
+    would (``last_hidden_state``, and ``hidden_states`` when its config asks for them), so
+    pooling, layers and long-text windows go through the same code as with torch. The runtime
+    gets as many threads as torch may use (``n_threads`` sets that while ``transform`` runs).
+    """
+
+    def __init__(self, network, config, inputs: tuple, hidden_states: bool):
+        super().__init__()
+        self.network = network
+        self.config = config
+        self.inputs = inputs
+        self.hidden_states = hidden_states
+
+    def forward(self, **features):
+        arrays = [features[name].cpu().numpy() for name in self.inputs]
+        (tokens,) = self.network.run(arrays, torch.get_num_threads())
+        tokens = torch.from_numpy(tokens)
+        if not self.hidden_states:
+            return {"last_hidden_state": tokens}
+        return {"last_hidden_state": tokens[-1], "hidden_states": tuple(tokens)}

@@ -36,6 +36,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from . import _backends
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
@@ -198,10 +199,52 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
                 )
 
     def _begin_fit(self, X) -> torch.device:
-        """What every ``fit`` does first: validate the parameters and ``X``, resolve the device."""
+        """What every ``fit`` does first: validate the parameters and ``X``, resolve the device.
+
+        Returns the torch device. With another ``backend`` torch only loads the model to export
+        it and pools the runtime's outputs, on the CPU. A missing runtime, a precision it lacks or
+        a device it cannot use fails here, before any model is loaded.
+        """
         self._validate_params()
         self._check_input(X, reset=True)
-        return resolve_device(self.device)
+        backend = self._backend()
+        if backend == "torch":
+            return resolve_device(self.device)
+        _backends.require(backend)
+        _backends.check_precision(backend, self.precision)
+        _backends.resolve_device(backend, self.device)
+        return torch.device("cpu")
+
+    def _backend(self) -> str:
+        """The backend of the fitted identity (after fit), else the ``backend`` parameter."""
+        identity = self.__dict__.get("identity_")
+        if identity is not None:
+            return identity.settings.get("backend", "torch")
+        return getattr(self, "backend", "torch")
+
+    def _torch_device(self) -> torch.device:
+        """Where torch's part of the work runs: the device, or the CPU beside another backend's runtime."""
+        return torch.device(self.device_) if self._backend() == "torch" else torch.device("cpu")
+
+    def _with_backend(self, identity: EncoderIdentity) -> EncoderIdentity:
+        """The identity of the same vectors computed by ``backend``: its own fingerprint and model.
+
+        The default backend adds nothing, so torch fingerprints stay those of earlier versions.
+        The backend and the precision then shape the loaded model (a runtime session compiled
+        for that precision), so both join the registry key.
+        """
+        backend = self._backend()
+        if backend == "torch":
+            return identity
+        settings = {**identity.settings, "backend": backend}
+        shaping = tuple(n for n in identity.model_settings if n != "precision") + ("backend", "precision")
+        return dataclasses.replace(identity, settings=settings, model_settings=shaping)
+
+    @staticmethod
+    def _network_payload(identity: EncoderIdentity, **layout) -> dict:
+        """What an exported network computes: the content and the settings that shape the torch model."""
+        shaping = {n: identity.settings[n] for n in identity.model_settings if n not in ("backend", "precision")}
+        return {"encoder": identity.encoder, "content": identity.content, "shaping": shaping, **layout}
 
     def _begin_transform(self, X):
         """What every ``transform`` does first: check the fit still holds, validate ``X``, get the model.
@@ -323,7 +366,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         """The loaded model: this estimator's, or the registry's (after unpickling or for a clone)."""
         model = self.__dict__.get("model_")
         if model is None:
-            identity, device = self.identity_, torch.device(self.device_)
+            identity = self.identity_
+            device = self._torch_device() if self._backend() == "torch" else self.device_
             model = model_registry.get(identity.registry_key(self.device_), lambda: self._load_model(identity, device))
             self.model_ = model  # a cache of the registry's object, never pickled
         return model
@@ -481,7 +525,11 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "device_" in state:
-            self.device_ = str(fallback_device(torch.device(state["device_"]), type(self).__name__))
+            backend = self._backend()
+            if backend == "torch":
+                self.device_ = str(fallback_device(torch.device(state["device_"]), type(self).__name__))
+            else:
+                self.device_ = _backends.fallback_device(backend, state["device_"], type(self).__name__)
 
 
 def _warn_cache_fault(encoder, exc: Exception, consequence: str) -> None:

@@ -6,6 +6,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import math
 import numbers
 import os
@@ -16,8 +17,10 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from . import _backends
 from ._device import autocast
 from ._identity import EncoderIdentity
+from . import _text_head
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
@@ -112,12 +115,24 @@ class TextEncoder(BaseEncoder):
         row filter). Empty strings are valid texts.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        With ``backend="onnx"``: ``"cpu"`` or ``"cuda[:N]"`` (``onnxruntime-gpu``); with
+        ``backend="openvino"``: ``"cpu"`` or ``"gpu[.N]"`` (Intel GPUs).
+    backend : {"torch", "onnx", "openvino"}, default="torch"
+        What runs the transformer. ``"onnx"`` (ONNX Runtime, ``pip install "sktransfer[onnx]"``)
+        and ``"openvino"`` (``pip install "sktransfer[openvino]"``) run an export of the same
+        transformer, made once per model and runtime version into ``$SKTRANSFER_EXPORTS``
+        (default ``~/.cache/sktransfer/exports``) and loaded from there by clones, folds and
+        other processes. Tokenizing, pooling, layers, long texts and prompts are unchanged, and
+        the features stay within 1e-4 cosine of torch's at fp32. The backend is part of the
+        fingerprint. See the text encoder page for when each is fastest.
     batch_size : int, default=32
         Texts per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Forward-pass arithmetic. ``"bf16"`` casts the model's weights to bfloat16 (faster than
         autocast on short texts; min cosine to fp32 0.9998 on SST-2); ``"fp16"`` runs under
-        autocast. Output is float32 in every case.
+        autocast. With OpenVINO, its inference precision hint (float32, with a warning, on a
+        CPU without bf16 instructions); ONNX Runtime offers fp32 only. Output is float32 in
+        every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
     n_threads : int or None, default=None
@@ -193,9 +208,10 @@ class TextEncoder(BaseEncoder):
         "prompt": [str, None],
         "on_error": [StrOptions({"raise", "empty", "nan"})],
         "n_streams": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "backend": [StrOptions(set(_backends.BACKENDS))],
     }
     _output_parameters = ("model", "normalize", "max_length", "pooling", "layers", "layer_combine", "long_text",
-                          "prompt", "precision")
+                          "prompt", "precision", "backend")
 
     def __init__(
         self,
@@ -210,6 +226,7 @@ class TextEncoder(BaseEncoder):
         prompt=None,
         on_error="raise",
         device="auto",
+        backend="torch",
         batch_size=32,
         precision="fp32",
         show_progress=False,
@@ -227,6 +244,7 @@ class TextEncoder(BaseEncoder):
         self.prompt = prompt
         self.on_error = on_error
         self.device = device
+        self.backend = backend
         self.batch_size = batch_size
         self.precision = precision
         self.show_progress = show_progress
@@ -257,7 +275,9 @@ class TextEncoder(BaseEncoder):
             raise ValueError("model is an empty name; pass a model name (e.g. 'all-MiniLM-L6-v2'), a hub id or a "
                              "model folder.")
         location = resolve_text_model(name)
-        weights = "bfloat16" if self.precision == "bf16" else "float32"
+        # bf16 weights are torch's bf16 mechanism; other backends export float32 weights and
+        # take the precision as a hint when they compile.
+        weights = "bfloat16" if self.precision == "bf16" and self.backend == "torch" else "float32"
         # The model's own facts (dimension, token limit, final Normalize) complete the settings;
         # the registry key needs only the content and the weights' dtype, known before loading.
         draft = EncoderIdentity("TextEncoder", name, folder_fingerprint(location), {"weights": weights},
@@ -288,11 +308,17 @@ class TextEncoder(BaseEncoder):
         prompt = self._resolve_prompt(model, name)
         if prompt:
             settings["prompt"] = prompt
-        self._set_identity(dataclasses.replace(draft, settings=settings), model, device)
+        identity = self._with_backend(dataclasses.replace(draft, settings=settings))
+        if self.backend != "torch":
+            device = _backends.resolve_device(self.backend, self.device)
+            model = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))
+        self._set_identity(identity, model, device)
         return self
 
-    def _load_model(self, identity: EncoderIdentity, device: torch.device):
+    def _load_model(self, identity: EncoderIdentity, device):
         """Find the model by name, check it is the fitted one, and load it frozen."""
+        if "backend" in identity.model_settings:  # not the torch model the export is made from
+            return self._load_backend(identity, device)
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -323,6 +349,36 @@ class TextEncoder(BaseEncoder):
             # much of what the bf16 matrix products gain (all of SST-2 train: 2.11x fp32 with bf16
             # weights, 1.73x with autocast; min cosine to fp32 0.9998).
             model.to(torch.bfloat16)
+        return model
+
+    def _load_backend(self, identity: EncoderIdentity, device: str):
+        """The model with its transformer run by the identity's backend, from its export.
+
+        A private torch copy is loaded (checked against the content hash), exported if no export
+        exists yet, and its transformer module swapped for the runtime: tokenizer, pooling and
+        the rest of the head stay sentence-transformers' own.
+        """
+        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision"))
+        model = self._load_model(dataclasses.replace(identity, model_settings=shaping), torch.device("cpu"))
+        transformer = model[0]
+        auto_model = _text_head.transformer_of(model, identity.model)
+        accepted = inspect.signature(auto_model.forward).parameters
+        inputs = tuple(name for name in model.tokenizer.model_input_names if name in accepted)
+        hidden = bool(identity.settings.get("hidden_states"))
+
+        def export_spec():
+            # Two texts of different lengths: exporters specialise sizes 0 and 1, and both the
+            # batch and the token axes must stay free.
+            example = model.preprocess(["an example sentence for the export", "a second, longer example sentence "
+                                        "so that the batch has padding"])
+            return _backends.ExportSpec(_text_head.TokenNetwork(auto_model, inputs, hidden),
+                                        tuple(example[name] for name in inputs), inputs, ("tokens",),
+                                        tuple((0, 1) for _ in inputs))
+
+        network = _backends.exported_network(
+            identity.settings["backend"], self._network_payload(identity, inputs=list(inputs)), export_spec,
+            device=device, precision=identity.settings["precision"])
+        transformer.model = _text_head.RuntimeTransformer(network, auto_model.config, inputs, hidden)
         return model
 
     def _resolve_prompt(self, model, name: str) -> str:
@@ -451,7 +507,7 @@ class TextEncoder(BaseEncoder):
         return out, {}
 
     def _forward_streams(self, n_batches: int) -> int:
-        if torch.device(self.device_).type != "cpu" or n_batches < 2:
+        if self._backend() != "torch" or self._torch_device().type != "cpu" or n_batches < 2:
             return 1  # an accelerator runs one batch at a time; a single batch cannot be split
         if self.n_streams != "auto":
             return min(self.n_streams, n_batches)
@@ -461,7 +517,8 @@ class TextEncoder(BaseEncoder):
     def _inference_context(self):
         """No autograd; autocast for fp16 (bf16 weights are already bfloat16)."""
         precision = self.identity_.settings["precision"]
-        with torch.inference_mode(), autocast(torch.device(self.device_), "fp16" if precision == "fp16" else "fp32"):
+        fp16 = precision == "fp16" and self._backend() == "torch"
+        with torch.inference_mode(), autocast(self._torch_device(), "fp16" if fp16 else "fp32"):
             yield
 
     def _encode_one(self, model, texts: list, index: list) -> np.ndarray:
@@ -480,7 +537,7 @@ class TextEncoder(BaseEncoder):
             features = model.preprocess(batch, prompt=settings.get("prompt") or None,
                                         processing_kwargs={"text": tokenizing})
         owners = features.pop("overflow_to_sample_mapping", None)
-        features = batch_to_device(features, model.device)
+        features = batch_to_device(features, self._torch_device())
         if not chunk:
             return output_vectors(model, features, settings)
         else:

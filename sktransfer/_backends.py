@@ -1,0 +1,317 @@
+"""Inference backends: the same frozen network run by ONNX Runtime or OpenVINO instead of torch.
+
+An encoder with ``backend="onnx"`` or ``"openvino"`` still resolves, loads and checks its torch
+model through its identity; the network part (everything up to the token vectors or feature
+maps) is then exported once, from those same resolved weights, into a per-user folder keyed by
+the identity's content, the settings that shape the network, the input layout and the versions of
+torch and of the runtime. Every later fit, clone, fold or process loads that file instead of
+exporting again. Tokenizing, preprocessing, pooling and normalisation stay in sktransfer's own
+torch code, so a backend changes how the network's arithmetic is scheduled, never what the
+features mean.
+
+Neither runtime is imported by ``import sktransfer``: :func:`require` imports one when an
+encoder asks for it, and names the extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model_store import sktransfer_home
+
+__all__ = ["BACKENDS", "ExportSpec", "Network", "exported_network", "exports_dir", "require", "resolve_device"]
+
+#: Accepted values of the encoders' ``backend`` parameter.
+BACKENDS = ("torch", "onnx", "openvino")
+
+_RUNTIMES = {"onnx": ("onnxruntime", "ONNX Runtime"), "openvino": ("openvino", "OpenVINO")}
+
+#: OpenVINO's inference precision hint for each ``precision``.
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+#: Exports written in this process and exported files loaded, by export key (for tests and diagnostics).
+export_counts: Counter = Counter()
+load_counts: Counter = Counter()
+
+_EXPORT_LOCK = threading.Lock()
+
+
+def require(backend: str):
+    """Import the runtime of ``backend``, or raise an ``ImportError`` naming the extra to install."""
+    module_name, label = _RUNTIMES[backend]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"backend={backend!r} runs the network with {label}, which is not installed here: "
+            f'pip install "sktransfer[{backend}]" (or use backend="torch").'
+        ) from exc
+
+
+def runtime_version(backend: str) -> str:
+    """``<runtime>-<version>``: part of the export key, so an upgrade exports again."""
+    module = require(backend)
+    return f"{module.__name__}-{module.__version__}"
+
+
+def exports_dir() -> Path:
+    """Where exported networks live: ``$SKTRANSFER_EXPORTS``, else ``<sktransfer home>/exports``."""
+    env = os.environ.get("SKTRANSFER_EXPORTS")
+    return Path(env).expanduser() if env else sktransfer_home() / "exports"
+
+
+# ---------------------------------------------------------------------- devices
+def _cuda_provider_available() -> bool:
+    return "CUDAExecutionProvider" in require("onnx").get_available_providers()
+
+
+def _openvino_devices() -> list:
+    return list(require("openvino").Core().available_devices)
+
+
+def resolve_device(backend: str, device: str) -> str:
+    """The device a backend runs on, from the encoders' ``device`` parameter.
+
+    ONNX Runtime: ``"cpu"``, or ``"cuda"``/``"cuda:N"`` through its CUDA execution provider
+    (``onnxruntime-gpu``); ``"auto"`` takes CUDA when that provider is there. OpenVINO:
+    ``"cpu"``, or ``"gpu"``/``"gpu.N"`` for its GPU plugin (Intel GPUs); ``"auto"`` takes a GPU
+    when OpenVINO sees one. Anything else raises a ``ValueError`` that says what would work.
+    """
+    if backend == "onnx":
+        if device == "auto":
+            return "cuda:0" if _cuda_provider_available() else "cpu"
+        if device == "cpu":
+            return "cpu"
+        if device == "cuda" or device.startswith("cuda:"):
+            if not _cuda_provider_available():
+                raise ValueError(
+                    f"device={device!r} with backend='onnx' needs ONNX Runtime's CUDA execution provider, which this "
+                    "installation lacks (pip install onnxruntime-gpu in place of onnxruntime), or a CUDA GPU. Use "
+                    "device='cpu', or backend='torch'."
+                )
+            return "cuda:0" if device == "cuda" else device
+        raise ValueError(f"device={device!r} is not available with backend='onnx'; use 'auto', 'cpu' or 'cuda[:N]'.")
+    devices = _openvino_devices()
+    if device == "auto":
+        return "gpu" if "GPU" in devices or any(d.startswith("GPU.") for d in devices) else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device.lower() == "gpu" or device.lower().startswith("gpu."):
+        if device.upper() not in devices and not (device.lower() == "gpu" and any(d.startswith("GPU") for d in devices)):
+            raise ValueError(f"device={device!r}: OpenVINO sees no such device here (it sees {devices}); use 'cpu'.")
+        return device.lower()
+    if device.startswith(("cuda", "mps")):
+        raise ValueError(
+            f"device={device!r} is not an OpenVINO device: OpenVINO runs on CPUs and Intel GPUs ('gpu'). For an "
+            "NVIDIA GPU use backend='onnx' (with onnxruntime-gpu) or backend='torch'."
+        )
+    raise ValueError(f"device={device!r} is not available with backend='openvino'; use 'auto', 'cpu' or 'gpu[.N]'.")
+
+
+def fallback_device(backend: str, device: str, owner: str) -> str:
+    """``device`` if the backend can use it here, else the CPU with a warning (after unpickling)."""
+    if device == "cpu":
+        return device
+    try:
+        return resolve_device(backend, device)
+    except (ValueError, ImportError):
+        warnings.warn(
+            f"{owner} was fitted on device '{device}' with backend={backend!r}, which this machine does not have; "
+            "encoding on the CPU instead (same network, same features up to float noise).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "cpu"
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """Refuse a precision that ``backend`` has no mechanism for."""
+    if backend == "onnx" and precision != "fp32":
+        raise ValueError(
+            f"precision={precision!r} is not offered with backend='onnx': ONNX Runtime's CPU provider has no bf16 or "
+            "fp16 arithmetic for these networks. Use precision='fp32', backend='openvino' (its inference precision "
+            "hint), or backend='torch'."
+        )
+
+
+# ---------------------------------------------------------------------- export
+@dataclass(frozen=True)
+class ExportSpec:
+    """How to export one network: its torch module, example inputs and which axes vary.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Takes the inputs positionally and returns a tensor or a tuple of tensors.
+    example : tuple of torch.Tensor
+        One example input per argument.
+    input_names, output_names : tuple of str
+    dynamic_axes : tuple of tuple of int
+        The axes of each input whose size varies between calls (the batch; the tokens).
+    """
+
+    module: torch.nn.Module
+    example: tuple
+    input_names: tuple
+    output_names: tuple
+    dynamic_axes: tuple
+
+
+def export_key(backend: str, payload: dict) -> str:
+    """Key of one export: what the network computes, its input layout, torch's and the runtime's versions."""
+    full = {"network": payload, "backend": backend, "runtime": runtime_version(backend), "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _model_file(backend: str, folder: Path) -> Path:
+    return folder / ("model.onnx" if backend == "onnx" else "model.xml")
+
+
+def _export(backend: str, spec: ExportSpec, target: Path) -> None:
+    """Write the exported network of ``spec`` into the folder ``target``."""
+    module = spec.module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporters' tracer warnings concern control flow they handle
+        if backend == "onnx":
+            dynamic = tuple({axis: torch.export.Dim.DYNAMIC for axis in axes} for axes in spec.dynamic_axes)
+            parameters = inspect.signature(module.forward).parameters.values()
+            if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+                dynamic = (dynamic,)  # torch.export sees ``*inputs`` as one argument
+            torch.onnx.export(module, spec.example, str(_model_file(backend, target)), dynamo=True,
+                              input_names=list(spec.input_names), output_names=list(spec.output_names),
+                              dynamic_shapes=dynamic, verbose=False, report=False)
+        else:
+            ov = require("openvino")
+            with torch.no_grad():
+                converted = ov.convert_model(module, example_input=spec.example)
+            # Full float32 weights: the runtime's precision hint decides the arithmetic, not the file.
+            ov.save_model(converted, str(_model_file(backend, target)), compress_to_fp16=False)
+
+
+def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
+    """The network ``payload`` describes, exported once and loaded by ``backend``.
+
+    Parameters
+    ----------
+    backend : {"onnx", "openvino"}
+    payload : dict
+        Everything that decides the network's output (content hash, network-shaping settings,
+        input layout); with the versions of torch and the runtime it keys the export folder.
+    build : callable
+        Returns the :class:`ExportSpec`; called only when the export is not on disk yet.
+    device, precision : str
+        Where and how the runtime runs the network (not part of the export).
+    """
+    require(backend)
+    key = export_key(backend, payload)
+    folder = exports_dir() / backend / key
+    path = _model_file(backend, folder)
+    with _EXPORT_LOCK:
+        if not path.exists():
+            spec = build()
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+            try:
+                _export(backend, spec, staging)
+                (staging / "network.json").write_text(json.dumps(
+                    {"payload": payload, "input_names": spec.input_names, "output_names": spec.output_names},
+                    indent=1, sort_keys=True))
+                try:
+                    os.replace(staging, folder)  # atomic: another process sees all of it or none
+                except OSError:
+                    if not path.exists():  # not a concurrent export of the same key: a real failure
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            export_counts[key] += 1
+    load_counts[key] += 1
+    return Network(backend, path, device=device, precision=precision)
+
+
+class Network:
+    """An exported network loaded by its runtime; call :meth:`run` with NumPy inputs.
+
+    Sessions (ONNX Runtime) or compiled models (OpenVINO) are made per thread count, because
+    both runtimes fix their thread pool when they load a model.
+    """
+
+    def __init__(self, backend: str, path: Path, *, device: str, precision: str):
+        self.backend = backend
+        self.path = Path(path)
+        self.device = device
+        self.precision = precision
+        self._loaded: dict = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.effective_precision = precision
+        self._runner(None)  # load now: a broken file fails in fit, not in the middle of transform
+
+    def _runner(self, n_threads):
+        with self._lock:
+            runner = self._loaded.get(n_threads)
+            if runner is None:
+                runner = self._loaded[n_threads] = self._load(n_threads)
+            return runner
+
+    def _load(self, n_threads):
+        if self.backend == "onnx":
+            ort = require("onnx")
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            if n_threads:
+                options.intra_op_num_threads = n_threads
+            if self.device.startswith("cuda"):
+                index = int(self.device.partition(":")[2] or 0)
+                providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            else:
+                providers = ["CPUExecutionProvider"]
+            return ort.InferenceSession(str(self.path), options, providers=providers)
+        ov = require("openvino")
+        config = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY"}
+        if n_threads and self.device == "cpu":
+            config["INFERENCE_NUM_THREADS"] = n_threads
+        compiled = ov.Core().compile_model(str(self.path), self.device.upper(), config)
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        if self.precision != "fp32" and effective != _OPENVINO_PRECISION[self.precision]:
+            warnings.warn(
+                f"OpenVINO runs this network in {effective} on {self.device.upper()}: the device has no "
+                f"{self.precision} arithmetic, so precision={self.precision!r} gives float32 features (and speed) here.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.effective_precision = "fp32"
+        return compiled
+
+    def run(self, inputs: list, n_threads=None) -> list:
+        """Run the network on ``inputs`` (NumPy arrays, in the export's input order)."""
+        runner = self._runner(n_threads)
+        arrays = [np.ascontiguousarray(array) for array in inputs]
+        if self.backend == "onnx":
+            names = [i.name for i in runner.get_inputs()]
+            return runner.run(None, dict(zip(names, arrays)))
+        # An OpenVINO infer request serves one call at a time: one per thread and thread count.
+        requests = self._local.__dict__.setdefault("requests", {})
+        request = requests.get(n_threads)
+        if request is None:
+            request = requests[n_threads] = runner.create_infer_request()
+        result = request.infer(arrays)
+        return [np.array(result[output]) for output in runner.outputs]
+
+    def __repr__(self):
+        return f"Network(backend={self.backend!r}, device={self.device!r}, precision={self.precision!r}, path='{self.path}')"
