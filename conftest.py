@@ -10,6 +10,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Exported networks (backend="onnx"/"openvino") go to a folder of this test session, so every
+# run exports afresh and the tests' export counts start from an empty folder.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("SKTRANSFER_EXPORTS", tempfile.mkdtemp(prefix="sktransfer-test-exports-"))
+
 # The cluster helpers' modules import their optional extra; without it, their doctests are not
 # collected (the tests of tests/test_cluster.py skip and say which extra is missing).
 import importlib.util  # noqa: E402

@@ -62,6 +62,9 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward-pass arithmetic (default: %(default)s; images run bf16/fp16 under autocast; "
                              "texts run bf16 with bfloat16 weights and fp16 under autocast; the output is float32 "
                              "in every case)")
+    parser.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                        help="what runs the network: torch, ONNX Runtime (needs sktransfer[onnx]) or OpenVINO (needs "
+                             "sktransfer[openvino]); exported once into $SKTRANSFER_EXPORTS (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--cache", default=None,
                         help="embedding cache folder (default: $SKTRANSFER_CACHE or ~/.cache/sktransfer/cache)")
@@ -159,7 +162,7 @@ def read_items(source: str, kind: str, column: str | None) -> tuple[list, str, b
 def build_encoder(kind: str, args):
     from . import ImageEncoder, TextEncoder
 
-    common = dict(batch_size=args.batch_size, precision=args.precision, device=args.device,
+    common = dict(batch_size=args.batch_size, precision=args.precision, device=args.device, backend=args.backend,
                   show_progress=not args.quiet, cache=None if args.no_cache else (args.cache or _default_cache()))
     if kind == "image":
         if args.on_error == "empty":

@@ -291,6 +291,12 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self
 
     def _modality(self) -> str:
+        if getattr(self.encoder, "backend", "torch") != "torch":
+            raise ValueError(
+                f"FineTuningClassifier trains the torch network, and this encoder runs with "
+                f"backend={self.encoder.backend!r}: tune with backend='torch' (the tuned encoder_ then encodes with "
+                "torch), or keep the frozen encoder with its backend and fit a classifier on its features."
+            )
         if isinstance(self.encoder, ImageEncoder) and self.unfreeze == "lora":
             raise ValueError('unfreeze="lora" adapts transformer text models; for images choose a number of top '
                              'blocks or "all".')

@@ -403,7 +403,8 @@ def test_text_fingerprint_changes_exactly_when_the_output_does(tmp_path, minilm_
     }
     fingerprints, outputs = fingerprints_and_outputs(base, variants, TEXTS)
     assert_keys_follow_outputs(fingerprints, outputs)
-    assert set().union(*variants.values()) == set(base.get_params()), "every constructor parameter is varied"
+    # backend changes the fingerprint and the output only by float noise: tests/test_backends.py
+    assert set().union(*variants.values()) | {"backend"} == set(base.get_params()), "every parameter is varied"
 
 
 def big_jpeg(path):
@@ -455,7 +456,8 @@ def test_image_fingerprint_changes_exactly_when_the_output_does(tmp_path, hymeno
     }
     fingerprints, outputs = fingerprints_and_outputs(base, variants, images)
     assert_keys_follow_outputs(fingerprints, outputs)
-    assert set().union(*variants.values()) == set(base.get_params()), "every constructor parameter is varied"
+    # backend changes the fingerprint and the output only by float noise: tests/test_backends.py
+    assert set().union(*variants.values()) | {"backend"} == set(base.get_params()), "every parameter is varied"
 
 
 def jpeg_with_orientation(image, orientation):
