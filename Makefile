@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 
 # `make docs` builds the documentation site into site/ (warnings are errors).
-.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster bench-finetune
+.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster bench-finetune bench-backends
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -48,6 +48,10 @@ bench-threads: setup
 # Fine-tuning cost per epoch: top blocks on cached activations vs the whole network (docs/adapting.md).
 bench-finetune: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only finetune
+
+# torch, ONNX Runtime and OpenVINO under ImageEncoder and TextEncoder (docs/image_encoder.md#backends).
+bench-backends: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only backends
 
 # Dask and Ray local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
 bench-cluster: setup

@@ -6,7 +6,7 @@ re-runs some benchmarks and keeps the others' last figures on the page. Each ben
 its ``--help``. ``--quick`` runs every script on a tiny input (the smoke test uses it); its figures
 mean nothing and it writes to wherever ``--output`` points.
 
-Usage: python benchmarks/run_all.py [--only text text-long images cache scaling threads finetune] [--quick]
+Usage: python benchmarks/run_all.py [--only text text-long images cache scaling threads finetune backends] [--quick]
        [--output docs/benchmarks.md]
 """
 
@@ -41,6 +41,8 @@ BENCHMARKS = {
     "threads": ("bench_threads", "Thread settings", [],
                 ["--n-texts", "16", "--n-images", "4", "--repeats", "1"]),
     "finetune": ("bench_finetune", "Fine-tuning: cost per epoch", [], ["--limit", "8", "--repeats", "1"]),
+    "backends": ("bench_backends", "Backends: torch, ONNX Runtime and OpenVINO", [],
+                 ["--limit", "6", "--limit-texts", "16", "--repeats", "1"]),
 }
 
 

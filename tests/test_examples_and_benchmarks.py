@@ -45,13 +45,14 @@ def test_benchmark_suite_smoke(data_dir, tmp_path):
                      "cached pipeline", "Full hit", "hymenoptera files x 1", "SST-2 sentences, 64 distinct",
                      "inside transform with n_threads=1", "inside a streamed TextEncoder transform",
                      "TextEncoder bf16, one stream", "TextEncoder bf16 (default)", "Machine:",
-                     "stdlib docstring paragraphs", "whole network + augmentation (baseline)"]:
+                     "stdlib docstring paragraphs", "whole network + augmentation (baseline)",
+                     "Backends, images", "network only: openvino fp32", "ONNX Runtime by hand, fp32"]:
         assert expected in out, expected
     text = page.read_text()
     assert text.startswith("# Benchmarks") and "cores, torch" in text
     assert "figures mean nothing" in text  # a quick run labels itself
     charts = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
-    assert charts == ["bench_cache_0.png", "bench_cache_1.png", "bench_finetune_0.png", "bench_images_0.png",
+    assert charts == ["bench_backends_0.png", "bench_backends_1.png", "bench_cache_0.png", "bench_cache_1.png", "bench_finetune_0.png", "bench_images_0.png",
                       "bench_scaling_0.png",
                       "bench_text-long_0.png", "bench_text_0.png"]
     for name in charts:
