@@ -275,6 +275,9 @@ class Network:
             options.log_severity_level = 3
             if n_threads:
                 options.intra_op_num_threads = n_threads
+            # Idle pool threads sleep instead of spinning: the decoding thread needs those cycles
+            # (398 hymenoptera photos on 2 cores: 80 img/s against 72 with spinning).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if self.device.startswith("cuda"):
                 index = int(self.device.partition(":")[2] or 0)
                 providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]

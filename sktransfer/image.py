@@ -589,6 +589,20 @@ class ImageEncoder(BaseEncoder):
         accelerated = torch.device("cuda") if self.device_ != "cpu" else torch.device("cpu")
         return 0 if n_items <= self.batch_size else default_num_workers(accelerated)
 
+    def _runtime_streams(self, on_torch: bool) -> tuple:
+        """Batches in the network at once, and threads for each.
+
+        Torch: one batch on all its threads. A runtime on a CPU: two batches at once, each on
+        half the threads (``n_threads``, else torch's count): single-threaded convolutions waste
+        less than two threads sharing one batch, and the decoding thread fills the gaps
+        (398 hymenoptera photos on 2 cores, ONNX Runtime: 83 img/s against 70 with one batch).
+        """
+        if on_torch or self.device_ != "cpu":
+            return 1, self.n_threads
+        threads = self.n_threads or torch.get_num_threads()
+        streams = 2 if threads >= 2 else 1
+        return streams, max(1, threads // streams)
+
     def _encode_images(self, backbone, items, on_batch):
         """Decode and preprocess ahead (worker processes, else a thread) while the network encodes."""
         device = self._torch_device()
@@ -621,23 +635,41 @@ class ImageEncoder(BaseEncoder):
             batches = loader
         # Torch runs channels-last convolutions faster; the runtimes take plain NCHW arrays.
         memory_format = torch.channels_last if on_torch and device.type != "mps" else torch.contiguous_format
-        forward = backbone if on_torch else functools.partial(backbone, n_threads=self.n_threads)
+        streams, per_stream = self._runtime_streams(on_torch)
+        forward = backbone if on_torch else functools.partial(backbone, n_threads=per_stream)
         pooling = settings["pooling"]
-        with torch.inference_mode(), autocast(device, settings["precision"] if on_torch else "fp32"):
-            for index, batch, errors in self._progress(batches, total=len(loader)):
-                failures.update(errors)
-                if errors and self.on_error == "raise":
-                    break  # no point encoding the rest: the first failure is reported now
-                if batch is None:
-                    continue
-                batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                outputs = forward(batch)
-                features = torch.cat([self._pool(backbone, outputs[name], pooling[name]) for name in backbone.layers],
-                                     dim=1)
-                # Move each batch off the accelerator as it finishes: memory stays flat.
-                out[index] = features.float().cpu().numpy()
-                if on_batch is not None:
-                    on_batch(index, out[index])
+
+        def finish(index, outputs):
+            features = torch.cat([self._pool(backbone, outputs[name], pooling[name]) for name in backbone.layers], dim=1)
+            # Move each batch off the accelerator as it finishes: memory stays flat.
+            out[index] = features.float().cpu().numpy()
+            if on_batch is not None:
+                on_batch(index, out[index])
+
+        pool = ThreadPoolExecutor(streams, thread_name_prefix="sktransfer-stream") if streams > 1 else None
+        pending = collections.deque()  # at most `streams` batches in the runtime at once
+        try:
+            with torch.inference_mode(), autocast(device, settings["precision"] if on_torch else "fp32"):
+                for index, batch, errors in self._progress(batches, total=len(loader)):
+                    failures.update(errors)
+                    if errors and self.on_error == "raise":
+                        break  # no point encoding the rest: the first failure is reported now
+                    if batch is None:
+                        continue
+                    batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                    if pool is None:
+                        finish(index, forward(batch))
+                        continue
+                    pending.append((index, pool.submit(forward, batch)))
+                    if len(pending) >= streams:
+                        done_index, future = pending.popleft()
+                        finish(done_index, future.result())
+                while pending:
+                    done_index, future = pending.popleft()
+                    finish(done_index, future.result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return out, failures
 
     def _feature_names(self, prefix):
