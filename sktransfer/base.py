@@ -207,7 +207,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         self._check_input(X, reset=True)
-        backend = self._backend()
+        backend = getattr(self, "backend", "torch")  # the parameter: a refit may change it
         if backend == "torch":
             return resolve_device(self.device)
         _backends.require(backend)
@@ -216,24 +216,21 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return torch.device("cpu")
 
     def _backend(self) -> str:
-        """The backend of the fitted identity (after fit), else the ``backend`` parameter."""
-        identity = self.__dict__.get("identity_")
-        if identity is not None:
-            return identity.settings.get("backend", "torch")
-        return getattr(self, "backend", "torch")
+        """The backend the fitted identity runs on (``fit`` reads the ``backend`` parameter)."""
+        return self.identity_.settings.get("backend", "torch")
 
     def _torch_device(self) -> torch.device:
         """Where torch's part of the work runs: the device, or the CPU beside another backend's runtime."""
         return torch.device(self.device_) if self._backend() == "torch" else torch.device("cpu")
 
-    def _with_backend(self, identity: EncoderIdentity) -> EncoderIdentity:
+    @staticmethod
+    def _with_backend(identity: EncoderIdentity, backend: str) -> EncoderIdentity:
         """The identity of the same vectors computed by ``backend``: its own fingerprint and model.
 
         The default backend adds nothing, so torch fingerprints stay those of earlier versions.
         The backend and the precision then shape the loaded model (a runtime session compiled
         for that precision), so both join the registry key.
         """
-        backend = self._backend()
         if backend == "torch":
             return identity
         settings = {**identity.settings, "backend": backend}
@@ -241,9 +238,15 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return dataclasses.replace(identity, settings=settings, model_settings=shaping)
 
     @staticmethod
-    def _network_payload(identity: EncoderIdentity, **layout) -> dict:
-        """What an exported network computes: the content and the settings that shape the torch model."""
-        shaping = {n: identity.settings[n] for n in identity.model_settings if n not in ("backend", "precision")}
+    def _torch_identity(identity: EncoderIdentity) -> EncoderIdentity:
+        """The identity of the torch model a backend's export is made from (same settings, torch's registry key)."""
+        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision"))
+        return dataclasses.replace(identity, model_settings=shaping)
+
+    def _network_payload(self, identity: EncoderIdentity, **layout) -> dict:
+        """What an exported network computes: the content, the settings that shape the torch model, the input."""
+        torch_identity = self._torch_identity(identity)
+        shaping = {n: identity.settings[n] for n in torch_identity.model_settings}
         return {"encoder": identity.encoder, "content": identity.content, "shaping": shaping, **layout}
 
     def _begin_transform(self, X):

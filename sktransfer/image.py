@@ -218,8 +218,8 @@ class ImageEncoder(BaseEncoder):
         1e-4 cosine of torch's at fp32). The export is made once and kept in
         ``$SKTRANSFER_EXPORTS`` (default ``~/.cache/sktransfer/exports``), keyed by the
         identity and the runtime's version; clones, folds and other processes load it from
-        there. The backend is part of the fingerprint. On CPUs OpenVINO is usually the fastest
-        (see the image encoder page); it is never pickled with the estimator.
+        there, and it is never pickled with the estimator. The backend is part of the
+        fingerprint. Which one is fastest depends on the CPU: see the image encoder page.
     batch_size : int, default=32
         Images per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
@@ -382,7 +382,7 @@ class ImageEncoder(BaseEncoder):
             "precision": self.precision,
         }
         summary = {"preprocess": _backbones.preprocessing_summary(described)}
-        identity = self._with_backend(dataclasses.replace(draft, settings=settings, summary=summary))
+        identity = self._with_backend(dataclasses.replace(draft, settings=settings, summary=summary), self.backend)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
             backbone = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))
@@ -435,8 +435,7 @@ class ImageEncoder(BaseEncoder):
         The torch backbone of the same identity is loaded (or taken from the registry) for the
         layer layout, and exported only when no export of it exists yet.
         """
-        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision"))
-        torch_identity = dataclasses.replace(identity, model_settings=shaping)
+        torch_identity = self._torch_identity(identity)
         cpu = torch.device("cpu")
         backbone = model_registry.get(torch_identity.registry_key("cpu"), lambda: self._load_model(torch_identity, cpu))
         input_shape = tuple(self.preprocess_(_backbones.probe_image()).shape)

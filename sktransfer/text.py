@@ -308,7 +308,7 @@ class TextEncoder(BaseEncoder):
         prompt = self._resolve_prompt(model, name)
         if prompt:
             settings["prompt"] = prompt
-        identity = self._with_backend(dataclasses.replace(draft, settings=settings))
+        identity = self._with_backend(dataclasses.replace(draft, settings=settings), self.backend)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
             model = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))
@@ -358,8 +358,7 @@ class TextEncoder(BaseEncoder):
         exists yet, and its transformer module swapped for the runtime: tokenizer, pooling and
         the rest of the head stay sentence-transformers' own.
         """
-        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision"))
-        model = self._load_model(dataclasses.replace(identity, model_settings=shaping), torch.device("cpu"))
+        model = self._load_model(self._torch_identity(identity), torch.device("cpu"))
         transformer = model[0]
         auto_model = _text_head.transformer_of(model, identity.model)
         accepted = inspect.signature(auto_model.forward).parameters

@@ -196,3 +196,16 @@ def test_cli_embed_backend(backend, tmp_path, capsys, sst2_sample):
     out = np.load(tmp_path / "out.npy")
     reference = TextEncoder(device="cpu").fit_transform(sst2_sample[0][:5])
     assert cosines(out, reference).min() >= 0.9999
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_refit_follows_the_backend_parameter(backend, photos):
+    encoder = image_encoder().fit(photos[:2])
+    torch_out = encoder.transform(photos[:2])
+    with pytest.raises(ValueError, match="changed from 'torch'"):
+        encoder.set_params(backend=backend).transform(photos[:2])  # set_params does not refit
+    encoder.fit(photos[:2])
+    assert encoder.identity_.settings["backend"] == backend
+    assert cosines(encoder.transform(photos[:2]), torch_out).min() >= 0.9999
+    encoder.set_params(backend="torch").fit(photos[:2])
+    assert "backend" not in encoder.identity_.settings and encoder.device_ == "cpu"
