@@ -171,9 +171,15 @@ class ExportSpec:
     dynamic_axes: tuple
 
 
+#: Bumped when sktransfer changes what it exports for a payload (the wrapper modules, their
+#: outputs, the exporter options): every older export then stops matching.
+EXPORT_FORMAT = 1
+
+
 def export_key(backend: str, payload: dict) -> str:
     """Key of one export: what the network computes, its input layout, torch's and the runtime's versions."""
-    full = {"network": payload, "backend": backend, "runtime": runtime_version(backend), "torch": torch.__version__}
+    full = {"network": payload, "backend": backend, "runtime": runtime_version(backend), "torch": torch.__version__,
+            "format": EXPORT_FORMAT}
     return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -222,24 +228,41 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
     path = _model_file(backend, folder)
     with _EXPORT_LOCK:
         if not path.exists():
-            spec = build()
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-            try:
-                _export(backend, spec, staging)
-                (staging / "network.json").write_text(json.dumps(
-                    {"payload": payload, "input_names": spec.input_names, "output_names": spec.output_names},
-                    indent=1, sort_keys=True))
-                try:
-                    os.replace(staging, folder)  # atomic: another process sees all of it or none
-                except OSError:
-                    if not path.exists():  # not a concurrent export of the same key: a real failure
-                        raise
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            export_counts[key] += 1
+            _export_into(backend, key, folder, build, payload)
+    try:
+        network = Network(backend, path, device=device, precision=precision)
+    except Exception as exc:  # a damaged export (a deleted weight file, a truncated model) is made again
+        warnings.warn(
+            f"The exported network in {folder} could not be loaded ({type(exc).__name__}: {exc}); exporting it again.",
+            UserWarning,
+            stacklevel=3,
+        )
+        with _EXPORT_LOCK:
+            shutil.rmtree(folder, ignore_errors=True)
+            _export_into(backend, key, folder, build, payload)
+        network = Network(backend, path, device=device, precision=precision)
     load_counts[key] += 1
-    return Network(backend, path, device=device, precision=precision)
+    return network
+
+
+def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> None:
+    """Export into a staging folder beside ``folder``, then move it into place in one step."""
+    spec = build()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    try:
+        _export(backend, spec, staging)
+        (staging / "network.json").write_text(json.dumps(
+            {"payload": payload, "input_names": spec.input_names, "output_names": spec.output_names},
+            indent=1, sort_keys=True))
+        try:
+            os.replace(staging, folder)  # atomic: another process sees all of it or none
+        except OSError:
+            if not _model_file(backend, folder).exists():  # not a concurrent export of the same key
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    export_counts[key] += 1
 
 
 class Network:

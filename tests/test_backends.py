@@ -209,3 +209,18 @@ def test_a_refit_follows_the_backend_parameter(backend, photos):
     assert cosines(encoder.transform(photos[:2]), torch_out).min() >= 0.9999
     encoder.set_params(backend="torch").fit(photos[:2])
     assert "backend" not in encoder.identity_.settings and encoder.device_ == "cpu"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_damaged_export_is_made_again_with_a_warning(backend, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKTRANSFER_EXPORTS", str(tmp_path / "exports"))
+    model_registry.clear()
+    expected = image_encoder(backend=backend).fit(photos[:2]).transform(photos[:2])
+    (model_file,) = (tmp_path / "exports" / backend).glob("*/model.*ml" if backend == "openvino" else "*/model.onnx")
+    model_file.write_bytes(model_file.read_bytes()[:200])  # truncated, as by a full disk
+    model_registry.clear()
+    exports = sum(_backends.export_counts.values())
+    with pytest.warns(UserWarning, match="(?s)could not be loaded .* exporting it again"):
+        encoder = image_encoder(backend=backend).fit(photos[:2])
+    assert sum(_backends.export_counts.values()) == exports + 1
+    np.testing.assert_allclose(encoder.transform(photos[:2]), expected, atol=1e-6)
