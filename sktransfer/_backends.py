@@ -76,7 +76,8 @@ def exports_dir() -> Path:
 
 # ---------------------------------------------------------------------- devices
 def _cuda_provider_available() -> bool:
-    return "CUDAExecutionProvider" in require("onnx").get_available_providers()
+    # onnxruntime-gpu lists its CUDA provider even where no GPU is visible: ask for both.
+    return "CUDAExecutionProvider" in require("onnx").get_available_providers() and torch.cuda.is_available()
 
 
 def _openvino_devices() -> list:
