@@ -15,6 +15,7 @@ encoder asks for it, and names the extra to install when it is missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -80,8 +81,14 @@ def _cuda_provider_available() -> bool:
     return "CUDAExecutionProvider" in require("onnx").get_available_providers() and torch.cuda.is_available()
 
 
+@functools.lru_cache(maxsize=1)
+def _openvino_core():
+    """One OpenVINO Core per process: it owns the device plugins that compiled models run on."""
+    return require("openvino").Core()
+
+
 def _openvino_devices() -> list:
-    return list(require("openvino").Core().available_devices)
+    return list(_openvino_core().available_devices)
 
 
 def resolve_device(backend: str, device: str) -> str:
@@ -280,7 +287,7 @@ class Network:
         self.precision = precision
         self._loaded: dict = {}
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._idle_requests: dict = {}  # OpenVINO: thread count -> infer requests not in use
         self.effective_precision = precision
         self._runner(None)  # load now: a broken file fails in fit, not in the middle of transform
 
@@ -308,11 +315,10 @@ class Network:
             else:
                 providers = ["CPUExecutionProvider"]
             return ort.InferenceSession(str(self.path), options, providers=providers)
-        ov = require("openvino")
         config = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         if n_threads and self.device == "cpu":
             config["INFERENCE_NUM_THREADS"] = n_threads
-        compiled = ov.Core().compile_model(str(self.path), self.device.upper(), config)
+        compiled = _openvino_core().compile_model(str(self.path), self.device.upper(), config)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         if self.precision != "fp32" and effective != _OPENVINO_PRECISION[self.precision]:
@@ -325,6 +331,10 @@ class Network:
             self.effective_precision = "fp32"
         return compiled
 
+    def __del__(self):
+        # Infer requests before the compiled models they were made from.
+        self.__dict__.get("_idle_requests", {}).clear()
+
     def run(self, inputs: list, n_threads=None) -> list:
         """Run the network on ``inputs`` (NumPy arrays, in the export's input order)."""
         runner = self._runner(n_threads)
@@ -332,13 +342,17 @@ class Network:
         if self.backend == "onnx":
             names = [i.name for i in runner.get_inputs()]
             return runner.run(None, dict(zip(names, arrays)))
-        # An OpenVINO infer request serves one call at a time: one per thread and thread count.
-        requests = self._local.__dict__.setdefault("requests", {})
-        request = requests.get(n_threads)
-        if request is None:
-            request = requests[n_threads] = runner.create_infer_request()
-        result = request.infer(arrays)
-        return [np.array(result[output]) for output in runner.outputs]
+        # An OpenVINO infer request serves one call at a time: concurrent calls (streams) take
+        # one each from a pool owned here, so requests live and die with their compiled model.
+        with self._lock:
+            idle = self._idle_requests.setdefault(n_threads, [])
+            request = idle.pop() if idle else runner.create_infer_request()
+        try:
+            result = request.infer(arrays)
+            return [np.array(result[output]) for output in runner.outputs]  # copies: the request reuses its buffers
+        finally:
+            with self._lock:
+                idle.append(request)
 
     def __repr__(self):
         return f"Network(backend={self.backend!r}, device={self.device!r}, precision={self.precision!r}, path='{self.path}')"

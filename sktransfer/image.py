@@ -669,6 +669,8 @@ class ImageEncoder(BaseEncoder):
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if batches is not loader:
+                batches.close()  # stops the decoding thread now, not whenever the generator is collected
         return out, failures
 
     def _feature_names(self, prefix):
