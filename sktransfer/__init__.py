@@ -3,6 +3,8 @@
 >>> from sktransfer import ImageEncoder, TextEncoder
 """
 
+from ._content import IdentityError
+from ._folders import UnsafeFolderError
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .base import BaseEncoder
@@ -25,10 +27,12 @@ __all__ = [
     "EmbeddingCache",
     "EncoderIdentity",
     "FineTuningClassifier",
+    "IdentityError",
     "ImageEncoder",
     "ModelMismatchError",
     "ModelNotFoundError",
     "TextEncoder",
+    "UnsafeFolderError",
     "ZeroShotClassifier",
     "make_table_encoder",
     "model_registry",

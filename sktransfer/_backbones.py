@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,29 +126,29 @@ def network_content(model: str, weights) -> str:
     """
     import torchvision
 
-    from ._identity import _digest
-    from .model_store import file_fingerprint
+    from ._content import digest, file_digest
 
     versions = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
     if weights is None:
-        return _digest({"model": model, "random_init_seed": RANDOM_INIT_SEED, **versions})
+        return digest({"model": model, "random_init_seed": RANDOM_INIT_SEED, **versions})
     path = checkpoint_path(weights)
     if not path.exists():
         load_torchvision(model, weights)  # downloads it once, or raises ModelNotFoundError
-    return _digest({"model": model, "checkpoint": file_fingerprint(path), "torchvision": versions["torchvision"]})
+    return digest({"model": model, "checkpoint": file_digest(path), "torchvision": versions["torchvision"]})
 
 
 def preprocessing_settings(preprocess) -> dict:
     """What a preprocessing callable does, for the encoder's identity.
 
-    torchvision presets are described by their settings. Any other callable by what it produces
-    on a fixed probe image (two closures from one factory share their name and source, not
-    their output).
+    torchvision presets and timm's preprocessing are described by their settings. Any other
+    callable by itself: its code, closure cells, defaults, referenced globals and, for objects,
+    their full state (:func:`~sktransfer._content.object_digest`), so two closures of one
+    factory differ, and so does a ``Compose`` whose steps were edited. It must also give the same
+    output twice on a probe image (a check of determinism, not part of the identity).
     """
     from torchvision.transforms._presets import ImageClassification
 
-    from ._identity import callable_fingerprint
-
+    from ._content import object_digest
     from ._timm import TimmPreprocess
 
     if isinstance(preprocess, TimmPreprocess):
@@ -161,7 +162,16 @@ def preprocessing_settings(preprocess) -> dict:
             "interpolation": str(preprocess.interpolation),
             "antialias": preprocess.antialias,
         }
-    return callable_fingerprint(preprocess, probe_image)
+    name = getattr(preprocess, "__qualname__", type(preprocess).__qualname__)
+    first, second = (preprocess(probe_image()) for _ in range(2))
+    arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32) for out in (first, second)]
+    if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
+        raise ValueError(
+            f"{name} returned different outputs for the same image; preprocessing must be deterministic "
+            "(move random augmentation out of the encoder's preprocess)."
+        )
+    return {"callable": f"{getattr(preprocess, '__module__', '')}.{name}",
+            "content": object_digest(preprocess, "preprocess")}
 
 
 def preprocessing_summary(settings: dict) -> str:
@@ -173,12 +183,11 @@ def preprocessing_summary(settings: dict) -> str:
     if "crop_size" in settings:
         interpolation = settings["interpolation"].split(".")[-1].lower()
         return f"resize {settings['resize_size'][0]}, crop {settings['crop_size'][0]}, {interpolation}"
-    return f"{settings['callable']} (probe {settings['probe'][:8]})"
+    return f"{settings['callable']} (content {settings['content'][:8]})"
 
 
 def probe_image():
     """A fixed 320x256 RGB image with structure in every channel (gradients and a block)."""
-    import numpy as np
     from PIL import Image
 
     y, x = np.mgrid[0:256, 0:320]

@@ -32,9 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._content import digest
+from ._folders import check_private_file, private_folder
 from .model_store import sktransfer_home
 
-__all__ = ["BACKENDS", "ExportSpec", "Network", "exported_network", "exports_dir", "require", "resolve_device"]
+__all__ = ["BACKENDS", "ExportMismatchError", "ExportSpec", "Network", "exported_network", "exports_dir", "require", "resolve_device"]
 
 #: Accepted values of the encoders' ``backend`` parameter.
 BACKENDS = ("torch", "onnx", "openvino")
@@ -180,15 +182,19 @@ class ExportSpec:
 
 
 #: Bumped when sktransfer changes what it exports for a payload (the wrapper modules, their
-#: outputs, the exporter options): every older export then stops matching.
-EXPORT_FORMAT = 1
+#: outputs, the exporter options, the manifest): every older export then stops matching.
+#: Format 2: a manifest with each file's SHA-256, verified before a file is served.
+EXPORT_FORMAT = 2
+
+#: The file in each export folder that says what it was made from and what its files hold.
+MANIFEST = "manifest.json"
 
 
 def export_key(backend: str, payload: dict) -> str:
     """Key of one export: what the network computes, its input layout, torch's and the runtime's versions."""
     full = {"network": payload, "backend": backend, "runtime": runtime_version(backend), "torch": torch.__version__,
             "format": EXPORT_FORMAT}
-    return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:32]
+    return digest(full)[:32]
 
 
 def _model_file(backend: str, folder: Path) -> Path:
@@ -216,8 +222,50 @@ def _export(backend: str, spec: ExportSpec, target: Path) -> None:
             ov.save_model(converted, str(_model_file(backend, target)), compress_to_fp16=False)
 
 
+class ExportMismatchError(RuntimeError):
+    """An export folder's files are not what its manifest (or its key) says."""
+
+
+def _read_verified(backend: str, folder: Path, key: str) -> dict:
+    """The export's files as bytes, each checked against the manifest's SHA-256 (read once: no later swap).
+
+    Raises :class:`ExportMismatchError` naming the first file that differs, is missing, or is
+    not private to this user.
+    """
+    manifest_path = folder / MANIFEST
+    try:
+        check_private_file(manifest_path, "export manifest")
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportMismatchError(f"its manifest {manifest_path} is missing or unreadable ({exc})") from None
+    if manifest.get("key") != key or manifest.get("format") != EXPORT_FORMAT:
+        raise ExportMismatchError(f"its manifest was made for export {manifest.get('key')!r}, not {key!r}")
+    if _model_file(backend, folder).name not in files:
+        raise ExportMismatchError("its manifest lists no model file")
+    contents = {}
+    for name, expected in sorted(files.items()):
+        path = folder / name
+        if Path(name).name != name:
+            raise ExportMismatchError(f"its manifest names a file outside the folder ({name!r})")
+        try:
+            check_private_file(path, "exported network file")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ExportMismatchError(f"{path} cannot be read ({exc})") from None
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ExportMismatchError(f"{path} is not the file that was exported (its SHA-256 differs from the manifest)")
+        contents[name] = data
+    return contents
+
+
 def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
     """The network ``payload`` describes, exported once and loaded by ``backend``.
+
+    The export folder is owner-only (an unsafe one raises :class:`UnsafeFolderError`). Its files
+    are read once and checked against the manifest written with them; an export that does not
+    match (edited, replaced, truncated, or of another key) is never served: it is made again,
+    with a warning.
 
     Parameters
     ----------
@@ -226,29 +274,30 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
         Everything that decides the network's output (content hash, network-shaping settings,
         input layout); with the versions of torch and the runtime it keys the export folder.
     build : callable
-        Returns the :class:`ExportSpec`; called only when the export is not on disk yet.
+        Returns the :class:`ExportSpec`; called only when no matching export is on disk.
     device, precision : str
         Where and how the runtime runs the network (not part of the export).
     """
     require(backend)
     key = export_key(backend, payload)
-    folder = exports_dir() / backend / key
-    path = _model_file(backend, folder)
+    root = private_folder(exports_dir(), "export folder")
+    folder = private_folder(root / backend, "export folder") / key
     with _EXPORT_LOCK:
-        if not path.exists():
+        if folder.exists():
+            private_folder(folder, "export folder", create=False)
+            try:
+                contents = _read_verified(backend, folder, key)
+            except ExportMismatchError as exc:
+                warnings.warn(f"The exported network in {folder} does not match what was exported: {exc}. "
+                              "Exporting it again (the files found there are not used).", UserWarning, stacklevel=3)
+                shutil.rmtree(folder, ignore_errors=True)
+                contents = None
+        else:
+            contents = None
+        if contents is None:
             _export_into(backend, key, folder, build, payload)
-    try:
-        network = Network(backend, path, device=device, precision=precision)
-    except Exception as exc:  # a damaged export (a deleted weight file, a truncated model) is made again
-        warnings.warn(
-            f"The exported network in {folder} could not be loaded ({type(exc).__name__}: {exc}); exporting it again.",
-            UserWarning,
-            stacklevel=3,
-        )
-        with _EXPORT_LOCK:
-            shutil.rmtree(folder, ignore_errors=True)
-            _export_into(backend, key, folder, build, payload)
-        network = Network(backend, path, device=device, precision=precision)
+            contents = _read_verified(backend, folder, key)
+    network = Network(backend, folder, contents, device=device, precision=precision)
     load_counts[key] += 1
     return network
 
@@ -256,17 +305,18 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
 def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> None:
     """Export into a staging folder beside ``folder``, then move it into place in one step."""
     spec = build()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
     try:
         _export(backend, spec, staging)
-        (staging / "network.json").write_text(json.dumps(
-            {"payload": payload, "input_names": spec.input_names, "output_names": spec.output_names},
-            indent=1, sort_keys=True))
+        files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                 for path in sorted(staging.iterdir()) if path.is_file()}
+        (staging / MANIFEST).write_text(json.dumps(
+            {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,
+             "input_names": spec.input_names, "output_names": spec.output_names}, indent=1, sort_keys=True))
         try:
             os.replace(staging, folder)  # atomic: another process sees all of it or none
         except OSError:
-            if not _model_file(backend, folder).exists():  # not a concurrent export of the same key
+            if not (folder / MANIFEST).exists():  # not a concurrent export of the same key
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -280,11 +330,20 @@ class Network:
     both runtimes fix their thread pool when they load a model.
     """
 
-    def __init__(self, backend: str, path: Path, *, device: str, precision: str):
+    def __init__(self, backend: str, folder: Path, contents: dict, *, device: str, precision: str):
         self.backend = backend
-        self.path = Path(path)
+        self.path = _model_file(backend, Path(folder))
         self.device = device
         self.precision = precision
+        # The verified bytes, not the path: every later session is made from exactly what was checked.
+        if backend == "onnx":
+            self._source = contents[self.path.name]
+            # Tensors the exporter stored beside the model (model.onnx.data), served from memory too.
+            self._external = {name: np.frombuffer(data, dtype=np.uint8) for name, data in contents.items()
+                              if name != self.path.name}
+        else:
+            weights = contents.get(self.path.with_suffix(".bin").name, b"")
+            self._source = _openvino_core().read_model(contents[self.path.name], weights)
         self._loaded: dict = {}
         self._lock = threading.Lock()
         self._idle_requests: dict = {}  # OpenVINO: thread count -> infer requests not in use
@@ -309,16 +368,20 @@ class Network:
             # Idle pool threads sleep instead of spinning: the decoding thread needs those cycles
             # (398 hymenoptera photos on 2 cores: 80 img/s against 72 with spinning).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if self._external:
+                names = list(self._external)
+                options.add_external_initializers_from_files_in_memory(
+                    names, [self._external[n] for n in names], [self._external[n].size for n in names])
             if self.device.startswith("cuda"):
                 index = int(self.device.partition(":")[2] or 0)
                 providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
             else:
                 providers = ["CPUExecutionProvider"]
-            return ort.InferenceSession(str(self.path), options, providers=providers)
+            return ort.InferenceSession(self._source, options, providers=providers)
         config = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         if n_threads and self.device == "cpu":
             config["INFERENCE_NUM_THREADS"] = n_threads
-        compiled = _openvino_core().compile_model(str(self.path), self.device.upper(), config)
+        compiled = _openvino_core().compile_model(self._source, self.device.upper(), config)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         if self.precision != "fp32" and effective != _OPENVINO_PRECISION[self.precision]:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import inspect
 import json
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EncoderIdentity", "ModelMismatchError", "callable_fingerprint", "module_content_hash"]
+from ._content import digest
+
+__all__ = ["EncoderIdentity", "ModelMismatchError"]
 
 #: Bumped when sktransfer itself changes what vectors a configuration produces (input decoding,
 #: pooling code...): every older cache entry then stops matching.
@@ -49,10 +49,6 @@ def _canonical(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"identity settings must be plain values, got {type(value).__name__}: {value!r}")
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +92,7 @@ class EncoderIdentity:
     @functools.cached_property
     def fingerprint(self) -> str:
         """Cache key of this configuration: equal exactly when the vectors are."""
-        return _digest({"encoder": self.encoder, "format": VECTOR_FORMAT, "content": self.content,
+        return digest({"encoder": self.encoder, "format": VECTOR_FORMAT, "content": self.content,
                         "settings": self.settings})
 
     def registry_key(self, device: str) -> tuple:
@@ -130,77 +126,3 @@ class EncoderIdentity:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-
-
-# ---------------------------------------------------------------------- content of user objects
-def _plain_attributes(module) -> dict:
-    """Non-tensor settings stored on a module (a scale, a flag) that its forward may read."""
-    skip = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
-    plain = {}
-    for name, value in vars(module).items():
-        if name in skip or name.startswith("_") and "hook" in name:
-            continue
-        if value is None or isinstance(value, (bool, int, float, str)):
-            plain[name] = value
-        elif isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
-            plain[name] = list(value)
-    return plain
-
-
-def _class_source(cls) -> str:
-    """Source of a user-defined class (its forward decides the output); torch's own are versioned."""
-    module = cls.__module__ or ""
-    if module.split(".")[0] in {"torch", "torchvision", "timm", "builtins"}:
-        return f"{module}.{cls.__qualname__}"
-    try:
-        return inspect.getsource(cls)
-    except (OSError, TypeError):
-        return f"{module}.{cls.__qualname__}"
-
-
-def module_content_hash(module) -> str:
-    """Hash of everything that decides a module's output: tensors, structure and code.
-
-    Covers the parameters and buffers (``state_dict``), the module tree with each layer's class
-    and configuration (``repr``: a ReLU and a Tanh differ, so do average and max pooling), plain
-    attributes each layer stores, and the source of user-defined layer classes.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(repr(module).encode())
-    classes = {}
-    for name, child in module.named_modules():
-        digest.update(f"{name}:{json.dumps(_plain_attributes(child), sort_keys=True)}".encode())
-        classes.setdefault(type(child), None)
-    for cls in classes:
-        digest.update(_class_source(cls).encode())
-    return digest.hexdigest()
-
-
-def callable_fingerprint(function, probe_input, describe=None) -> dict:
-    """Describe what a callable does by what it produces on a fixed probe input.
-
-    Two closures from one factory (``make_preprocess(64)`` and ``make_preprocess(224)``) share
-    their name and source but not their output, so the output is what identifies them. It is
-    rounded to 4 decimals so that float noise between machines rarely changes the key (a change
-    can only cost a cache miss, never a wrong vector). A callable that gives two different
-    outputs for the same input cannot be cached meaningfully and raises a ``ValueError``.
-    """
-    first, second = function(probe_input()), function(probe_input())
-    arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32) for out in (first, second)]
-    if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
-        name = getattr(function, "__qualname__", type(function).__qualname__)
-        raise ValueError(
-            f"{name} returned different outputs for the same image; preprocessing must be deterministic "
-            "(move random augmentation out of the encoder's preprocess)."
-        )
-    rounded = np.round(arrays[0], 4) + 0.0  # + 0.0 turns -0.0 into 0.0
-    name = getattr(function, "__qualname__", type(function).__qualname__)
-    return {
-        "callable": f"{getattr(function, '__module__', '')}.{name}",
-        "shape": list(rounded.shape),
-        "probe": hashlib.sha256(rounded.astype(np.float32).tobytes()).hexdigest(),
-        **(describe or {}),
-    }

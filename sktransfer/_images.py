@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._content import file_content_key
+
 __all__ = ["ImageReadError", "check_resized_size", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
@@ -54,40 +56,18 @@ def item_key(item):
     return ("object", id(item))
 
 
-# Content hashes of files, memoised by (path, size, mtime): a grid search looks the same files up
-# dozens of times, and reading every file each time would cost more than the lookup itself.
-_FILE_KEYS: dict = {}
-_FILE_KEYS_MAX = 1_000_000
-
-
-def _file_key(path) -> bytes:
-    stat = os.stat(path)
-    signature = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
-    key = _FILE_KEYS.get(signature)
-    if key is None:
-        digest = hashlib.blake2b(b"file:", digest_size=16)
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        key = digest.digest()
-        if len(_FILE_KEYS) >= _FILE_KEYS_MAX:
-            _FILE_KEYS.clear()
-        _FILE_KEYS[signature] = key
-    return key
-
-
 def content_key(item) -> bytes | None:
     """Digest of an item's content for the embedding cache, or None if it cannot be read.
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
-    and an edited one gets a new one (a file is re-hashed when its size or modification time
-    changes). In-memory images (PIL images, arrays) are keyed by the 8-bit RGB pixels that
+    and an edited one gets a new one (a file is re-hashed when its stat signature
+    changes, and any replacement or write is seen: see :mod:`sktransfer._content`). In-memory images (PIL images, arrays) are keyed by the 8-bit RGB pixels that
     :func:`to_rgb` makes of them, which is exactly what the network sees: palette, transparency,
     EXIF orientation, frame and bit depth all count, and nothing else does.
     """
     try:
         if isinstance(item, (str, os.PathLike)):
-            return _file_key(item)
+            return file_content_key(item)
         digest = hashlib.blake2b(digest_size=16)
         if isinstance(item, (bytes, bytearray, memoryview)):
             digest.update(b"file:")

@@ -105,21 +105,20 @@ def content(name: str, pretrained: bool) -> str:
     """Content hash before loading: the weight file's bytes, timm's version (its architecture code)."""
     import timm
 
-    from ._identity import _digest
-    from .model_store import file_fingerprint
+    from ._content import digest, file_digest
 
     versions = {"timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
     if not pretrained:
-        return _digest({"timm": name, "random_init_seed": RANDOM_INIT_SEED, **versions})
+        return digest({"timm": name, "random_init_seed": RANDOM_INIT_SEED, **versions})
     path = weight_file(name)
     if path is None:
         create(name, True)  # downloads it once through timm, or raises ModelNotFoundError
         path = weight_file(name)
     if path is None:
-        from ._identity import module_content_hash
+        from ._content import module_content_hash
 
-        return _digest({"timm": name, "module": module_content_hash(create(name, True)), **versions})
-    return _digest({"timm": name, "checkpoint": file_fingerprint(path), "timm_version": versions["timm"]})
+        return digest({"timm": name, "module": module_content_hash(create(name, True)), **versions})
+    return digest({"timm": name, "checkpoint": file_digest(path), "timm_version": versions["timm"]})
 
 
 def create(name: str, pretrained: bool) -> nn.Module:

@@ -37,6 +37,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from tqdm.auto import tqdm
 
 from . import _backends
+from ._content import object_digest
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
@@ -122,12 +123,10 @@ def numbers_hint(bad_items: list) -> str:
     return ""
 
 
-def _same_value(current, fitted) -> bool:
-    """Whether a parameter still has the value it had at fit (objects by identity, values by equality)."""
-    if current is fitted:
-        return True
-    plain = (str, bytes, int, float, bool, type(None), tuple, list, os.PathLike)
-    return isinstance(fitted, plain) and type(current) is type(fitted) and current == fitted
+def _shown(value) -> str:
+    """A parameter's value as an error message shows it (never used to compare)."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _deduplicate(items: list, rows: np.ndarray, key: Callable[[Any], Hashable]):
@@ -317,17 +316,25 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         self.device_ = str(device)
         self.model_ = model
         self.__dict__.pop("tuned_weights_", None)  # a new fit starts from the pretrained model
-        self._fitted_params = {name: getattr(self, name) for name in self._output_parameters}
+        # A deep snapshot: a list appended to or a Compose edited in place after fit is a change too.
+        self._fitted_digests = {name: (object_digest(getattr(self, name), name), _shown(getattr(self, name)))
+                               for name in self._output_parameters}
 
     def _check_unchanged(self) -> None:
-        """Refuse to mix settings: the fitted model and fingerprint describe the parameters at fit."""
-        for name, fitted in self._fitted_params.items():
+        """Refuse to mix settings: the fitted model and fingerprint describe the parameters at fit.
+
+        Every output-changing parameter is compared by content with its value at fit (the same
+        digest the identity uses for callables and modules), so an in-place edit counts.
+        """
+        for name, (fitted, shown) in self._fitted_digests.items():
             current = getattr(self, name)
-            if not _same_value(current, fitted):
+            if object_digest(current, name) != fitted:
+                now = _shown(current)
+                change = f"from {shown} to {now}" if now != shown else f"in place (it still reads {now})"
                 raise ValueError(
-                    f"{type(self).__name__}.{name} was changed from {fitted!r} to {current!r} after fit, "
-                    "and it changes the vectors: the fitted model and cache fingerprint still describe the "
-                    f"old value. Call fit again (set_params does not refit), or set {name} back."
+                    f"{type(self).__name__}.{name} was changed {change} after fit, and it changes the vectors: "
+                    "the fitted model and cache fingerprint still describe the old value. Call fit again "
+                    f"(set_params does not refit), or set {name} back."
                 )
 
     def _adopt_tuned_weights(self, blob: bytes) -> None:
@@ -526,6 +533,9 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        if "_fitted_params" in state:  # a pickle of an earlier version kept the values themselves
+            state["_fitted_digests"] = {name: (object_digest(value, name), _shown(value))
+                                        for name, value in state.pop("_fitted_params").items()}
         super().__setstate__(state)
         if "device_" in state:
             backend = self._backend()

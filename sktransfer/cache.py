@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._folders import UnsafeFolderError, check_private_file, private_folder
 from .model_store import sktransfer_home
 
 __all__ = ["CacheCorruptError", "CacheError", "CacheStats", "EmbeddingCache", "default_cache_dir"]
@@ -186,6 +187,10 @@ class _Store:
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
+            # Someone else's cache may be served read-only, but not one that others can still write.
+            if self.directory.exists():
+                private_folder(self.directory, "embedding cache folder", create=False, foreign_owner_ok=True)
+                check_private_file(self.path, "embedding cache file", foreign_owner_ok=True)
             if not self.path.exists():
                 raise CacheError(f"no embedding cache at {self.path} (read_only=True opens an existing cache)")
             wal = self.path.with_name(self.path.name + "-wal")
@@ -200,7 +205,11 @@ class _Store:
                                  "read_only=True to rebuild it")
             return db
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_folder(self.directory, "embedding cache folder")
+            for name in _FILES:
+                check_private_file(self.directory / name, "embedding cache file")
+        except UnsafeFolderError:
+            raise
         except OSError as exc:
             raise CacheError(f"cannot create the embedding cache folder {self.directory} ({exc.strerror}); "
                              "choose a writable folder, or open a shipped cache with read_only=True") from None

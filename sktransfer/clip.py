@@ -17,7 +17,8 @@ from ._images import describe_item, is_image_item, item_key
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
-from .model_store import folder_fingerprint, resolve_text_model
+from ._content import folder_digest
+from .model_store import resolve_text_model
 from .text import _TOKENIZER_LOCK, text_key
 
 __all__ = ["ClipEncoder"]
@@ -207,7 +208,7 @@ class ClipEncoder(BaseEncoder):
         device = self._begin_fit(X)
         name = os.fspath(self.model)
         location = resolve_text_model(name)
-        draft = EncoderIdentity("ClipEncoder", name, folder_fingerprint(location), {"weights": "float32"},
+        draft = EncoderIdentity("ClipEncoder", name, folder_digest(location), {"weights": "float32"},
                                 ("weights",), location)
         model, processor = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         limit = int(getattr(model.config.text_config, "max_position_embeddings", 77))
@@ -237,7 +238,7 @@ class ClipEncoder(BaseEncoder):
         from transformers.utils import logging as hf_logging
 
         location = identity.location or resolve_text_model(identity.model)
-        identity.check_content(folder_fingerprint(location), location)
+        identity.check_content(folder_digest(location), location)
         bar_was_enabled = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:

@@ -19,7 +19,8 @@ from torch import nn
 
 from . import _backbones, _backends, _timm
 from ._device import autocast
-from ._identity import EncoderIdentity, module_content_hash
+from ._content import module_content_hash
+from ._identity import EncoderIdentity
 from ._images import ImageReadError, check_resized_size, content_key, describe_item, is_image_item, item_key, to_rgb
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
@@ -62,6 +63,19 @@ def default_num_workers(device: torch.device) -> int:
     if device.type != "cpu":
         return max(0, min(8, cores - 1))
     return 0 if cores <= 2 else min(4, max(1, cores // 4))
+
+
+def _private_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of a user's module to run frozen; state that cannot be copied (a lock) is shared."""
+    shared = {}
+    for child in module.modules():
+        for name, value in vars(child).items():
+            if name not in ("_parameters", "_buffers", "_modules"):
+                try:
+                    copy.deepcopy(value)
+                except Exception:  # a lock, an open file: the module vouched for its identity
+                    shared[id(value)] = value
+    return copy.deepcopy(module, shared)
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -164,8 +178,11 @@ class ImageEncoder(BaseEncoder):
         own module, or ``"timm:<name>"`` for any timm model (``timm.create_model(name,
         pretrained=True, num_classes=0)`` with timm's own data config for preprocessing; needs
         ``pip install "sktransfer[timm]"``). A module is used as given (its output, pooled if
-        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told apart by their tensors,
-        their layers (a ReLU and a Tanh differ) and the code of your own layer classes.
+        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told apart by everything
+        ``forward`` can read: every tensor (non-persistent buffers and plain tensor attributes
+        included), their state (function attributes, dicts, hooks) and the code of your own
+        classes; state with no content (a lock) raises ``IdentityError`` unless the module states
+        ``__sktransfer_identity__ = "..."``.
     weights : str, torchvision WeightsEnum or None, default="DEFAULT"
         Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best),
         a name such as ``"IMAGENET1K_V1"``, or ``None`` for random initialisation (warns: the
@@ -193,7 +210,8 @@ class ImageEncoder(BaseEncoder):
     preprocess : callable or None, default=None
         Replaces the weights' preprocessing: takes an RGB ``PIL.Image`` (every input is converted
         to one first) and returns a ``(C, H, W)`` float tensor. It must be deterministic; the
-        cache tells callables apart by what they produce on a fixed probe image.
+        cache tells callables apart by their code, closure cells, defaults, referenced globals and
+        (for objects such as a ``Compose``) full state; an in-place edit after ``fit`` asks for a refit.
     on_error : {"raise", "nan"}, default="raise"
         Missing, unreadable or truncated images: ``"raise"`` raises a ``ValueError`` naming the
         index, the path and the reason; ``"nan"`` returns a NaN row for them and warns with the
@@ -404,7 +422,7 @@ class ImageEncoder(BaseEncoder):
         layers = identity.settings["layers"]
         if isinstance(self.model, nn.Module):
             identity.check_content(module_content_hash(self.model), "the module passed as model")
-            network = copy.deepcopy(self.model)  # never modify the estimator's parameter in place
+            network = _private_copy(self.model)  # never modify the estimator's parameter in place
         elif _timm.is_timm(self.model):
             timm_name, pretrained = _timm.resolve_name(self.model, self.weights)
             where = str(_timm.weight_file(timm_name) or "timm's random initialisation")

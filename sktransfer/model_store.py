@@ -19,7 +19,6 @@ before it downloads, so a checkpoint placed there is found by the ordinary ``wei
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -137,47 +136,6 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
         except Exception as exc:  # repository missing, gated, network dropped: try the next id
             errors.append(f"{repo_id}: {type(exc).__name__}")
     raise _not_found(name, "the hub has no such model (" + "; ".join(errors) + ")")
-
-
-_CONTENT_HASHES: dict = {}
-
-
-def _hash_files(root: Path, files: list[Path]) -> str:
-    """SHA-256 of the files' relative names and bytes, memoised by their sizes and mtimes.
-
-    Clones and grid-search folds hash the weights once per process; an edited file changes its
-    size or modification time and is hashed again.
-    """
-    stats = [p.stat() for p in files]
-    signature = tuple((p.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns) for p, s in zip(files, stats))
-    cached = _CONTENT_HASHES.get((str(root), signature))
-    if cached is None:
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        cached = _CONTENT_HASHES[(str(root), signature)] = digest.hexdigest()
-    return cached
-
-
-def folder_fingerprint(path: str) -> str:
-    """Content hash of every file in a model folder (weights, tokenizer, configuration)."""
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _ignored(p.relative_to(root)))
-    return _hash_files(root, files)
-
-
-def file_fingerprint(path) -> str:
-    """Content hash of one file (a checkpoint), memoised like :func:`folder_fingerprint`."""
-    path = Path(path)
-    return _hash_files(path.parent, [path])
-
-
-def _ignored(relative: Path) -> bool:
-    # Documentation and VCS/cache metadata do not change the vectors.
-    return relative.name.lower().startswith("readme") or any(part.startswith(".") for part in relative.parts)
 
 
 def available_text_models() -> list[str]:

@@ -24,7 +24,8 @@ from . import _text_head
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
-from .model_store import folder_fingerprint, resolve_text_model
+from ._content import folder_digest
+from .model_store import resolve_text_model
 
 __all__ = ["TextEncoder"]
 
@@ -280,7 +281,7 @@ class TextEncoder(BaseEncoder):
         weights = "bfloat16" if self.precision == "bf16" and self.backend == "torch" else "float32"
         # The model's own facts (dimension, token limit, final Normalize) complete the settings;
         # the registry key needs only the content and the weights' dtype, known before loading.
-        draft = EncoderIdentity("TextEncoder", name, folder_fingerprint(location), {"weights": weights},
+        draft = EncoderIdentity("TextEncoder", name, folder_digest(location), {"weights": weights},
                                 ("weights",), location)
         model = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         limit = self._token_limit(model)
@@ -323,7 +324,7 @@ class TextEncoder(BaseEncoder):
         from transformers.utils import logging as hf_logging
 
         location = identity.location or resolve_text_model(identity.model)
-        identity.check_content(folder_fingerprint(location), location)
+        identity.check_content(folder_digest(location), location)
         # The per-tensor "Loading weights" bar is noise inside a grid search; restore the
         # user's setting afterwards.
         bar_was_enabled = hf_logging.is_progress_bar_enabled()

@@ -1,0 +1,520 @@
+"""Content hashes: what identifies a vector, computed from what computes it.
+
+Every hash an encoder's identity is made of comes from here, and each is taken from content,
+never from what is cheap to observe (a path string, a ``repr``, an output on a probe input):
+
+* :func:`digest`: the SHA-256 of a JSON payload (identities, export keys);
+* :func:`file_digest`, :func:`folder_digest` and :func:`file_content_key`: the bytes of model
+  files, model folders (symbolic links followed) and image files. Re-reading a file costs more
+  than encoding it from the cache, so results are memoised under the file's resolved location
+  and its full ``stat`` signature (device, inode, size, mtime and ctime in nanoseconds): a file
+  replaced by a copy, an edit that keeps size and mtime (``cp -p``, ``rsync -a``), a folder
+  swapped under a relative path, all change the signature, since no user tool can set ctime.
+  A file changed within the last two seconds is not memoised at all (file systems stamp times
+  at a coarser grain than nanoseconds, so two writes in one tick would look alike);
+* :func:`object_digest`: everything a callable or a module computes with: tensors (parameters,
+  persistent and non-persistent buffers, tensors in plain attributes), the full state a pickler
+  sees (dicts, numbers, nested objects, function attributes), and the code of user functions
+  and classes with their defaults, closure cells and referenced globals. Library code (torch,
+  torchvision, NumPy, the standard library...) is named with its version. An object that
+  cannot be described raises :class:`IdentityError`, naming the attribute, unless it carries a
+  ``__sktransfer_identity__`` string that its author vouches for.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import enum
+import functools
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+import types
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IdentityError",
+    "digest",
+    "file_content_key",
+    "file_digest",
+    "folder_digest",
+    "module_content_hash",
+    "object_digest",
+    "stat_signature",
+]
+
+#: Attribute through which an object states its own identity (a string it vouches for).
+IDENTITY_ATTRIBUTE = "__sktransfer_identity__"
+
+#: A file whose ctime is this recent may still change within one timestamp tick: not memoised.
+RACY_NS = 2_000_000_000
+
+#: Top-level packages whose functions and classes are identified by name and version, not code.
+LIBRARIES = frozenset({
+    "torch", "torchvision", "torchaudio", "timm", "numpy", "scipy", "PIL", "sklearn", "transformers",
+    "sentence_transformers", "tokenizers", "safetensors", "huggingface_hub", "open_clip", "peft", "pandas",
+    "cv2", "kornia", "albumentations", "skimage", "onnxruntime", "openvino", "sktransfer",
+})
+
+
+class IdentityError(TypeError):
+    """An object has state that sktransfer cannot identify by content (the message names it)."""
+
+
+def digest(payload: Any) -> str:
+    """SHA-256 of a JSON payload with sorted keys."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------- files and folders
+def stat_signature(path) -> tuple:
+    """The resolved absolute location of ``path`` and its full stat: any replacement or write changes it."""
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Memo:
+    """Results keyed by stat signatures, bounded; entries of racily recent files are never kept."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        return self._entries.get(key)
+
+    def keep(self, key, value, newest_ctime_ns: int, read_at_ns: int) -> None:
+        if read_at_ns - newest_ctime_ns < RACY_NS:
+            return  # changed just before it was read: the next write may keep every stamp
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_FILE_KEYS = _Memo(1_000_000)
+_MODEL_HASHES = _Memo(10_000)
+
+
+def _feed_file(hasher, path) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+
+
+def file_content_key(path) -> bytes:
+    """Cache key of an image file: a 16-byte BLAKE2b of its bytes (a renamed file keeps it)."""
+    signature = stat_signature(path)
+    key = _FILE_KEYS.get(signature)
+    if key is None:
+        read_at = time.time_ns()
+        hasher = hashlib.blake2b(b"file:", digest_size=16)
+        _feed_file(hasher, path)
+        key = hasher.digest()
+        _FILE_KEYS.keep(signature, key, signature[-1], read_at)
+    return key
+
+
+def _hash_files(root: Path, files: list) -> str:
+    """SHA-256 of the files' relative names and bytes, memoised by their stat signatures."""
+    stats = [stat_signature(path) for _, path in files]
+    key = (str(root), tuple((relative, *stat[1:]) for (relative, _), stat in zip(files, stats)))
+    found = _MODEL_HASHES.get(key)
+    if found is None:
+        read_at = time.time_ns()
+        hasher = hashlib.sha256()
+        for relative, path in files:
+            hasher.update(relative.encode() + b"\0")
+            _feed_file(hasher, path)
+        found = hasher.hexdigest()
+        _MODEL_HASHES.keep(key, found, max((stat[-1] for stat in stats), default=0), read_at)
+    return found
+
+
+def _ignored(parts: tuple) -> bool:
+    # Model cards and VCS/cache metadata (.git, .cache) are read by no loader.
+    return parts[-1].lower().startswith("readme") or any(part.startswith(".") for part in parts)
+
+
+def _folder_files(root: Path) -> list:
+    """Every file under ``root`` with its relative name, symbolic links followed (a loop is an error)."""
+    found = []
+    on_path = {}
+
+    def walk(folder: Path, parts: tuple):
+        identity = (lambda s: (s.st_dev, s.st_ino))(os.stat(folder))
+        if identity in on_path:
+            raise ValueError(f"the model folder {root} contains a symbolic-link loop at {folder}; remove the link")
+        on_path[identity] = folder
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                child = parts + (entry.name,)
+                if _ignored(child):
+                    continue
+                if entry.is_dir():  # follows symbolic links
+                    walk(Path(entry.path), child)
+                elif entry.is_file():
+                    found.append((child, Path(entry.path)))
+        del on_path[identity]
+
+    walk(root, ())
+    found.sort(key=lambda item: item[0])  # the order of pathlib's sorted(rglob()): by parts
+    return [("/".join(parts), path) for parts, path in found]
+
+
+def folder_digest(path) -> str:
+    """Content hash of every file a loader may read in a model folder (weights, tokenizer, configuration)."""
+    root = Path(path).resolve()
+    return _hash_files(root, _folder_files(root))
+
+
+def file_digest(path) -> str:
+    """Content hash of one file (a checkpoint), memoised like :func:`folder_digest`."""
+    path = Path(path).resolve()
+    return _hash_files(path.parent, [(path.name, path)])
+
+
+def clear_memos() -> None:
+    """Forget every memoised file hash (for tests and benchmarks of the first read)."""
+    _FILE_KEYS.clear()
+    _MODEL_HASHES.clear()
+
+
+# ---------------------------------------------------------------------- objects
+def _top_package(name) -> str:
+    return (name or "").split(".")[0]
+
+
+def _is_library(module_name) -> bool:
+    top = _top_package(module_name)
+    return top in LIBRARIES or top in sys.stdlib_module_names
+
+
+def _library_version(module_name) -> str:
+    top = _top_package(module_name)
+    module = sys.modules.get(top)
+    return str(getattr(module, "__version__", "")) if module is not None else ""
+
+
+def _qualified(obj) -> str:
+    module = getattr(obj, "__module__", None)
+    if module is None and isinstance(getattr(obj, "__self__", None), types.ModuleType):
+        module = obj.__self__.__name__
+    return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', type(obj).__qualname__))}"
+
+
+#: Module attributes that never change what forward computes (the encoder runs a copy in eval mode).
+_MODULE_SKIP = frozenset({"training"})
+
+#: Class attributes that say nothing about behaviour.
+_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__annotations__",
+                         "__firstlineno__", "__static_attributes__", "_abc_impl", "__parameters__",
+                         "__orig_bases__", "__slotnames__"})
+
+
+class _Describer:
+    """Feeds a canonical, process-independent description of an object graph into a hash."""
+
+    MAX_DEPTH = 400
+
+    def __init__(self, hasher, root: str):
+        self.hasher = hasher
+        self.root = root
+        self._seen: dict = {}  # id -> order of first visit (cycles and shared objects)
+        self._alive: list = []  # keeps temporaries alive so that their ids stay unique
+
+    # ---------------------------------------------------------- output
+    def feed(self, *parts) -> None:
+        for part in parts:
+            data = part if isinstance(part, (bytes, bytearray, memoryview)) else str(part).encode("utf-8", "surrogatepass")
+            self.hasher.update(len(data).to_bytes(8, "little"))
+            self.hasher.update(data)
+
+    def refuse(self, path: str, obj, why: str):
+        raise IdentityError(
+            f"{path} ({type(obj).__module__}.{type(obj).__qualname__}) cannot be identified by its content: {why}. "
+            "sktransfer must know everything that computes the vectors to cache them safely. Remove that state from "
+            f"the object, or give the object (or {self.root}) an identity you vouch for, a string attribute that you "
+            f"change whenever its output changes: obj.{IDENTITY_ATTRIBUTE} = 'my-preprocessing-v1'."
+        )
+
+    # ---------------------------------------------------------- dispatch
+    def describe(self, obj, path: str, depth: int = 0) -> None:
+        if depth > self.MAX_DEPTH:
+            self.refuse(path, obj, f"it nests deeper than {self.MAX_DEPTH} levels")
+        if obj is None or isinstance(obj, (bool, int, float, complex, str)):
+            self.feed(type(obj).__name__, repr(obj))
+            return
+        if isinstance(obj, (bytes, bytearray)):
+            self.feed("bytes", bytes(obj))
+            return
+        key = id(obj)
+        if key in self._seen:
+            self.feed("ref", self._seen[key])
+            return
+        self._seen[key] = len(self._seen)
+        self._alive.append(obj)
+        stated = self._stated_identity(obj, path)
+        if stated is not None:
+            self.feed("stated", _qualified(type(obj)), stated)
+            if isinstance(obj, torch.nn.Module):  # its tensors still count: training changes them
+                for name, tensor in [*obj.named_parameters(), *obj.named_buffers()]:
+                    self.feed(name)
+                    self._tensor(tensor, f"{path}.{name}")
+            return
+        self._describe_new(obj, path, depth + 1)
+
+    def _stated_identity(self, obj, path):
+        if isinstance(obj, (type, types.ModuleType)):
+            return None
+        try:
+            stated = obj.__dict__.get(IDENTITY_ATTRIBUTE) if hasattr(obj, "__dict__") else None
+            if stated is None:
+                stated = getattr(type(obj), IDENTITY_ATTRIBUTE, None)
+        except Exception:  # an object whose __dict__ access fails states nothing
+            return None
+        if stated is None:
+            return None
+        if isinstance(stated, property):
+            stated = getattr(obj, IDENTITY_ATTRIBUTE)
+        if not isinstance(stated, str) or not stated:
+            raise IdentityError(f"{path}.{IDENTITY_ATTRIBUTE} must be a non-empty string, got {stated!r}")
+        return stated
+
+    def _describe_new(self, obj, path: str, depth: int) -> None:
+        if isinstance(obj, torch.Tensor):
+            self._tensor(obj, path)
+        elif isinstance(obj, np.ndarray):
+            self._array(obj, path, depth)
+        elif isinstance(obj, np.generic):
+            self.feed("np", obj.dtype.str, repr(obj.item()))
+        elif isinstance(obj, (list, tuple)):
+            self.feed(type(obj).__qualname__, len(obj))
+            for i, value in enumerate(obj):
+                self.describe(value, f"{path}[{i}]", depth)
+        elif isinstance(obj, dict):
+            self._mapping(obj, path, depth)
+        elif isinstance(obj, (set, frozenset)):
+            self._set(obj, path)
+        elif isinstance(obj, enum.Enum):
+            self.feed("enum", _qualified(type(obj)), obj.name)
+        elif isinstance(obj, types.ModuleType):
+            self.feed("module", obj.__name__, _library_version(obj.__name__))
+        elif isinstance(obj, type):
+            self._class(obj, path, depth)
+        elif isinstance(obj, types.FunctionType):
+            self._function(obj, path, depth)
+        elif isinstance(obj, types.CodeType):
+            self._code(obj, path, depth)
+        elif isinstance(obj, types.MethodType):
+            self.feed("method")
+            self.describe(obj.__func__, f"{path}.__func__", depth)
+            self.describe(obj.__self__, f"{path}.__self__", depth)
+        elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
+            self._builtin(obj, path, depth)
+        elif isinstance(obj, (types.WrapperDescriptorType, types.MethodDescriptorType,
+                              types.ClassMethodDescriptorType, types.GetSetDescriptorType,
+                              types.MemberDescriptorType)):
+            self.feed("descriptor", _qualified(obj.__objclass__), obj.__name__)
+        elif isinstance(obj, (staticmethod, classmethod)):
+            self.feed(type(obj).__name__)
+            self.describe(obj.__func__, f"{path}.__func__", depth)
+        elif isinstance(obj, property):
+            self.feed("property")
+            for part in ("fget", "fset", "fdel"):
+                self.describe(getattr(obj, part), f"{path}.{part}", depth)
+        elif isinstance(obj, functools.partial):
+            self.feed("partial")
+            self.describe(obj.func, f"{path}.func", depth)
+            self.describe(obj.args, f"{path}.args", depth)
+            self.describe(obj.keywords, f"{path}.keywords", depth)
+        elif isinstance(obj, weakref.ref):
+            self.feed("weakref")
+            self.describe(obj(), f"{path}()", depth)
+        elif isinstance(obj, torch.nn.Module):
+            self._module(obj, path, depth)
+        elif isinstance(obj, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
+            self.feed("torch", str(obj))
+        else:
+            self._reduced(obj, path, depth)
+
+    # ---------------------------------------------------------- leaves
+    def _tensor(self, tensor, path: str) -> None:
+        tensor = tensor.detach()
+        if tensor.is_meta:
+            self.refuse(path, tensor, "it is a meta tensor, without values")
+        try:
+            if tensor.layout != torch.strided:
+                tensor = tensor.to_dense()
+            if tensor.is_quantized:
+                tensor = tensor.int_repr()
+            data = tensor.cpu().contiguous().reshape(-1)
+            raw = data.view(torch.uint8).numpy() if data.numel() else np.empty(0, np.uint8)
+        except (RuntimeError, TypeError) as exc:
+            self.refuse(path, tensor, f"its values cannot be read ({exc})")
+        self.feed("tensor", str(tensor.dtype), tuple(tensor.shape))
+        self.feed(memoryview(raw))
+
+    def _array(self, array, path: str, depth: int) -> None:
+        if array.dtype == object:
+            self.feed("objects", array.shape)
+            for i, value in enumerate(array.reshape(-1)):
+                self.describe(value, f"{path}.flat[{i}]", depth)
+            return
+        self.feed("ndarray", array.dtype.str, array.shape)
+        self.feed(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+
+    def _mapping(self, mapping, path: str, depth: int) -> None:
+        self.feed(type(mapping).__qualname__, len(mapping))
+        for name, value in list(mapping.items()):
+            self.describe(name, f"{path}[{name!r}]", depth)
+            self.describe(value, f"{path}[{name!r}]", depth)
+
+    def _set(self, values, path: str) -> None:
+        # Iteration order of a set depends on string hashing, which differs between processes.
+        parts = sorted(object_digest(value, f"{path} item") for value in values)
+        self.feed(type(values).__qualname__, *parts)
+
+    def _builtin(self, function, path: str, depth: int) -> None:
+        owner = getattr(function, "__self__", None)
+        self.feed("builtin", _qualified(function))
+        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+            self.describe(owner, f"{path}.__self__", depth)  # a bound method of a live object
+
+    # ---------------------------------------------------------- code
+    def _class(self, cls, path: str, depth: int) -> None:
+        if _is_library(cls.__module__):
+            self.feed("class", _qualified(cls), _library_version(cls.__module__))
+            return
+        self.feed("user class", cls.__qualname__)
+        for base in cls.__bases__:
+            self.describe(base, f"{path}.__bases__", depth)
+        for name, value in sorted(vars(cls).items()):
+            if name not in _CLASS_SKIP:
+                self.describe(name, path, depth)
+                self.describe(value, f"{path}.{name}", depth)
+
+    def _function(self, function, path: str, depth: int) -> None:
+        if _is_library(function.__module__):
+            self.feed("function", _qualified(function), _library_version(function.__module__))
+            return
+        self.feed("user function")
+        self._code(function.__code__, f"{path}.__code__", depth)
+        self.describe(function.__defaults__, f"{path}.__defaults__", depth)
+        self.describe(function.__kwdefaults__, f"{path}.__kwdefaults__", depth)
+        cells = []
+        for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+            try:
+                cells.append((name, cell.cell_contents))
+            except ValueError:  # an empty cell (a name assigned later)
+                cells.append((name, "<empty cell>"))
+        for name, value in cells:
+            self.describe(name, path, depth)
+            self.describe(value, f"{path} (closure variable {name!r})", depth)
+        namespace = function.__globals__
+        builtins = namespace.get("__builtins__", {})
+        for name in sorted(_global_names(function.__code__)):
+            if name in namespace:
+                self.describe(name, path, depth)
+                self.describe(namespace[name], f"{path} (global {name!r})", depth)
+            elif name not in (builtins if isinstance(builtins, dict) else vars(builtins)):
+                self.feed("unbound global", name)
+        self.describe(dict(function.__dict__), f"{path}.__dict__", depth)
+
+    def _code(self, code, path: str, depth: int) -> None:
+        self.feed("code", sys.version_info[:2], code.co_code, code.co_argcount, code.co_kwonlyargcount,
+                  code.co_flags, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars)
+        for i, const in enumerate(code.co_consts):
+            self.describe(const, f"{path}.co_consts[{i}]", depth)
+
+    # ---------------------------------------------------------- objects
+    def _module(self, module, path: str, depth: int) -> None:
+        self.describe(type(module), f"{path}.__class__", depth)
+        for name, value in module.__dict__.items():
+            if name in _MODULE_SKIP:
+                continue
+            self.describe(name, path, depth)
+            self.describe(value, f"{path}.{name}", depth)
+
+    def _reduced(self, obj, path: str, depth: int) -> None:
+        """Any other object, as the pickler sees it (``__reduce_ex__``), with its class's code."""
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception as exc:  # a lock, an open file, a generator, a C object without pickling
+            self.refuse(path, obj, f"it cannot be pickled ({type(exc).__name__}: {exc})")
+        if isinstance(reduced, str):  # a global singleton or a wrapped function, pickled by name
+            self.feed("global", _qualified(type(obj)), reduced)
+            wrapped = getattr(obj, "__wrapped__", None)
+            if wrapped is not None:
+                self.describe(wrapped, f"{path}.__wrapped__", depth)
+            return
+        constructor, args, *rest = tuple(reduced) + (None,) * (5 - len(reduced))
+        self.feed("object")
+        self.describe(type(obj), f"{path}.__class__", depth)
+        if constructor is not copyreg.__newobj__ and constructor is not getattr(copyreg, "__newobj_ex__", None):
+            self.describe(constructor, f"{path} (reconstructor)", depth)
+        self.describe(args, f"{path} (constructor arguments)", depth)
+        state, list_items, dict_items = rest[:3]
+        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
+            dict_state, slots = state  # (__dict__, __slots__ values)
+            self.describe(dict_state, path, depth)
+            self.describe(slots, path, depth)
+        else:
+            self.describe(state, f"{path} (state)", depth)
+        if list_items is not None:
+            self.describe(list(list_items), f"{path} (items)", depth)
+        if dict_items is not None:
+            self.describe(dict(dict_items), f"{path} (items)", depth)
+
+
+def _global_names(code) -> set:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def object_digest(obj, what: str = "object") -> str:
+    """Content hash of everything ``obj`` computes with (see the module docstring).
+
+    Parameters
+    ----------
+    obj : object
+        A callable, a module, or any parameter value.
+    what : str
+        How the object is named in an :class:`IdentityError` (``"preprocess"``).
+
+    Raises
+    ------
+    IdentityError
+        If part of the object has no describable content; the message names the attribute.
+    """
+    hasher = hashlib.sha256()
+    describer = _Describer(hasher, what)
+    try:
+        describer.describe(obj, what)
+    except RecursionError:
+        raise IdentityError(f"{what} nests too deeply to be identified; give it an {IDENTITY_ATTRIBUTE} "
+                            "string that you vouch for.") from None
+    return hasher.hexdigest()
+
+
+def module_content_hash(module) -> str:
+    """Hash of everything that decides a module's output: tensors, state and code (with torch's version)."""
+    import torch
+
+    return digest({"module": object_digest(module, "model"), "torch": torch.__version__.split("+")[0]})

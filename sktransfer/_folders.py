@@ -1,0 +1,98 @@
+"""Folders that sktransfer reads trusted state from: created owner-only, refused when others can write.
+
+An embedding cache or an exported network is served as the vectors of an identity. Whoever can
+write into its folder can plant vectors or a network under a genuine key, so, the way ssh treats
+key files, such a folder must belong to the current user (or root) and be writable by its owner
+only, and so must every folder above it, unless that one has the sticky bit (``/tmp``: others may
+create there but not rename or delete what is ours). Folders sktransfer creates are ``0700``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+__all__ = ["UnsafeFolderError", "check_private_file", "private_folder"]
+
+
+class UnsafeFolderError(PermissionError):
+    """A folder or file others can write (or own) would be trusted; the message names it and the fix."""
+
+
+def _owner_ok(st, foreign_owner_ok: bool) -> bool:
+    return foreign_owner_ok or st.st_uid in (os.geteuid(), 0)
+
+
+def _refuse(path: Path, what: str, why: str, fix: str) -> UnsafeFolderError:
+    return UnsafeFolderError(
+        f"the {what} {path} {why}: another user could plant vectors or networks there that would be served as "
+        f"yours. {fix}"
+    )
+
+
+def _check(path: Path, what: str, st, *, leaf: bool, foreign_owner_ok: bool) -> None:
+    if not _owner_ok(st, foreign_owner_ok):
+        raise _refuse(path, what, f"belongs to another user (uid {st.st_uid})",
+                      "Use a folder of your own (the default lives under your home folder).")
+    writers = [who for bit, who in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "every user")) if st.st_mode & bit]
+    if writers and (leaf or not st.st_mode & stat.S_ISVTX):
+        raise _refuse(path, what if leaf else f"folder above the {what}", f"is writable by {' and '.join(writers)}",
+                      f"Make it private (chmod go-w '{path}') or use a folder of your own.")
+
+
+def private_folder(path, what: str, *, create: bool = True, foreign_owner_ok: bool = False) -> Path:
+    """Check (and create, ``0700``) a folder whose content sktransfer will trust.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder; symbolic links are resolved first, so the real folder is what is checked.
+    what : str
+        How the folder is named in errors (``"embedding cache folder"``).
+    create : bool, default=True
+        Create the folder and any missing folders above it, owner-only.
+    foreign_owner_ok : bool, default=False
+        Accept a folder owned by another user (a cache shipped read-only), still refusing one
+        that others can write.
+
+    Returns
+    -------
+    path : Path
+        The resolved folder.
+
+    Raises
+    ------
+    UnsafeFolderError
+        If the folder or one above it is writable by others, or belongs to another user.
+    """
+    folder = Path(path).expanduser().resolve()
+    missing = []
+    existing = folder
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    for ancestor in reversed(existing.parents):
+        _check(ancestor, what, os.stat(ancestor), leaf=False, foreign_owner_ok=True)
+    if existing == folder or not missing:
+        _check(existing, what, os.stat(existing), leaf=True, foreign_owner_ok=foreign_owner_ok)
+    else:
+        _check(existing, what, os.stat(existing), leaf=False, foreign_owner_ok=True)
+    if create:
+        for new in reversed(missing):
+            try:
+                os.mkdir(new, 0o700)
+            except FileExistsError:  # created concurrently: checked below like any existing folder
+                pass
+            _check(new, what, os.stat(new), leaf=True, foreign_owner_ok=False)
+    return folder
+
+
+def check_private_file(path, what: str, *, foreign_owner_ok: bool = False) -> None:
+    """Refuse an existing file that others can write or that belongs to another user."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    _check(path, what, st, leaf=True, foreign_owner_ok=foreign_owner_ok)
