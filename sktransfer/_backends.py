@@ -16,7 +16,6 @@ encoder asks for it, and names the extra to install when it is missing.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import inspect
 import json
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._content import digest
+from ._content import digest, sha256_hex
 from ._folders import check_private_file, private_folder
 from .model_store import sktransfer_home
 
@@ -253,7 +252,7 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
             data = path.read_bytes()
         except OSError as exc:
             raise ExportMismatchError(f"{path} cannot be read ({exc})") from None
-        if hashlib.sha256(data).hexdigest() != expected:
+        if sha256_hex(data) != expected:
             raise ExportMismatchError(f"{path} is not the file that was exported (its SHA-256 differs from the manifest)")
         contents[name] = data
     return contents
@@ -308,7 +307,7 @@ def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> 
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
     try:
         _export(backend, spec, staging)
-        files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        files = {path.name: sha256_hex(path.read_bytes())
                  for path in sorted(staging.iterdir()) if path.is_file()}
         (staging / MANIFEST).write_text(json.dumps(
             {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,

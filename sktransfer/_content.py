@@ -3,7 +3,9 @@
 Every hash an encoder's identity is made of comes from here, and each is taken from content,
 never from what is cheap to observe (a path string, a ``repr``, an output on a probe input):
 
-* :func:`digest`: the SHA-256 of a JSON payload (identities, export keys);
+* :func:`digest`: the SHA-256 of a JSON payload (identities, export keys), and
+  :func:`sha256_hex` of raw bytes (exported files, tuned weights);
+* the items' cache keys: :func:`text_key`, :func:`bytes_key`, :func:`pixels_key`;
 * :func:`file_digest`, :func:`folder_digest` and :func:`file_content_key`: the bytes of model
   files, model folders (symbolic links followed) and image files. Re-reading a file costs more
   than encoding it from the cache, so results are memoised under the file's resolved location
@@ -42,13 +44,17 @@ import torch
 
 __all__ = [
     "IdentityError",
+    "bytes_key",
     "digest",
     "file_content_key",
     "file_digest",
     "folder_digest",
     "module_content_hash",
     "object_digest",
+    "pixels_key",
+    "sha256_hex",
     "stat_signature",
+    "text_key",
 ]
 
 #: Attribute through which an object states its own identity (a string it vouches for).
@@ -113,6 +119,29 @@ def _feed_file(hasher, path) -> None:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(block)
+
+
+def sha256_hex(data) -> str:
+    """SHA-256 of bytes (exported files, tuned weights), as hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def text_key(text: str) -> bytes:
+    """Cache key of a text: a 16-byte BLAKE2b of its exact UTF-8 bytes."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def bytes_key(data) -> bytes:
+    """Cache key of an encoded image file's bytes: the same as :func:`file_content_key` of that file."""
+    return hashlib.blake2b(b"file:" + bytes(data), digest_size=16).digest()
+
+
+def pixels_key(size: tuple, pixels: bytes) -> bytes:
+    """Cache key of decoded 8-bit RGB pixels of a given size."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(f"rgb:{size}:".encode())
+    hasher.update(pixels)
+    return hasher.digest()
 
 
 def file_content_key(path) -> bytes:

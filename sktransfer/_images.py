@@ -9,7 +9,6 @@ raise :class:`ImageReadError` with a reason a user can act on; callers add the i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._content import file_content_key
+from ._content import bytes_key, file_content_key, pixels_key
 
 __all__ = ["ImageReadError", "check_resized_size", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
 
@@ -68,19 +67,14 @@ def content_key(item) -> bytes | None:
     try:
         if isinstance(item, (str, os.PathLike)):
             return file_content_key(item)
-        digest = hashlib.blake2b(digest_size=16)
         if isinstance(item, (bytes, bytearray, memoryview)):
-            digest.update(b"file:")
-            digest.update(bytes(item))
-        elif isinstance(item, (Image.Image, np.ndarray)):
+            return bytes_key(item)
+        if isinstance(item, (Image.Image, np.ndarray)):
             rgb = to_rgb(item)
-            digest.update(f"rgb:{rgb.size}:".encode())
-            digest.update(rgb.tobytes())
-        else:
-            return None
+            return pixels_key(rgb.size, rgb.tobytes())
     except (OSError, ValueError):
         return None  # unreadable: not cached, and the encoder reports the failure
-    return digest.digest()
+    return None
 
 
 def is_image_item(item) -> bool:

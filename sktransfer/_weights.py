@@ -8,12 +8,11 @@ encoder's identity, so the registry and the cache can never confuse tuned and pr
 
 from __future__ import annotations
 
-import hashlib
 
 import torch
 from torch import nn
 
-__all__ = ["apply_weights", "weights_digest", "weights_to_bytes", "weights_from_bytes"]
+__all__ = ["apply_weights", "weights_to_bytes", "weights_from_bytes"]
 
 
 def weights_to_bytes(state: dict) -> bytes:
@@ -28,11 +27,6 @@ def weights_from_bytes(blob: bytes) -> dict:
     from safetensors.torch import load
 
     return load(blob)
-
-
-def weights_digest(blob: bytes) -> str:
-    """SHA-256 of the serialised weights: what the encoder's identity records."""
-    return hashlib.sha256(blob).hexdigest()
 
 
 #: Suffixes of a low-rank (LoRA) update of the weight ``<name>``: ``W += scale * B @ A``.

@@ -37,7 +37,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from tqdm.auto import tqdm
 
 from . import _backends
-from ._content import object_digest
+from ._content import object_digest, sha256_hex
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
@@ -223,18 +223,17 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         return torch.device(self.device_) if self._backend() == "torch" else torch.device("cpu")
 
     @staticmethod
-    def _with_backend(identity: EncoderIdentity, backend: str) -> EncoderIdentity:
-        """The identity of the same vectors computed by ``backend``: its own fingerprint and model.
+    def _backend_facets(settings: dict, model_settings: tuple, backend: str) -> tuple[dict, tuple]:
+        """The settings and model-shaping names of vectors computed by ``backend``, before the identity is built.
 
         The default backend adds nothing, so torch fingerprints stay those of earlier versions.
-        The backend and the precision then shape the loaded model (a runtime session compiled
-        for that precision), so both join the registry key.
+        Another backend has its own fingerprint, and the backend and the precision shape the
+        loaded model (a runtime session compiled for that precision), so both join the registry key.
         """
         if backend == "torch":
-            return identity
-        settings = {**identity.settings, "backend": backend}
-        shaping = tuple(n for n in identity.model_settings if n != "precision") + ("backend", "precision")
-        return dataclasses.replace(identity, settings=settings, model_settings=shaping)
+            return settings, tuple(model_settings)
+        shaping = tuple(n for n in model_settings if n != "precision") + ("backend", "precision")
+        return {**settings, "backend": backend}, shaping
 
     @staticmethod
     def _torch_identity(identity: EncoderIdentity) -> EncoderIdentity:
@@ -345,10 +344,8 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         identity as the ``tuned`` setting, one that shapes the model: the registry loads the
         pretrained model and applies the tensors, and cache entries never mix with pretrained ones.
         """
-        from ._weights import weights_digest
-
         identity = self.identity_
-        settings = {**identity.settings, "tuned": weights_digest(blob)}
+        settings = {**identity.settings, "tuned": sha256_hex(blob)}
         shaping = tuple(name for name in identity.model_settings if name != "tuned") + ("tuned",)
         summary = {**identity.summary, "tuned": settings["tuned"][:12]}
         self.identity_ = dataclasses.replace(identity, settings=settings, model_settings=shaping, summary=summary)
@@ -360,13 +357,13 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         digest = identity.settings.get("tuned")
         if digest is None:
             return None
-        from ._weights import weights_digest, weights_from_bytes
+        from ._weights import weights_from_bytes
 
         blob = self.__dict__.get("tuned_weights_")
-        if blob is None or weights_digest(blob) != digest:
+        if blob is None or sha256_hex(blob) != digest:
             raise ModelMismatchError(
                 f"{type(self).__name__} was fine-tuned (weights {digest[:12]}) but "
-                + ("holds no tuned weights" if blob is None else f"holds weights {weights_digest(blob)[:12]}")
+                + ("holds no tuned weights" if blob is None else f"holds weights {sha256_hex(blob)[:12]}")
                 + ": its vectors cannot be reproduced. Use the fitted FineTuningClassifier's encoder_ as it was "
                 "pickled, or fit again."
             )

@@ -19,7 +19,8 @@ from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
 from ._content import folder_digest
 from .model_store import resolve_text_model
-from .text import _TOKENIZER_LOCK, text_key
+from ._content import text_key
+from .text import _TOKENIZER_LOCK
 
 __all__ = ["ClipEncoder"]
 

@@ -400,7 +400,8 @@ class ImageEncoder(BaseEncoder):
             "precision": self.precision,
         }
         summary = {"preprocess": _backbones.preprocessing_summary(described)}
-        identity = self._with_backend(dataclasses.replace(draft, settings=settings, summary=summary), self.backend)
+        settings, shaping = self._backend_facets(settings, draft.model_settings, self.backend)
+        identity = EncoderIdentity("ImageEncoder", name, content, settings, shaping, summary=summary)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
             backbone = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import inspect
 import math
 import numbers
@@ -24,7 +23,7 @@ from . import _text_head
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
-from ._content import folder_digest
+from ._content import folder_digest, text_key
 from .model_store import resolve_text_model
 
 __all__ = ["TextEncoder"]
@@ -49,11 +48,6 @@ def _is_missing(value) -> bool:
     return type(value).__name__ in {"NAType", "NaTType"} or (
         isinstance(value, np.generic) and value.dtype.kind in "fcmM" and bool(np.isnan(value))
     )
-
-
-def text_key(text: str) -> bytes:
-    """Cache key of a text: a digest of its exact UTF-8 bytes."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class TextEncoder(BaseEncoder):
@@ -309,7 +303,8 @@ class TextEncoder(BaseEncoder):
         prompt = self._resolve_prompt(model, name)
         if prompt:
             settings["prompt"] = prompt
-        identity = self._with_backend(dataclasses.replace(draft, settings=settings), self.backend)
+        settings, shaping = self._backend_facets(settings, draft.model_settings, self.backend)
+        identity = EncoderIdentity("TextEncoder", name, draft.content, settings, shaping, location)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
             model = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))

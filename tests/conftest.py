@@ -1,6 +1,7 @@
 """Shared fixtures: small samples of the real data sets (offline set-up is in ../conftest.py)."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,13 @@ def encoded(monkeypatch):
 
     monkeypatch.setattr(TextEncoder, "_encode_batch", recording)
     return seen
+
+
+@pytest.fixture
+def minilm_copy(tmp_path):
+    """A private copy of the all-MiniLM-L6-v2 folder that a test may edit."""
+    from sktransfer.model_store import resolve_text_model
+
+    target = tmp_path / "minilm"
+    shutil.copytree(resolve_text_model("all-MiniLM-L6-v2"), target)
+    return target

@@ -8,7 +8,6 @@ key changes exactly when the output does.
 
 import copy
 import io
-import json
 import os
 import pathlib
 import pickle
@@ -28,36 +27,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
+from identity_helpers import changed, image_encoder, tensor_preprocess, textured, use_cls_pooling
 from sktransfer import EmbeddingCache, ImageEncoder, ModelMismatchError, TextEncoder, model_registry
 from sktransfer._images import content_key
 from sktransfer.model_store import resolve_text_model
 from sktransfer.text import text_key
 
-WEIGHTS = "IMAGENET1K_V1"
-
-
-def image_encoder(**params):
-    return ImageEncoder(**{"weights": WEIGHTS, "device": "cpu", "num_workers": 0, **params})
-
-
-def textured(size=(96, 72), seed=0):
-    """An RGB image with texture in every channel, so that every pixel matters."""
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
-
-
-def tensor_preprocess(size):
-    """A preprocessing closure: every size gives a callable of the same name and source."""
-
-    def preprocess(image):
-        pixels = np.asarray(image.resize((size, size)), dtype=np.float32) / 255.0
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-    return preprocess
-
-
-def changed(a, b, atol=1e-5):
-    return a.shape != b.shape or not np.allclose(a, b, atol=atol, rtol=0)
 
 
 def assert_keys_follow_outputs(keys: dict, outputs: dict) -> None:
@@ -78,22 +53,6 @@ def fingerprints_and_outputs(base, variants: dict, items) -> tuple[dict, dict]:
             outputs[name] = encoder.fit(items).transform(items)
         fingerprints[name] = encoder.identity_.fingerprint
     return fingerprints, outputs
-
-
-@pytest.fixture
-def minilm_copy(tmp_path):
-    """A private copy of the all-MiniLM-L6-v2 folder that a test may edit."""
-    target = tmp_path / "minilm"
-    shutil.copytree(resolve_text_model("all-MiniLM-L6-v2"), target)
-    return target
-
-
-def use_cls_pooling(folder):
-    """Edit a sentence-transformers folder in place: CLS pooling instead of mean pooling."""
-    config = folder / "1_Pooling" / "config.json"
-    settings = json.loads(config.read_text())
-    settings.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
-    config.write_text(json.dumps(settings, indent=2))
 
 
 # ---------------------------------------------------------------------- the 12 defects

@@ -20,40 +20,18 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from sklearn.base import clone
 from torch import nn
 
+from identity_helpers import changed, image_encoder, tensor_preprocess, textured, use_cls_pooling
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder, model_registry
 from sktransfer._images import content_key
 
-WEIGHTS = "IMAGENET1K_V1"
 TEXTS = ["a gripping film", "dull and far too long"]
-
-
-def image_encoder(**params):
-    return ImageEncoder(**{"weights": WEIGHTS, "device": "cpu", "num_workers": 0, **params})
 
 
 def module_encoder(module, preprocess=None, **params):
     return ImageEncoder(module, preprocess=preprocess or tensor_preprocess(32), device="cpu", num_workers=0, **params)
-
-
-def textured(size=(64, 48), seed=0):
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
-
-
-def tensor_preprocess(size):
-    def preprocess(image):
-        pixels = np.asarray(image.resize((size, size)), dtype=np.float32) / 255.0
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-    return preprocess
-
-
-def changed(a, b, atol=1e-5):
-    return a.shape != b.shape or not np.allclose(a, b, atol=atol, rtol=0)
 
 
 def cosines(a, b):
@@ -67,22 +45,6 @@ def write_bmp(path, seed, keep_times_of=None):
     if keep_times_of is not None:
         os.utime(path, ns=(keep_times_of.st_atime_ns, keep_times_of.st_mtime_ns))
     return path
-
-
-@pytest.fixture
-def minilm_copy(tmp_path):
-    from sktransfer.model_store import resolve_text_model
-
-    target = tmp_path / "minilm"
-    shutil.copytree(resolve_text_model("all-MiniLM-L6-v2"), target)
-    return target
-
-
-def use_cls_pooling(folder):
-    config = folder / "1_Pooling" / "config.json"
-    settings = json.loads(config.read_text())
-    settings.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
-    config.write_text(json.dumps(settings, indent=2))
 
 
 def sentence_transformer(folder):
