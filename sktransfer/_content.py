@@ -334,7 +334,7 @@ class _Describer:
             self.feed(type(obj).__qualname__, len(obj))
             for i, value in enumerate(obj):
                 self.describe(value, f"{path}[{i}]", depth)
-        elif isinstance(obj, dict):
+        elif isinstance(obj, (dict, types.MappingProxyType)):
             self._mapping(obj, path, depth)
         elif isinstance(obj, (set, frozenset)):
             self._set(obj, path)

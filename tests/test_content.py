@@ -182,3 +182,15 @@ def test_content_hashes_stay_fast_for_a_grid_search_of_paths(tmp_path, monkeypat
     monkeypatch.setattr(content, "_feed_file", lambda hasher, p: reads.append(p))
     [file_content_key(p) for p in paths]
     assert reads == []
+
+
+def test_dataclass_instances_and_class_namespaces_are_described():
+    """A frozen dataclass (its fields sit in mappingproxy objects) is content, not an error."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        size: int = 32
+
+    assert object_digest(Settings(32)) == object_digest(Settings(32))
+    assert object_digest(Settings(32)) != object_digest(Settings(64))
