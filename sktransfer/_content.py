@@ -26,6 +26,7 @@ never from what is cheap to observe (a path string, a ``repr``, an output on a p
 from __future__ import annotations
 
 import copyreg
+import dis
 import enum
 import functools
 import hashlib
@@ -262,8 +263,13 @@ class _Describer:
     def __init__(self, hasher, root: str):
         self.hasher = hasher
         self.root = root
-        self._seen: dict = {}  # id -> order of first visit (cycles and shared objects)
+        # Each object is hashed on its own and its parent takes that digest, so an object reached
+        # twice counts the same as two equal copies (a pickle round trip may split or merge them).
+        self._done: dict = {}  # id -> digest of an object already described
+        self._stack: dict = {}  # id -> position, for the objects being described (cycles)
+        self._frames: list = []  # per open object: the lowest stack position a cycle inside it reached
         self._alive: list = []  # keeps temporaries alive so that their ids stay unique
+        self._global_hooks_done = False
 
     # ---------------------------------------------------------- output
     def feed(self, *parts) -> None:
@@ -291,20 +297,38 @@ class _Describer:
             self.feed("bytes", bytes(obj))
             return
         key = id(obj)
-        if key in self._seen:
-            self.feed("ref", self._seen[key])
+        if key in self._done:
+            self.feed("object", self._done[key])
             return
-        self._seen[key] = len(self._seen)
+        if key in self._stack:  # a cycle: its position relative to here, the same after a pickle round trip
+            position = self._stack[key]
+            self.feed("cycle", len(self._stack) - position)
+            self._frames[-1] = min(self._frames[-1], position)
+            return
         self._alive.append(obj)
-        stated = self._stated_identity(obj, path)
-        if stated is not None:
-            self.feed("stated", _qualified(type(obj)), stated)
-            if isinstance(obj, torch.nn.Module):  # its tensors still count: training changes them
-                for name, tensor in [*obj.named_parameters(), *obj.named_buffers()]:
-                    self.feed(name)
-                    self._tensor(tensor, f"{path}.{name}")
-            return
-        self._describe_new(obj, path, depth + 1)
+        parent, self.hasher = self.hasher, hashlib.sha256()
+        position = self._stack[key] = len(self._stack)
+        self._frames.append(position)
+        try:
+            stated = self._stated_identity(obj, path)
+            if stated is not None:
+                self.feed("stated", _qualified(type(obj)), stated)
+                if isinstance(obj, torch.nn.Module):  # its tensors still count: training changes them
+                    for name, tensor in [*obj.named_parameters(), *obj.named_buffers()]:
+                        self.feed(name)
+                        self._tensor(tensor, f"{path}.{name}")
+            else:
+                self._describe_new(obj, path, depth + 1)
+            own = self.hasher.digest()
+        finally:
+            self.hasher = parent
+            del self._stack[key]
+            reached = self._frames.pop()
+        if reached < position:  # part of a cycle through an outer object: its digest depends on that context
+            self._frames[-1] = min(self._frames[-1], reached)
+        else:
+            self._done[key] = own
+        self.feed("object", own)
 
     def _stated_identity(self, obj, path):
         if isinstance(obj, (type, types.ModuleType)):
@@ -334,12 +358,16 @@ class _Describer:
             self.feed(type(obj).__qualname__, len(obj))
             for i, value in enumerate(obj):
                 self.describe(value, f"{path}[{i}]", depth)
+            self._subclass_state(obj, path, depth)
         elif isinstance(obj, (dict, types.MappingProxyType)):
             self._mapping(obj, path, depth)
+            self._subclass_state(obj, path, depth)
         elif isinstance(obj, (set, frozenset)):
             self._set(obj, path)
+            self._subclass_state(obj, path, depth)
         elif isinstance(obj, enum.Enum):
             self.feed("enum", _qualified(type(obj)), obj.name)
+            self.describe(obj.value, f"{path}.value", depth)
         elif isinstance(obj, types.ModuleType):
             self.feed("module", obj.__name__, _library_version(obj.__name__))
         elif isinstance(obj, type):
@@ -406,6 +434,15 @@ class _Describer:
         self.feed("ndarray", array.dtype.str, array.shape)
         self.feed(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
 
+    def _subclass_state(self, obj, path: str, depth: int) -> None:
+        """A subclass of a built-in container also computes with its class's code and its own attributes."""
+        if type(obj) in (list, tuple, dict, set, frozenset, types.MappingProxyType):
+            return
+        self.describe(type(obj), f"{path}.__class__", depth)
+        self.describe(getattr(obj, "default_factory", None), f"{path}.default_factory", depth)
+        if hasattr(obj, "__dict__"):
+            self.describe(dict(vars(obj)), f"{path}.__dict__", depth)
+
     def _mapping(self, mapping, path: str, depth: int) -> None:
         self.feed(type(mapping).__qualname__, len(mapping))
         for name, value in list(mapping.items()):
@@ -450,18 +487,27 @@ class _Describer:
                 cells.append((name, cell.cell_contents))
             except ValueError:  # an empty cell (a name assigned later)
                 cells.append((name, "<empty cell>"))
+        loaded, attributes = _names_used(function.__code__)
         for name, value in cells:
             self.describe(name, path, depth)
-            self.describe(value, f"{path} (closure variable {name!r})", depth)
+            self._read_value(value, attributes, f"{path} (closure variable {name!r})", depth)
         namespace = function.__globals__
         builtins = namespace.get("__builtins__", {})
-        for name in sorted(_global_names(function.__code__)):
+        for name in sorted(loaded):
             if name in namespace:
                 self.describe(name, path, depth)
-                self.describe(namespace[name], f"{path} (global {name!r})", depth)
+                self._read_value(namespace[name], attributes, f"{path} (global {name!r})", depth)
             elif name not in (builtins if isinstance(builtins, dict) else vars(builtins)):
                 self.feed("unbound global", name)
         self.describe(dict(function.__dict__), f"{path}.__dict__", depth)
+
+    def _read_value(self, value, attributes: set, path: str, depth: int) -> None:
+        """A value a function reads; for your own module (``import helpers; helpers.act(x)``), what it reads of it."""
+        self.describe(value, path, depth)
+        if isinstance(value, types.ModuleType) and not _is_library(value.__name__):
+            for attribute in sorted(attributes & set(vars(value))):
+                self.describe(attribute, path, depth)
+                self.describe(getattr(value, attribute), f"{path}.{attribute}", depth)
 
     def _code(self, code, path: str, depth: int) -> None:
         self.feed("code", sys.version_info[:2], code.co_code, code.co_argcount, code.co_kwonlyargcount,
@@ -476,7 +522,31 @@ class _Describer:
             if name in _MODULE_SKIP:
                 continue
             self.describe(name, path, depth)
+            if "hook" in name and isinstance(value, dict):
+                # Keyed by torch's process-wide handle counter: the hooks in order are what counts.
+                value = list(value.values())
             self.describe(value, f"{path}.{name}", depth)
+        if not self._global_hooks_done:  # hooks registered for every module of the process
+            self._global_hooks_done = True
+            from torch.nn.modules import module as torch_module
+
+            for name in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+                self.describe(list(getattr(torch_module, name, {}).values()), f"torch {name}", depth)
+
+    def _left_out_state(self, obj, state, path: str) -> None:
+        """Attributes that ``__getstate__`` leaves out may still be read by the code: each counts by content
+        where it has one, by its type where it has none (a lock left out of the pickle on purpose)."""
+        attributes = getattr(obj, "__dict__", None)
+        if not isinstance(attributes, dict):
+            return
+        pickled = state[0] if isinstance(state, tuple) and len(state) == 2 else state
+        pickled = pickled if isinstance(pickled, dict) else {}
+        for name in sorted(set(attributes) - set(pickled)):
+            try:
+                part = object_digest(attributes[name], f"{path}.{name}")
+            except IdentityError:
+                part = "opaque " + _qualified(type(attributes[name]))
+            self.feed("left out of the pickle", name, part)
 
     def _reduced(self, obj, path: str, depth: int) -> None:
         """Any other object, as the pickler sees it (``__reduce_ex__``), with its class's code."""
@@ -503,18 +573,27 @@ class _Describer:
             self.describe(slots, path, depth)
         else:
             self.describe(state, f"{path} (state)", depth)
+        self._left_out_state(obj, state, path)
         if list_items is not None:
             self.describe(list(list_items), f"{path} (items)", depth)
         if dict_items is not None:
             self.describe(dict(dict_items), f"{path} (items)", depth)
 
 
-def _global_names(code) -> set:
-    names = set(code.co_names)
+def _names_used(code) -> tuple[set, set]:
+    """The global names a code object (and the code nested in it) loads, and every name it uses as an attribute."""
+    loaded, attributes = set(), set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"):
+            loaded.add(instruction.argval)
+        elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "IMPORT_FROM"):
+            attributes.add(instruction.argval)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
+            inner_loaded, inner_attributes = _names_used(const)
+            loaded |= inner_loaded
+            attributes |= inner_attributes
+    return loaded, attributes
 
 
 def object_digest(obj, what: str = "object") -> str:

@@ -3,7 +3,8 @@
 An embedding cache or an exported network is served as the vectors of an identity. Whoever can
 write into its folder can plant vectors or a network under a genuine key, so, the way ssh treats
 key files, such a folder must belong to the current user (or root) and be writable by its owner
-only, and so must every folder above it, unless that one has the sticky bit (``/tmp``: others may
+only (or by a group of which the user is the only member, as umask 002 systems give each user),
+and so must every folder above it, unless that one has the sticky bit (``/tmp``: others may
 create there but not rename or delete what is ours). Folders sktransfer creates are ``0700``.
 """
 
@@ -18,6 +19,19 @@ __all__ = ["UnsafeFolderError", "check_private_file", "private_folder"]
 
 class UnsafeFolderError(PermissionError):
     """A folder or file others can write (or own) would be trusted; the message names it and the fix."""
+
+
+def _private_group(gid: int) -> bool:
+    """Whether ``gid`` is the current user's own group, with no other member (umask 002 systems)."""
+    try:
+        import grp
+        import pwd
+
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        group = grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return gid == os.getegid() and group.gr_name == user and set(group.gr_mem) <= {user}
 
 
 def _owner_ok(st, foreign_owner_ok: bool) -> bool:
@@ -36,6 +50,8 @@ def _check(path: Path, what: str, st, *, leaf: bool, foreign_owner_ok: bool) -> 
         raise _refuse(path, what, f"belongs to another user (uid {st.st_uid})",
                       "Use a folder of your own (the default lives under your home folder).")
     writers = [who for bit, who in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "every user")) if st.st_mode & bit]
+    if writers == ["its group"] and _private_group(st.st_gid):  # a group of one: the user's own
+        writers = []
     if writers and (leaf or not st.st_mode & stat.S_ISVTX):
         raise _refuse(path, what if leaf else f"folder above the {what}", f"is writable by {' and '.join(writers)}",
                       f"Make it private (chmod go-w '{path}') or use a folder of your own.")

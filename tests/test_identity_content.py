@@ -373,3 +373,122 @@ def test_family5_an_image_layer_list_appended_to_after_fit_needs_a_refit():
     layer.pop()
     encoder.transform([textured()])
     encoder.set_params(layer=["features.18"]).transform([textured()])
+
+
+# ---------------------------------------------------------------------- variants from the hostile review
+class SizedResize:
+    """A picklable preprocess whose size attribute is the very tuple of its default."""
+
+    def __init__(self, size=(32, 32)):
+        self.size = size
+
+    def __call__(self, image):
+        pixels = np.asarray(image.resize(self.size), dtype=np.float32) / 255.0
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+
+def test_user_code_reached_through_a_module_object_counts(tmp_path, monkeypatch):
+    """``import helpers; helpers.act(x)``: what the code reads from your own module is part of the identity."""
+    import importlib
+    import sys
+
+    from sktransfer._content import object_digest
+
+    (tmp_path / "st_helpers_mod.py").write_text("import torch\ndef act(x):\n    return torch.relu(x)\nSCALE = 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helpers = importlib.import_module("st_helpers_mod")
+
+    def forward(x):
+        return helpers.act(x) * helpers.SCALE
+
+    before = object_digest(forward)
+    helpers.SCALE = 3.0
+    assert object_digest(forward) != before
+    helpers.SCALE = 1.0
+    helpers.act = lambda x: torch.tanh(x)
+    assert object_digest(forward) != before
+    sys.modules.pop("st_helpers_mod", None)
+
+
+def test_container_subclasses_count_their_class_and_attributes():
+    import collections
+
+    from sktransfer._content import object_digest
+
+    class Steps(list):
+        def __call__(self, image):
+            return image * self.k
+
+    steps = Steps([1, 2])
+    steps.k = 1
+    before = object_digest(steps)
+    steps.k = 2
+    assert object_digest(steps) != before
+    table = collections.defaultdict(int)
+    other = collections.defaultdict(float)
+    assert object_digest(table) != object_digest(other)
+
+
+def test_state_left_out_of_the_pickle_still_counts_and_enums_count_their_value():
+    import enum
+
+    from sktransfer._content import object_digest
+
+    class Pre:
+        def __init__(self, k):
+            self.size, self.k, self.lock = 32, k, threading.Lock()
+
+        def __getstate__(self):
+            return {"size": self.size}
+
+        def __call__(self, image):
+            return image * self.k
+
+    assert object_digest(Pre(1)) != object_digest(Pre(2))  # and the lock left out is no error
+    first = enum.Enum("Mode", {"A": 1.0})
+    second = enum.Enum("Mode", {"A": 2.0})
+    assert object_digest(first.A) != object_digest(second.A)
+
+
+def test_process_wide_module_hooks_count_and_hook_handles_do_not():
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from sktransfer._content import object_digest
+
+    def twice(module, args, output):
+        return output * 2
+
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.load_state_dict(a.state_dict())
+    a.register_forward_hook(twice)
+    b.register_forward_hook(twice)  # another handle number, the same hook
+    assert object_digest(a) == object_digest(b)
+    before = object_digest(a)
+    handle = register_module_forward_hook(twice)
+    try:
+        assert object_digest(a) != before
+    finally:
+        handle.remove()
+
+
+def test_attribute_names_are_not_read_as_globals_and_sharing_does_not_change_a_digest():
+    import pickle
+
+    from sktransfer._content import object_digest
+
+    pre = SizedResize()
+    globals()["size"] = threading.Lock()  # a global named like the attribute: not read by the code
+    try:
+        digest = object_digest(pre)
+        assert object_digest(pickle.loads(pickle.dumps(pre))) == digest  # the copy shares nothing
+    finally:
+        del globals()["size"]
+
+
+def test_an_unpickled_encoder_with_a_tuple_default_transforms(tmp_path):
+    import pickle
+
+    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d((2, 3)))
+    encoder = module_encoder(network, SizedResize()).fit([textured()])
+    expected = encoder.transform([textured()])
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(encoder)).transform([textured()]), expected, atol=1e-6)
