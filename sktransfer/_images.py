@@ -59,8 +59,9 @@ def content_key(item) -> bytes | None:
     """Digest of an item's content for the embedding cache, or None if it cannot be read.
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
-    and an edited one gets a new one (a file is re-hashed when its stat signature
-    changes, and any replacement or write is seen: see :mod:`sktransfer._content`). In-memory images (PIL images, arrays) are keyed by the 8-bit RGB pixels that
+    and an edited one gets a new one (a file is re-hashed when its stat signature changes, so any
+    replacement or write is seen: see :mod:`sktransfer._content`). In-memory images (PIL images,
+    arrays) are keyed by the 8-bit RGB pixels that
     :func:`to_rgb` makes of them, which is exactly what the network sees: palette, transparency,
     EXIF orientation, frame and bit depth all count, and nothing else does.
     """

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._content import folder_digest, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
 from ._images import content_key as image_content_key
@@ -17,9 +18,7 @@ from ._images import describe_item, is_image_item, item_key
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
-from ._content import folder_digest
 from .model_store import resolve_text_model
-from ._content import text_key
 from .text import _TOKENIZER_LOCK
 
 __all__ = ["ClipEncoder"]
