@@ -76,14 +76,15 @@ def learning_curve(sizes, draws, seed, train_texts, y_train, test_texts, y_test,
         yield min(size, len(train_texts)), np.asarray(emb_scores), np.asarray(tfidf_scores)
 
 
-def plot(rows, path: Path, model: str, zero_shot: float | None = None) -> None:
+def figure(rows, model: str, n_test: int, zero_shot: float | None = None):
+    """The learning-curve figure: accuracy on the ``n_test`` test sentences against labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = [r[0] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.2))
     for label, col, color in [(f"TextEncoder({model}) + LogisticRegression", 1, "tab:blue"),
                               ("TF-IDF (1-2 grams) + LogisticRegression", 2, "tab:orange")]:
         mean = np.array([r[col].mean() for r in rows])
@@ -95,13 +96,26 @@ def plot(rows, path: Path, model: str, zero_shot: float | None = None) -> None:
         ax.plot([at], [zero_shot], "D", color="tab:green", label="ZeroShotClassifier(TextEncoder()): 0 labels")
         ax.annotate(f"{zero_shot:.3f}", (at, zero_shot), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xscale("log")
+    # Ticks at the measured sizes, in plain numbers; the zero-shot point sits at "0".
+    ticks = ([sizes[0] / 2] if zero_shot is not None else []) + sizes
+    ax.set_xticks(ticks, (["0"] if zero_shot is not None else []) + [str(size) for size in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("labelled training sentences (log scale)")
-    ax.set_ylabel("SST-2 test accuracy (1821 sentences)")
+    ax.set_ylabel(f"SST-2 test accuracy ({n_test} sentences)")
     ax.set_title("Transfer learning with little labelled data")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    # Under the axes, where it can cover no point whatever the curves do.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def plot(rows, path: Path, model: str, n_test: int, zero_shot: float | None = None) -> None:
+    """Save :func:`figure` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, model, n_test, zero_shot)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -160,7 +174,7 @@ def main(argv=None) -> int:
         rows.append((size, emb, tfidf))
         print(f"{size:>10} | {len(emb):>5} | {emb.mean():.3f} +/- {emb.std():.3f}    | "
               f"{tfidf.mean():.3f} +/- {tfidf.std():.3f}    | {emb.mean() - tfidf.mean():+.3f}")
-    plot(rows, args.output, args.model, zero_shot_accuracy)
+    plot(rows, args.output, args.model, len(test_texts), zero_shot_accuracy)
     print(f"\nLearning curve saved to {args.output}")
     return 0
 

@@ -7,10 +7,14 @@ layout of a checkout). Blocks run in page order:
 * ``bash`` blocks run line by line: ``sktransfer ...`` commands for real (``|| echo`` tails
   accept a documented failure); ``make TARGET`` as a dry run (``make -n``) from the project root,
   which checks the target exists without a 30-minute run; ``python SCRIPT`` with ``--help``;
-* ``text`` blocks are sample output and are not run. Any other language fails the test, so a new
-  block cannot slip through unrun.
+* ``text`` blocks show the output of the block before them, and ``# ...`` comments on ``print``
+  lines what that line prints: both are checked (the grammar of a claim is in
+  ``tests/doc_outputs.py``). Any other language fails the test, so a new block cannot slip
+  through unrun.
 """
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -20,9 +24,9 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
+from doc_outputs import PrintRecorder, check_claim, check_print_claims, code_blocks
 
 PAGES = ["README.md"] + sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md"))
-BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
 
 
 def shell_commands(code):
@@ -36,9 +40,6 @@ def sktransfer_in_process(argv, env):
     """``sktransfer ARGS`` through ``cli.main`` in this process (the page's working directory is
     already the current one): the commands and their exit codes as a user gets them, without the
     seconds of a fresh interpreter per line. tests/test_cli.py runs the real entry point."""
-    import contextlib
-    import io
-
     from sktransfer.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -60,9 +61,12 @@ def sktransfer_in_process(argv, env):
 
 
 def run_command(line, work):
-    accept_failure = False
+    """Run one documented shell line; return what a terminal would show (stderr, then stdout)."""
+    echo = None
     if "||" in line:  # `cmd || echo ...`: the page shows a failing command on purpose
-        line, accept_failure = line.split("||")[0], True
+        line, tail = (part.strip() for part in line.split("||", 1))
+        echo = shlex.split(tail)
+        assert echo[0] == "echo", f"documentation runs an unrecognised command after ||: {tail}"
     words = shlex.split(line, comments=True)
     env = {"SKTRANSFER_CACHE": str(work / "default-cache")}  # never the user's own cache
     if words[0] == "make":
@@ -74,36 +78,67 @@ def run_command(line, work):
                                 text=True)
     else:
         pytest.fail(f"documentation runs an unrecognised command: {line}")
-    if accept_failure:
+    shown = result.stderr + result.stdout
+    if echo is not None:
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        shown += " ".join(echo[1:]).replace("$?", str(result.returncode)) + "\n"
     else:
         assert result.returncode == 0, f"{line}\n{result.stdout[-1000:]}\n{result.stderr[-2000:]}"
-    return result
+    return shown
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_code_blocks_run(page, data_dir, tmp_path, capsys):
-    blocks = BLOCK.findall((REPO_ROOT / page).read_text())
-    unknown = sorted({lang for lang, _ in blocks if lang not in {"python", "bash", "text"}})
+def test_code_blocks_run(page, data_dir, tmp_path):
+    blocks = code_blocks((REPO_ROOT / page).read_text())
+    unknown = sorted({lang for lang, _, _ in blocks if lang not in {"python", "bash", "text"}})
     assert not unknown, f"{page}: code blocks must be python, bash or text (sample output), got {unknown}"
     work = tmp_path / "project"
     work.mkdir()
     (tmp_path / "shared").symlink_to(data_dir.parent, target_is_directory=True)
     cwd = os.getcwd()
     os.chdir(work)
+    recorder = PrintRecorder()
+    namespace = {"__name__": "__main__", "print": recorder}  # as a script, its guards run
+    previous = None  # (language, line, what the block printed), for the text block after it
     try:
-        namespace = {"__name__": "__docs__"}
-        for index, (lang, code) in enumerate(blocks):
+        for lang, code, line in blocks:
+            where = f"{page}:{line}"
             if lang == "python":
-                exec(compile(code, f"{page} (code block {index + 1})", "exec"), namespace)
+                filename = f"{page} (code block at line {line})"
+                stdout = io.StringIO()
+                with contextlib.redirect_stdout(stdout):
+                    exec(compile("\n" * (line - 1) + code, filename, "exec"), namespace)
+                check_print_claims("\n" * (line - 1) + code, filename, recorder, page)
+                previous = (lang, line, stdout.getvalue())
             elif lang == "bash":
-                for line in shell_commands(code):
-                    run_command(line, work)
+                shown = "".join(run_command(command, work) for command in shell_commands(code))
+                previous = (lang, line, shown)
+            else:
+                assert previous is not None, f"{where}: a text block shows the output of the code block before it"
+                try:
+                    check_claim(code, previous[2])
+                except AssertionError as exc:
+                    raise AssertionError(f"{where}: the output of the {previous[0]} block at line "
+                                         f"{previous[1]}: {exc}") from None
+                previous = None
     finally:
         os.chdir(cwd)
     if page == "README.md":
-        assert "[1 0]" in capsys.readouterr().out  # the first example's printed prediction
         # Each distinct item is encoded once: four texts, then the table's names and photos.
         products = namespace["products"]
         expected = 4 + products["productDisplayName"].nunique() + products["photo"].nunique()
         assert namespace["cache"].stats.misses == expected
+
+
+def test_the_benchmark_duration_quoted_is_the_recorded_one():
+    # README and Makefile quote how long `make bench` takes; the figure must be the sum of the
+    # sections' recorded run times in docs/benchmarks.json (within rounding to 5 minutes).
+    import json
+
+    sections = json.loads((REPO_ROOT / "docs" / "benchmarks.json").read_text())
+    total = sum(section.get("minutes") or 0 for section in sections.values())
+    for page in ("README.md", "Makefile"):
+        text = (REPO_ROOT / page).read_text()
+        quoted = [int(m) for m in re.findall(r"about (\d+) min(?:utes)? on 2\s+(?:#\s*)?cores", text)]
+        assert quoted, f"{page} no longer says how long `make bench` takes"
+        assert all(abs(q - total) <= 5 for q in quoted), f"{page} says {quoted} minutes; recorded: {total:.0f}"

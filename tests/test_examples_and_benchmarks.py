@@ -102,3 +102,20 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     out = run_in_process("examples/domain_shift_fashion.py", "--limit", "20", "--output", str(tmp_path / "shift.json"),
                          capsys=capsys)
     assert "CORAL (StandardScaler, CORALAdapter)" in out
+
+
+def test_learning_curve_plot_names_the_test_set_it_used_and_its_legend_covers_no_point():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("sst2_learning_curve", REPO_ROOT / "examples/sst2_learning_curve.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = [(20, np.array([0.5, 0.6]), np.array([0.5, 0.52])), (40, np.array([0.9, 0.95]), np.array([0.55, 0.6]))]
+    fig = example.figure(rows, "all-MiniLM-L6-v2", n_test=60, zero_shot=0.98)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "SST-2 test accuracy (60 sentences)"  # the quick demo's 60, not 1821
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert not legend.overlaps(axes_box)  # below the axes: no point (even at 0.98) can sit under it
