@@ -10,14 +10,20 @@ Inputs (the encoder is inferred, ``--kind`` forces it):
   paths are resolved against the current folder, then the table's folder.
 
 Outputs: ``.npy`` (float32, one row per item in input order; for a folder the paths are written
-next to it as ``<output>.items.txt``) or ``.parquet`` (an ``item`` column, then one column per
-feature, named as ``get_feature_names_out`` names them).
+next to it as ``<output>.items.txt``) or ``.parquet`` (an ``item`` column, the ``--keep`` columns
+of a table input, then one column per feature, named as ``get_feature_names_out`` names them).
+An existing output is refused unless ``--overwrite`` is given, and every output is written to a
+temporary file beside it and moved into place in one step (:func:`atomic_output`), so a failed
+run leaves the earlier output as it was and no partial file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -35,18 +41,26 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder of images, a list file (one image path or text per line), or a "
                              "CSV/TSV/Parquet file with --column")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="where to write the features: a .npy or .parquet file")
+                        help="where to write the features: a .npy or .parquet file (--out works too)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTPUT (and its .items.txt list); without it an existing "
+                             "output is refused before anything is encoded")
     parser.add_argument("--kind", choices=["auto", "image", "text"], default="auto",
                         help="force the image or the text encoder instead of inferring it from the input "
                              "(default: %(default)s)")
     parser.add_argument("--column", default=None, help="the column of a CSV/TSV/Parquet input to encode")
+    parser.add_argument("--keep", default=None, metavar="COLS",
+                        help="comma-separated columns of a CSV/TSV/Parquet input to copy into a Parquet OUTPUT, "
+                             "between the item column and the features (e.g. --keep id,label)")
     parser.add_argument("--model", default=None,
                         help="images: a torchvision model name (default mobilenet_v2) or timm:<name> (e.g. "
                              "timm:tf_efficientnet_lite0); texts: a sentence-transformers or transformers model "
                              "name or folder (default all-MiniLM-L6-v2)")
     parser.add_argument("--weights", default=None,
                         help="torchvision weights name, e.g. IMAGENET1K_V1, or a timm pretrained tag, e.g. in1k "
-                             "(images only; default DEFAULT)")
+                             "(images only; default DEFAULT: torchvision's recommended weights, IMAGENET1K_V2 for "
+                             "mobilenet_v2, downloaded on first use; the offline set-up seeds IMAGENET1K_V1, and "
+                             "'sktransfer models' lists what is on this machine)")
     parser.add_argument("--layer", nargs="+", default=None,
                         help="node name(s) of the image network to read; several are concatenated "
                              "(default: the penultimate representation)")
@@ -66,7 +80,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what runs the network: torch, ONNX Runtime (needs sktransfer[onnx]) or OpenVINO (needs "
                              "sktransfer[openvino]); exported once into $SKTRANSFER_EXPORTS (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
-    parser.add_argument("--cache", default=None,
+    parser.add_argument("--cache", default=None, metavar="DIR",
                         help="embedding cache folder (default: $SKTRANSFER_CACHE or ~/.cache/sktransfer/cache)")
     parser.add_argument("--no-cache", action="store_true", help="encode everything, read and write no cache")
     parser.add_argument("--on-error", choices=["raise", "nan", "empty"], default="raise",
@@ -104,15 +118,45 @@ def _all_images(values, base: Path | None) -> tuple[bool, list]:
     return bool(resolved), resolved
 
 
-def _read_table(path: Path, column: str | None) -> list:
+def parse_keep(text: str | None) -> list[str]:
+    """The ``--keep`` column names, in order, without repeats (empty pieces of ``a,,b`` dropped)."""
+    if text is None:
+        return []
+    names = [name for name in text.split(",") if name.strip()]
+    if not names:
+        raise EmbedError(f"--keep {text!r} names no column; pass comma-separated column names, e.g. --keep id,label")
+    return list(dict.fromkeys(names))
+
+
+def _check_keep(keep: list[str], columns, name: str) -> list[str]:
+    """``keep`` matched against a table's columns (``' label'`` finds ``label``): unknown ones are an error."""
+    columns = list(columns)
+    matched = []
+    for wanted in keep:
+        column = wanted if wanted in columns else wanted.strip()
+        if column not in columns:
+            raise EmbedError(f"--keep: {name} has no column {wanted!r}; columns: {columns[:20]}")
+        if column == "item":
+            raise EmbedError(f"--keep item: the output's item column already holds the encoded values; rename "
+                             f"the column 'item' of {name} to keep it")
+        matched.append(column)
+    return list(dict.fromkeys(matched))
+
+
+def _read_table(path: Path, column: str | None, keep: list[str]) -> tuple[list, object]:
+    """The values of ``column`` and a DataFrame of the ``keep`` columns (None when there are none)."""
     import pandas as pd
 
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=object,
-                                keep_default_na=True)
+            # keep_default_na=False: the words NA, None, null, n/a... are texts to encode; only an
+            # empty cell is missing (na_values=[""]). The encoded column stays text (dtype object,
+            # "007" is not 7); kept columns get pandas' usual types.
+            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                                dtype={column: object} if column is not None else object,
+                                keep_default_na=False, na_values=[""])
     except ImportError as exc:
         raise EmbedError(f"reading {path.name} needs {exc.name}: pip install pyarrow") from None
     except Exception as exc:  # pandas raises many parser errors; all mean the same to the user
@@ -124,23 +168,29 @@ def _read_table(path: Path, column: str | None) -> list:
         column = table.columns[0]
     if column not in table.columns:
         raise EmbedError(f"{path.name} has no column {column!r}; columns: {list(table.columns)[:20]}")
-    return table[column].tolist()
+    keep = _check_keep(keep, table.columns, path.name)
+    return table[column].tolist(), (table[keep].reset_index(drop=True) if keep else None)
 
 
-def read_items(source: str, kind: str, column: str | None) -> tuple[list, str, bool]:
-    """Items to encode, the encoder kind ("image" or "text") and whether the order is ours (a folder)."""
+def read_items(source: str, kind: str, column: str | None, keep: list[str] = ()) -> tuple[list, str, bool, object]:
+    """Items to encode, the encoder kind ("image" or "text"), whether the order is ours (a folder)
+    and the ``--keep`` columns of a table (a DataFrame, or None)."""
     path = Path(source).expanduser()
     if not path.exists():
         raise EmbedError(f"input not found: {source}")
+    if keep and (path.is_dir() or path.suffix.lower() not in TABLE_EXTENSIONS):
+        raise EmbedError(f"--keep copies columns of a CSV, TSV or Parquet input; {path.name} is "
+                         f"{'a folder' if path.is_dir() else 'a list file'}, it has no columns")
     if path.is_dir():
         if kind == "text":
             raise EmbedError(f"{source} is a folder; --kind text needs a list file or a table")
         items = _image_files(path)
         if not items:
             raise EmbedError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {source}")
-        return items, "image", True
+        return items, "image", True, None
+    kept = None
     if path.suffix.lower() in TABLE_EXTENSIONS:
-        values = _read_table(path, column)
+        values, kept = _read_table(path, column, list(keep))
     else:
         if column is not None:
             raise EmbedError(f"--column applies to CSV, TSV and Parquet files, not to {path.name}")
@@ -156,7 +206,7 @@ def read_items(source: str, kind: str, column: str | None) -> tuple[list, str, b
         kind = "image" if images else "text"
     if kind == "image":
         values = resolved if images else values  # the encoder names the first unreadable item
-    return values, kind, False
+    return values, kind, False, kept
 
 
 def build_encoder(kind: str, args):
@@ -199,58 +249,194 @@ def _default_cache():
     return str(default_cache_dir())
 
 
+@contextlib.contextmanager
+def atomic_output(*targets):
+    """Write ``targets`` in one step: yield temporary paths beside them, move them into place on success.
+
+    The one way every output of the command line is written (``.npy`` and its ``.items.txt``
+    list, Parquet files, ``cache export`` files and ``--scheduler`` folders).
+
+    Parameters
+    ----------
+    *targets : str or os.PathLike
+        The files (or folders) to write. Each temporary path is in its target's folder, named
+        ``.<name>.tmp-<pid>-<random>``, so the final ``os.replace`` is a rename on one file
+        system, which readers see as all of the new output or none of it.
+
+    Yields
+    ------
+    temporary : pathlib.Path, or tuple of pathlib.Path for several targets
+        Where the caller writes the new content (a file, or a folder it creates).
+
+    Notes
+    -----
+    On any exception (a full disk, Ctrl-C) the temporary files or folders are removed and every
+    target is left exactly as it was. Every file is flushed to disk (``fsync``) before the first
+    rename, so a crash does not leave a renamed but empty file, and a late write error (``fsync``
+    reports some of them) replaces none of several targets. An existing folder is moved aside,
+    replaced and then deleted, since ``os.replace`` cannot replace a non-empty folder.
+    """
+    targets = [Path(target) for target in targets]
+    temporaries = [target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+                   for target in targets]
+    try:
+        yield temporaries[0] if len(temporaries) == 1 else tuple(temporaries)
+        for temporary in temporaries:
+            if not temporary.is_dir():
+                descriptor = os.open(temporary, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+        for temporary, target in zip(temporaries, targets):
+            if temporary.is_dir() and target.exists():
+                aside = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+                os.replace(target, aside)
+                try:
+                    os.replace(temporary, target)
+                except BaseException:
+                    os.replace(aside, target)
+                    raise
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(temporary, target)
+    except BaseException:
+        for temporary in temporaries:
+            if temporary.is_dir():
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+        raise
+
+
+def _cache_of(encoder):
+    from .cache import as_cache
+
+    return as_cache(encoder.cache)
+
+
+def _refuse_existing(paths, overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise EmbedError(f"{path} exists; pass --overwrite to replace it, or choose another output name")
+
+
+def _write_failed(output: Path, existed: bool, exc: OSError) -> OSError:
+    """A write error naming the output and what is left of it (exit status 1, not a usage error)."""
+    reason = " ".join(str(exc).split())
+    kept = f"the earlier {output.name} is unchanged" if existed else "no file was written"
+    return OSError(f"cannot write {output}: {reason}; {kept}")
+
+
 def embed(args) -> str:
     """Run ``sktransfer embed``; returns the summary line."""
     import numpy as np
 
     output = Path(args.output).expanduser()
+    keep = parse_keep(args.keep)
+    if args.no_cache and args.cache:
+        raise EmbedError(f"--cache {args.cache} and --no-cache contradict each other; pass one of them")
     if args.scheduler:
-        return embed_on_cluster(args, output)
-    if output.suffix.lower() not in OUTPUT_EXTENSIONS:
+        return embed_on_cluster(args, output, keep)
+    suffix = output.suffix.lower()
+    if suffix not in OUTPUT_EXTENSIONS:
         raise EmbedError(f"output must end in .npy or .parquet, got {output.name}")
+    if keep and suffix == ".npy":
+        raise EmbedError(f"--keep copies columns into a Parquet output, and a .npy file holds only the features: "
+                         f"write -o {output.with_suffix('.parquet').name} instead")
     if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
     # Checked before encoding anything: a run must not end in a write error after an hour.
-    target = output if output.exists() else output.parent
-    if not os.access(target, os.W_OK) or output.is_dir():
-        raise EmbedError(f"cannot write the output {output}: {'it is a folder' if output.is_dir() else 'permission denied'}")
-    items, kind, ours = read_items(args.input, args.kind, args.column)
+    if output.is_dir():
+        raise EmbedError(f"cannot write the output {output}: it is a folder")
+    # The new file is written beside the old one and renamed, so the folder must be writable; a
+    # read-only file is a file its owner protected, and is not replaced either.
+    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise EmbedError(f"cannot write the output {output}: permission denied")
+    sidecar = output.with_name(output.name + ".items.txt")
+    from_folder = Path(args.input).expanduser().is_dir()
+    _refuse_existing([output] + ([sidecar] if suffix == ".npy" and from_folder else []), args.overwrite)
+    items, kind, ours, kept = read_items(args.input, args.kind, args.column, keep)
     encoder = build_encoder(kind, args)
     start = time.perf_counter()
-    features = encoder.fit(items[:1]).transform(items)
+    # fit validates the whole column (as transform does) before loading the model: an error
+    # counts every bad item of the input, not those of a one-item sample.
+    encoder.fit(items)
+    names = list(encoder.get_feature_names_out())
+    clash = sorted(set(names) & set(kept.columns)) if kept is not None else []
+    if clash:
+        raise EmbedError(f"--keep {clash[0]}: the features of this encoder have that name; rename the column")
+    # The counts of this run: a cache's statistics are shared by every user of its folder in a process.
+    store = _cache_of(encoder)
+    before = (store.stats.hits, store.stats.misses) if store is not None else None
+    features = encoder.transform(items)
     seconds = time.perf_counter() - start
-    if output.suffix.lower() == ".npy":
-        np.save(output, features)
-        if ours:
-            output.with_name(output.name + ".items.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
-    else:
-        import pandas as pd
+    existed = output.exists()
+    try:
+        if suffix == ".npy":
+            # A folder's array and its list of paths are replaced together, or neither is.
+            with atomic_output(output, *([sidecar] if ours else [])) as written:
+                array_file, list_file = written if ours else (written, None)
+                with open(array_file, "wb") as handle:
+                    np.save(handle, features)
+                if ours:
+                    list_file.write_text("\n".join(items) + "\n", encoding="utf-8")
+            if not ours and args.overwrite and sidecar.is_file():
+                sidecar.unlink()  # it listed the rows of the output just replaced, not these
+        else:
+            import pandas as pd
 
-        frame = pd.DataFrame(features, columns=encoder.get_feature_names_out())
-        frame.insert(0, "item", [str(item) for item in items])
-        try:
-            frame.to_parquet(output, index=False)
-        except ImportError as exc:
-            raise EmbedError(f"writing Parquet needs {exc.name}: pip install pyarrow") from None
+            # A missing item is a null, not the text "nan" (which may be a real word of the column).
+            parts = [pd.DataFrame({"item": [None if pd.api.types.is_scalar(item) and pd.isna(item) else str(item)
+                                            for item in items]}, dtype=object)]
+            parts += [kept] if kept is not None else []
+            parts.append(pd.DataFrame(features, columns=names))
+            frame = pd.concat(parts, axis=1)
+            try:
+                with atomic_output(output) as parquet_file:
+                    frame.to_parquet(parquet_file, index=False)
+            except ImportError as exc:
+                raise EmbedError(f"writing Parquet needs {exc.name}: pip install pyarrow") from None
+    except OSError as exc:
+        raise _write_failed(output, existed, exc) from None
     failed = int(np.isnan(features).all(axis=1).sum())
-    cache = encoder.cache
     hits = ""
-    if cache is not None:
-        from .cache import as_cache
-
-        stats = as_cache(cache).stats
-        hits = f"; cache {as_cache(cache).path}: {stats.hits} hits, {stats.misses} encoded"
+    if store is not None:
+        hits = (f"; cache {store.path}: {store.stats.hits - before[0]} hits, {store.stats.misses - before[1]} "
+                "encoded")
     model = encoder.model if isinstance(encoder.model, str) else type(encoder.model).__name__
     return (f"wrote {features.shape[0]} x {features.shape[1]} {kind} features ({model}) to {output} in "
             f"{seconds:.1f} s{hits}" + (f"; {failed} NaN rows (--on-error nan)" if failed else ""))
 
 
-def embed_on_cluster(args, output: Path) -> str:
+# What a Dask Parquet output folder holds; --overwrite replaces no folder holding anything else.
+_DATASET_FILES = {"_metadata", "_common_metadata", "_SUCCESS"}
+
+
+def _replaceable_dataset(folder: Path) -> str | None:
+    """The name of the first entry of ``folder`` that no Parquet dataset writes, or None."""
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or not (entry.suffix == ".parquet" or entry.name in _DATASET_FILES):
+            return entry.name
+    return None
+
+
+def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
     """``sktransfer embed --scheduler ADDRESS``: encode on a Dask cluster, write Parquet partitions."""
     if output.suffix.lower() == ".npy":
         raise EmbedError("--scheduler writes a folder of Parquet partitions; give -o a folder name, not a .npy file")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise EmbedError(f"output {output} exists and is not an empty folder; choose a new folder name")
+    if output.exists() and not output.is_dir():
+        raise EmbedError(f"output {output} exists and is not an empty folder (it is a file); --scheduler writes a "
+                         "folder of Parquet partitions: choose a new folder name")
+    if output.is_dir() and any(output.iterdir()):
+        if not args.overwrite:
+            raise EmbedError(f"output {output} exists and is not an empty folder; pass --overwrite to replace it, "
+                             "or choose a new folder name")
+        stranger = _replaceable_dataset(output)
+        if stranger is not None:
+            raise EmbedError(f"output {output} holds {stranger}, which is not part of a Parquet dataset; it is not "
+                             "replaced even with --overwrite: choose a new folder name")
     if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
     if not Path(args.input).expanduser().exists():
@@ -270,29 +456,41 @@ def embed_on_cluster(args, output: Path) -> str:
     with client:
         source = Path(args.input).expanduser()
         if source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet"))):
-            frame = dd.read_parquet(str(source), columns=[args.column] if args.column else None)
+            frame = dd.read_parquet(str(source))  # lazy: only the columns selected below are read
             if args.column is None and len(frame.columns) != 1:
                 raise EmbedError(f"{source.name} has {len(frame.columns)} columns {list(frame.columns)[:8]}; "
                                  "choose one with --column")
             column = args.column or frame.columns[0]
-            frame = frame[[column]].rename(columns={column: "item"})
+            if column not in frame.columns:
+                raise EmbedError(f"{source.name} has no column {column!r}; columns: {list(frame.columns)[:20]}")
+            keep = _check_keep(list(keep), frame.columns, source.name)
+            frame = frame.assign(item=frame[column])[["item", *keep]]
             sample = frame["item"].head(20).tolist()
             images, _ = _all_images(sample, None)
             kind = args.kind if args.kind != "auto" else ("image" if images else "text")
+            # The column is validated on the workers; fit needs one good item to resolve the model.
+            fit_on = next(([value] for value in sample if isinstance(value, (str, bytes))), sample[:1])
         else:
-            items, kind, _ = read_items(args.input, args.kind, args.column)
+            items, kind, _, kept = read_items(args.input, args.kind, args.column, keep)
             threads = sum(client.nthreads().values()) or 1
-            frame = dd.from_pandas(pd.DataFrame({"item": items}),
-                                   npartitions=max(1, min(len(items), args.partitions or 4 * threads)))
-            sample = items[:1]
+            table = pd.DataFrame({"item": items})
+            if kept is not None:
+                table = pd.concat([table, kept], axis=1)
+            frame = dd.from_pandas(table, npartitions=max(1, min(len(items), args.partitions or 4 * threads)))
+            fit_on = items  # validates the whole column here, before any worker starts
         encoder = build_encoder(kind, args)
         encoder.set_params(show_progress=False)  # workers have no terminal
-        encoder.fit(sample[:1])
+        encoder.fit(fit_on)
         start = time.perf_counter()
         features = transform(encoder, frame, column="item")
         # The same column names as a local run's Parquet output.
         features = features.rename(columns=dict(zip(features.columns, encoder.get_feature_names_out())))
-        dd.concat([frame, features], axis=1).to_parquet(str(output), write_index=False)
+        clash = sorted(set(features.columns) & set(frame.columns))
+        if clash:
+            raise EmbedError(f"--keep {clash[0]}: the features of this encoder have that name; rename the column")
+        # The workers write into a folder beside OUTPUT, renamed into place once every partition is written.
+        with atomic_output(output) as staging:
+            dd.concat([frame, features], axis=1).to_parquet(str(staging), write_index=False)
         seconds = time.perf_counter() - start
         n_workers = len(client.nthreads())
     model = encoder.model if isinstance(encoder.model, str) else type(encoder.model).__name__

@@ -8,17 +8,23 @@
   embedding cache;
 * ``sktransfer demo``: the README's main job (the three examples on real data).
 
-Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback.
+Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback;
+a usage error (an unknown flag, a missing argument) prints the usage of the command it was given
+to, not the top-level one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -34,7 +40,7 @@ def _size(n: int) -> str:
 
 
 def _cache_info(args) -> int:
-    cache = EmbeddingCache(args.path)
+    cache = EmbeddingCache(args.cache)
     if not (cache.path / "embeddings.sqlite3").exists():
         print(f"no cache at {cache.path}")
         return 0
@@ -51,7 +57,7 @@ def _cache_info(args) -> int:
 
 
 def _cache_clear(args) -> int:
-    cache = EmbeddingCache(args.path)
+    cache = EmbeddingCache(args.cache)
     if not (cache.path / "embeddings.sqlite3").exists():
         print(f"no cache at {cache.path}")
         return 0
@@ -69,22 +75,61 @@ def _cache_clear(args) -> int:
     return 0
 
 
+class _Refused(Exception):
+    """An output the command will not write (it exists, its folder is missing): exit status 2."""
+
+
+@contextlib.contextmanager
+def _export_destination(output: str, overwrite: bool):
+    """Where ``cache export`` writes: a local file through :func:`atomic_output`, never clobbered silently.
+
+    A folder (``out/`` or an existing one) receives a new ``part-<host>-<pid>-<random>.parquet``,
+    named here as ``EmbeddingCache.export`` names it, so that the part file appears whole or not at
+    all (``cache import`` of the folder would refuse a truncated one). A URL goes to fsspec as it is:
+    an object store shows an object only once it is completely written.
+    """
+    from ._cli_embed import atomic_output
+
+    if "://" in output:
+        import fsspec
+
+        fs, target = fsspec.core.url_to_fs(output)
+        if not output.endswith("/") and not fs.isdir(target) and fs.exists(target) and not overwrite:
+            raise _Refused(f"{output} exists; pass --overwrite to replace it, or export to a folder/ (a new part "
+                           "file each time)")
+        yield output
+        return
+    path = Path(output).expanduser()
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / f"part-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+    elif path.exists() and not overwrite:
+        raise _Refused(f"{path} exists; pass --overwrite to replace it, or export to a folder/ (a new part file "
+                       "each time)")
+    elif not path.parent.is_dir():
+        raise _Refused(f"output folder does not exist: {path.parent}")
+    with atomic_output(path) as temporary:
+        yield str(temporary)
+
+
 def _cache_export(args) -> int:
-    cache = EmbeddingCache(args.path)
+    cache = EmbeddingCache(args.cache)
     if not (cache.path / "embeddings.sqlite3").exists():
         return _fail(f"no cache at {cache.path}")
     try:
-        n = cache.export(args.output, fingerprint=args.fingerprint)
-    except ValueError as exc:
+        with _export_destination(args.output, args.overwrite) as destination:
+            n = cache.export(destination, fingerprint=args.fingerprint)
+    except (ValueError, _Refused) as exc:
         return _fail(str(exc), 2)
     except (CacheError, ImportError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(f"cannot export to {args.output}: {exc}; no partial file is left"
+                     if isinstance(exc, OSError) and "://" not in args.output else str(exc))
     print(f"exported {n:,} entries from {cache.path} to {args.output}")
     return 0
 
 
 def _cache_import(args) -> int:
-    cache = EmbeddingCache(args.path)
+    cache = EmbeddingCache(args.cache)
     try:
         n = cache.import_(args.input)
     except (CacheError, ImportError, OSError) as exc:
@@ -177,7 +222,10 @@ def _fail(message: str, code: int = 1) -> int:
 def error_message(exc: BaseException) -> str:
     """An estimator's error as one command-line line: its advice names flags, not parameters."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
-    return re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
+    text = re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
+    # Weights that cannot be downloaded here (the DEFAULT ones, offline): name the flag that works.
+    return re.sub(r"(available offline here: (\w+)[\w, ]*)\.", r"\1 (pass --weights \2; 'sktransfer models' lists "
+                  r"what is on this machine).", text)
 
 
 def _embed(args) -> int:
@@ -199,6 +247,7 @@ def _embed(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from ._cli_embed import add_embed_arguments
 
     parser = argparse.ArgumentParser(
@@ -206,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="sktransfer: frozen pretrained encoders as scikit-learn transformers, from the command line.",
         epilog="Run 'sktransfer COMMAND --help' for the options of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"sktransfer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser(
@@ -217,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                "sktransfer embed reviews.csv --column text -o reviews.parquet --precision bf16",
     )
     add_embed_arguments(embed)
-    embed.set_defaults(handler=_embed)
+    embed.set_defaults(handler=_embed, usage_parser=embed, stray="-o")
 
     models = commands.add_parser(
         "models", help="list the text models and image weights available offline",
@@ -225,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "machine without a network: model folders in the sktransfer model directory and the "
                     "Hugging Face cache, and checkpoints in torch's hub cache.",
     )
-    models.set_defaults(handler=_models)
+    models.set_defaults(handler=_models, usage_parser=models)
 
     demo = commands.add_parser(
         "demo", help="run the README's demonstration on real data",
@@ -238,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: $SKTRANSFER_DATA, else ../shared/data beside the checkout)")
     demo.add_argument("--examples", default=None, help="folder with the example scripts (default: the checkout's)")
     demo.add_argument("--quick", action="store_true", help="tiny subsets: checks that everything runs in a minute")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, usage_parser=demo)
 
     cache = commands.add_parser("cache", help="inspect, clear, export or import an embedding cache",
                                 description="Inspect, clear, export or import an embedding cache folder.")
@@ -254,14 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "such as s3://bucket/cache/ work when their fsspec package is installed.")
     export.add_argument("output", metavar="OUTPUT", help="Parquet file or folder/ (local path or fsspec URL)")
     export.add_argument("--fingerprint", default=None, help="only this fingerprint (a unique prefix is enough)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTPUT file (a folder/ always receives a new part file)")
     import_ = actions.add_parser(
         "import", help="merge entries exported by 'sktransfer cache export'",
         description="Merge the entries of an exported Parquet file, or of every *.parquet file under a folder, "
                     "into the cache. Entries already there are kept. Import only exports you trust.")
     import_.add_argument("input", metavar="INPUT", help="Parquet file or folder (local path or fsspec URL)")
     for sub in (info, clear, export, import_):
-        sub.add_argument("--path", default=None,
+        # --cache DIR, as for 'sktransfer embed'; --path is the old spelling, still read for scripts.
+        sub.add_argument("--cache", default=None, metavar="DIR",
                          help=f"cache folder (default: $SKTRANSFER_CACHE or {default_cache_dir()})")
+        sub.add_argument("--path", dest="cache", default=None, help=argparse.SUPPRESS)
+        sub.set_defaults(usage_parser=sub, stray="--cache")
     clear.add_argument("--fingerprint", default=None,
                        help="only this fingerprint (a unique prefix from 'sktransfer cache info' is enough)")
     clear.add_argument("--force", action="store_true",
@@ -273,8 +328,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str], stray: str | None) -> str:
+    """The usage error for arguments ``parser`` does not take, with the likely intended flag."""
+    flags = [flag for action in parser._actions if action.help is not argparse.SUPPRESS
+             for flag in action.option_strings]
+    hints = []
+    flagged = any(word.startswith("-") for word in extras)  # then a bare word may be an unknown flag's value
+    for word in extras:
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1)
+            hints += [f"did you mean {close[0]}?"] if close else []
+        elif flagged:
+            continue
+        elif stray == "--cache":
+            hints.append(f"the cache folder is given as --cache DIR: --cache {word}")
+        elif stray == "-o":
+            hints.append(f"the output is given as -o OUTPUT: -o {word}")
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    """Parse the command line; a usage error is reported by the (sub)command that was given it.
+
+    argparse hands the arguments a subcommand does not know back to the top-level parser, which
+    would print its own usage (``sktransfer [-h] COMMAND ...``); the subcommand's usage is the one
+    that shows the flags the user meant.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        where = getattr(args, "usage_parser", parser)
+        where.error(_unrecognized(where, extras, getattr(args, "stray", None)))
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
