@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, ItemsView, Iterator, KeysView, Mapping, Sequence, Set
 from typing import Any
-from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .cache import CacheError, EmbeddingCache, as_cache
 
-__all__ = ["BaseEncoder", "column_to_list", "numbers_hint"]
+__all__ = ["BaseEncoder", "column_to_list", "is_missing", "numbers_hint", "read_once", "with_article"]
 
 #: Where the documentation site lives; the estimators' HTML repr links to their page there.
 DOCS_URL = "https://sktransfer.readthedocs.io/en/latest/"
@@ -59,14 +59,95 @@ def indexed_names(prefix: str, n: int) -> list[str]:
 
 
 def _is_dataframe(X) -> bool:
-    return hasattr(X, "columns") and hasattr(X, "iloc")
+    # pandas, polars and pyarrow tables alike: columns and a 2-D shape.
+    return hasattr(X, "columns") and len(getattr(X, "shape", ())) == 2
+
+
+def _column_names(frame) -> list:
+    return list(getattr(frame, "column_names", None) or frame.columns)  # pyarrow's columns are the arrays
+
+
+def _first_column(frame):
+    if hasattr(frame, "iloc"):
+        return frame.iloc[:, 0]  # pandas, where two columns may share a name
+    if hasattr(frame, "to_series"):
+        return frame.to_series(0)  # polars
+    return frame.column(0)  # pyarrow
+
+
+def _column_values(X) -> list | None:
+    """The items of one dataframe column as Python objects, or None when ``X`` is no such column."""
+    if hasattr(X, "to_numpy") and getattr(X, "ndim", None) == 1:  # a pandas Series or Index: NaN, NA kept
+        return X.to_numpy(dtype=object).tolist()
+    if hasattr(X, "to_list") and len(getattr(X, "shape", ())) == 1:  # a polars Series: nulls are None
+        return X.to_list()
+    if hasattr(X, "to_pylist") and not hasattr(X, "columns"):  # a pyarrow Array or ChunkedArray
+        return X.to_pylist()
+    return None
+
+
+def _series_name(X) -> str | None:
+    """The name of a dataframe column given alone: a pandas or polars Series' non-empty name."""
+    name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
+    return name if isinstance(name, str) and name else None  # polars names an unnamed Series ""
+
+
+def with_article(word: str) -> str:
+    """``word`` after "a" or "an", chosen by its sound: "an int", "an ndarray", "a str", "a uint8"."""
+    lower = str(word).lower()
+    vowel = bool(lower) and lower[0] in "aeiou" and not lower.startswith(("uint", "uni", "use", "eu", "one"))
+    if vowel or lower.startswith(("nd", "8", "11", "18")):  # "an ndarray", "an 8-d vector"
+        return f"an {word}"
+    return f"a {word}"
+
+
+def is_missing(value) -> bool:
+    """Whether an item is a missing value: None, NaN, pandas.NA or NaT (without importing pandas)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return type(value).__name__ in {"NAType", "NaTType"} or (
+        isinstance(value, np.generic) and value.dtype.kind in "fcmM" and bool(np.isnan(value))
+    )
+
+
+def read_once(X):
+    """``X`` as a list if it is a one-pass iterator (a generator, ``map``, ``iter(...)``), else ``X`` itself.
+
+    A caller that reads its input twice (``fit`` then ``transform``) reads the list both times,
+    instead of finding the iterator exhausted the second time.
+    """
+    return list(X) if isinstance(X, Iterator) else X
+
+
+def _refuse_unordered(X, owner: str) -> None:
+    """Sets and mappings have no row order that the output could follow back to the inputs."""
+    kind = with_article(type(X).__name__)
+    if isinstance(X, Mapping):
+        raise TypeError(
+            f"{owner} got {kind}: iterating a mapping gives its keys, so output rows would not line up with "
+            "its values. Pass list(d.values()) to encode the values (in the dict's order), or list(d) for the keys."
+        )
+    if isinstance(X, (KeysView, ItemsView)):
+        raise TypeError(
+            f"{owner} got {kind}, a set-like view of a dict: output rows must map back to the inputs one by one. "
+            "Pass a list of it, list(view), in the dict's order (list(d.values()) for the values)."
+        )
+    if isinstance(X, Set):
+        raise TypeError(
+            f"{owner} got {kind}, which has no order: its items would be encoded in hash order, and output rows "
+            "could not be mapped back to the inputs. Pass a list in the order you need, e.g. sorted(items)."
+        )
 
 
 def column_to_list(X, owner: str) -> list:
     """Flatten one column of input into a list of Python objects.
 
-    Accepts a list or tuple, a 1-D array, a 2-D array with one column, a pandas Series or a
-    one-column DataFrame. Anything wider raises a ``ValueError`` that says how to select a column.
+    Accepts a list or tuple, a 1-D array, a 2-D array with one column, a pandas or polars Series,
+    a one-column pandas or polars DataFrame, a pyarrow array or one-column table, or any other
+    ordered iterable (read once). Anything wider raises a ``ValueError`` that says how to select
+    a column; a set or a mapping, whose order is not the rows', raises a ``TypeError``.
     """
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(
@@ -87,12 +168,13 @@ def column_to_list(X, owner: str) -> list:
         if X.shape[1] != 1:
             raise ValueError(
                 f"{owner} encodes one column, got a DataFrame with {X.shape[1]} columns "
-                f"{list(X.columns)[:5]}. Select the column (df['name'] or df[['name']]), or use a "
+                f"{_column_names(X)[:5]}. Select the column (df['name'] or df[['name']]), or use a "
                 "ColumnTransformer with one encoder per column."
             )
-        return X.iloc[:, 0].to_numpy(dtype=object).tolist()
-    if hasattr(X, "to_numpy") and getattr(X, "ndim", None) == 1:  # pandas Series
-        return X.to_numpy(dtype=object).tolist()
+        X = _first_column(X)
+    values = _column_values(X)
+    if values is not None:
+        return values
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             return X[:, 0].tolist()
@@ -102,6 +184,7 @@ def column_to_list(X, owner: str) -> list:
             f"{owner} encodes one column, got an array of shape {X.shape}. Pass a 1-D array or a "
             "2-D array with a single column."
         )
+    _refuse_unordered(X, owner)
     if not isinstance(X, Sequence):
         try:
             X = list(X)
@@ -115,10 +198,14 @@ def column_to_list(X, owner: str) -> list:
 
 
 def numbers_hint(bad_items: list) -> str:
-    """Extra advice when the items an encoder rejects are numbers: most likely the wrong column."""
+    """Extra advice when the items an encoder rejects are numbers: most likely the wrong column.
+
+    Missing values (NaN, None) alone are not numbers: a text or path column read with gaps holds them.
+    """
     if any(isinstance(item, (complex, np.complexfloating)) for item in bad_items):
         return " Complex data not supported: the column holds complex numbers, not items to encode."
-    if all(isinstance(item, (numbers.Number, np.number)) for item in bad_items):
+    if not all(is_missing(item) for item in bad_items) and \
+            all(isinstance(item, (numbers.Number, np.number)) for item in bad_items):
         return " The column holds numbers (NaN and inf included), not items to encode: is it the right column?"
     return ""
 
@@ -274,14 +361,14 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         if _is_dataframe(X) or (isinstance(X, np.ndarray) and X.ndim == 2):
             validate_data(self, X, reset=reset, skip_check_array=True)
         else:
-            name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
+            name = _series_name(X)
             if reset:
                 for attribute in ("n_features_in_", "feature_names_in_"):
                     self.__dict__.pop(attribute, None)
-                if isinstance(name, str):
+                if name is not None:
                     self.n_features_in_ = 1
                     self.feature_names_in_ = np.asarray([name], dtype=object)
-            elif isinstance(name, str) and hasattr(self, "feature_names_in_") and name != self.feature_names_in_[0]:
+            elif name is not None and hasattr(self, "feature_names_in_") and name != self.feature_names_in_[0]:
                 raise ValueError(
                     f"{type(self).__name__} was fitted on the column {self.feature_names_in_[0]!r} and is given a "
                     f"Series named {name!r}: the feature names should match those that were passed during fit. "
@@ -304,8 +391,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         -------
         X_out : ndarray of shape (n_samples, embedding_dim_), dtype float32
         """
-        if not isinstance(X, (Sequence, np.ndarray)) and not hasattr(X, "iloc") and hasattr(X, "__next__"):
-            X = list(X)
+        X = read_once(X)
         return self.fit(X, y).transform(X)
 
     # ------------------------------------------------------------------ identity

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ._device import PRECISIONS
 from ._weights import weights_to_bytes
-from .base import BaseEncoder
+from .base import BaseEncoder, is_missing, read_once
 from .cache import EmbeddingCache
 from .image import ImageEncoder
 from .text import TextEncoder
@@ -89,7 +89,10 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     validation_fraction : float in [0, 1), default=0.2
         Share of the training data held out, stratified, to score every epoch and the frozen
         baseline. ``0`` trains on everything for ``max_epochs`` with no safety net: the tuned
-        encoder is kept whatever it does.
+        encoder is kept whatever it does. The validation part needs as many items as there are
+        classes, the training part two per class, and every class must keep two training items
+        (one for images or ``objective="classification"``); ``fit`` checks this from ``y`` before
+        anything is encoded, naming the class and the fractions that work.
     early_stopping : bool, default=True
         Stop after 2 epochs without a better validation score, and keep the best epoch. With
         ``False`` every epoch runs and the last one is compared with the frozen baseline.
@@ -212,7 +215,7 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : array-like of shape (n_samples,) or (n_samples, 1)
             One column of texts or images, as the encoder accepts it.
         y : array-like of shape (n_samples,)
-            Class labels; at least 2 classes, each with at least 2 samples.
+            Class labels, none missing; at least 2 classes, each with at least 2 samples.
 
         Returns
         -------
@@ -221,21 +224,25 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         modality = self._modality()
+        X = read_once(X)  # read by fit, then by the checks below
+        # Labels and the split are checked from y alone, before any model is loaded or item encoded.
+        y = self._check_labels(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        seed = self._seed()
+        train, val = self._split(codes, seed, self._objective(modality))
         frozen = clone(self.encoder)
         if self.cache is not None:
             frozen.set_params(cache=self.cache)
         frozen.fit(X)
         items, valid = frozen._check_input(X, reset=False)  # the encoder's on_error applied
+        if len(items) != len(y):
+            raise ValueError(f"y must be one label per item: got shape {y.shape} for {len(items)} items.")
         if not valid.all():
             first = int(np.flatnonzero(~valid)[0])
             raise ValueError(
                 f"FineTuningClassifier cannot train on the item at index {first} ({items[first]!r}): the encoder's "
                 "on_error policy leaves it without an embedding. Fix or drop it, or use on_error='empty' for texts."
             )
-        y = self._check_labels(y, len(items))
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        seed = self._seed()
-        train, val = self._split(codes, seed)
         tuner = self._make_tuner(modality, frozen, seed)
         tuner.start(items, train, codes[train])
         frozen_features = tuner.features()  # before any step: the frozen encoder's embeddings
@@ -327,11 +334,25 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
+    def _objective(self, modality: str) -> str:
+        if modality == "image":
+            return "classification"
+        return "contrastive" if self.objective == "auto" else self.objective
+
     @staticmethod
-    def _check_labels(y, n_items: int) -> np.ndarray:
+    def _check_labels(y) -> np.ndarray:
         y = np.asarray(y)
-        if y.ndim != 1 or len(y) != n_items:
-            raise ValueError(f"y must be one label per item: got shape {y.shape} for {n_items} items.")
+        if y.ndim != 1:
+            raise ValueError(f"y must be one label per item: got shape {y.shape}; pass a 1-D array of labels.")
+        if y.dtype.kind in "fcOmM":
+            labels = y.tolist()
+            missing = [i for i, label in enumerate(labels) if is_missing(label)]
+            if missing:
+                raise ValueError(
+                    f"FineTuningClassifier needs a label for every item, but y[{missing[0]}] is a missing value "
+                    f"({labels[missing[0]]!r}); {len(missing)} of {len(y)} labels are missing. Drop the unlabelled items "
+                    "(from X and y alike) before fitting."
+                )
         check_classification_targets(y)
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
@@ -353,17 +374,45 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 "(the encoder's on_error='nan' marks such items)."
             )
 
-    def _split(self, codes: np.ndarray, seed: int):
+    def _split(self, codes: np.ndarray, seed: int, objective: str):
+        """The stratified training and validation rows, or a ValueError saying which class cannot be split."""
         rows = np.arange(len(codes))
         if self.validation_fraction == 0:
             return rows, rows[:0]
-        n_classes = int(codes.max()) + 1
-        n_val = math.ceil(self.validation_fraction * len(codes))
-        if n_val < n_classes or len(codes) - n_val < 2 * n_classes:
+        n, counts = len(codes), np.bincount(codes)
+        n_classes = len(counts)
+        n_val = math.ceil(self.validation_fraction * n)
+        if n_val < n_classes or n - n_val < 2 * n_classes:
+            lowest, highest = (n_classes - 0.5) / n, (n - 2 * n_classes - 0.5) / n  # ceil(f * n) lands inside
+            if n < 3 * n_classes:
+                fix = (f"{n} items cannot hold both ({3 * n_classes} are needed for {n_classes} classes): label more, "
+                       "or set validation_fraction=0 (no validation: no frozen fallback).")
+            else:
+                fractions = f"{lowest:.3g}" if f"{lowest:.3g}" == f"{highest:.3g}" else f"from {lowest:.3g} to {highest:.3g}"
+                fix = (f"Use validation_fraction {fractions}, label more, or set validation_fraction=0 (no "
+                       "validation: no frozen fallback).")
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {len(codes)} items gives {n_val} validation items for "
-                f"{n_classes} classes: too few for a stratified split that keeps 2 training items per class. Label more, "
-                "raise validation_fraction, or set validation_fraction=0 (no validation: no frozen fallback)."
+                f"FineTuningClassifier: validation_fraction={self.validation_fraction} of {n} items gives {n_val} "
+                f"validation items and {n - n_val} training items for {n_classes} classes "
+                f"({self._class_counts(counts)}): too few for a stratified split, which needs as many validation "
+                f"items as classes ({n_classes}) and 2 training items per class ({2 * n_classes}). {fix}"
+            )
+        train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=seed)
+        # Stratifying rounds each class's share: a small class can lose its training items to validation.
+        needed = 2 if objective == "contrastive" else 1  # a same-class partner for every text; the head sees each class
+        kept = np.bincount(codes[train], minlength=n_classes)
+        short = np.flatnonzero(kept < needed)
+        if short.size:
+            k = int(short[0])
+            label = self.classes_[k].item()
+            why = "contrastive tuning pairs every text with another of its class" if needed == 2 else \
+                "the head must see every class in training"
+            raise ValueError(
+                f"FineTuningClassifier: the stratified validation split (validation_fraction="
+                f"{self.validation_fraction}) leaves {kept[k]} of the {counts[k]} items of class {label!r} for "
+                f"training, and {why} ({needed} needed). Label more items of class {label!r}, lower "
+                "validation_fraction" + (", use objective='classification'" if needed == 2 else "")
+                + ", or set validation_fraction=0 (no validation: no frozen fallback)."
             )
         if n_val < SMALL_VALIDATION:
             warnings.warn(
@@ -373,8 +422,13 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=seed)
         return np.sort(train), np.sort(val)
+
+    def _class_counts(self, counts: np.ndarray) -> str:
+        """``class 'a': 12, class 'b': 2`` for an error message: the smallest classes first, at most 8."""
+        order = np.argsort(counts, kind="stable")[:8]
+        shown = ", ".join(f"class {self.classes_[k].item()!r}: {counts[k]}" for k in order)
+        return shown + (f", and {len(counts) - 8} more" if len(counts) > 8 else "")
 
     def _make_tuner(self, modality: str, encoder: BaseEncoder, seed: int):
         common = {
@@ -388,8 +442,7 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if modality == "text":
             from ._tune_text import TextTuner
 
-            objective = "contrastive" if self.objective == "auto" else self.objective
-            return TextTuner(encoder, objective=objective, **common)
+            return TextTuner(encoder, objective=self._objective(modality), **common)
         from ._tune_images import ImageTuner
 
         augment = common["unfreeze"] == "all" if self.augment == "auto" else bool(self.augment)

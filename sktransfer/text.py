@@ -6,7 +6,6 @@ import collections
 import contextlib
 import dataclasses
 import inspect
-import math
 import numbers
 import os
 import threading
@@ -22,7 +21,7 @@ from ._identity import EncoderIdentity
 from . import _text_head
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
+from .base import BaseEncoder, column_to_list, is_missing, numbers_hint, warn_nan_rows, with_article
 from ._content import folder_digest, text_key
 from .model_store import resolve_text_model
 
@@ -37,17 +36,6 @@ _TOKENIZER_LOCK = threading.Lock()
 # every fold, and tokenizing them again on each cache hit cost up to 1.6x a full hit's time.
 _TOKEN_COUNTS: dict = {}
 _TOKEN_COUNTS_MAX = 200_000
-
-
-def _is_missing(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    # pandas.NA, pandas.NaT and numpy.datetime64("NaT") without importing pandas.
-    return type(value).__name__ in {"NAType", "NaTType"} or (
-        isinstance(value, np.generic) and value.dtype.kind in "fcmM" and bool(np.isnan(value))
-    )
 
 
 class TextEncoder(BaseEncoder):
@@ -410,10 +398,12 @@ class TextEncoder(BaseEncoder):
             return valid
         if self.on_error == "raise":
             first = bad[0]
-            kind = "a missing value" if _is_missing(items[first]) else f"a {type(items[first]).__name__}"
+            kind = "a missing value" if is_missing(items[first]) else with_article(type(items[first]).__name__)
+            n_missing = sum(is_missing(items[i]) for i in bad)
             raise ValueError(
                 f"TextEncoder expects strings, but the item at index {first} is {kind} "
-                f"({items[first]!r}); {len(bad)} of {len(items)} items are not strings. Clean the "
+                f"({items[first]!r}); {len(bad)} of {len(items)} items are not strings"
+                + (f" ({n_missing} missing)" if n_missing else "") + ". Clean the "
                 "column (e.g. X.fillna('')), or set on_error='empty' to encode them as empty "
                 "strings or on_error='nan' to return NaN rows for them." + numbers_hint([items[i] for i in bad])
             )

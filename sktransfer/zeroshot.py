@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import string
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -15,6 +16,28 @@ __all__ = ["ZeroShotClassifier"]
 
 #: Similarity scale for encoders without a learned one: CLIP's (its logit scale is 100).
 DEFAULT_TEMPERATURE = 0.01
+
+
+def _template_problem(template: str) -> str | None:
+    """What keeps ``template.format(description)`` from filling the template exactly once, if anything.
+
+    The rule: exactly one ``{}`` (no name, index, conversion or format spec), and literal braces
+    written twice (``{{`` and ``}}``), as ``str.format`` reads them.
+    """
+    try:
+        fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:  # "Single '{' encountered in format string"
+        return f"has an unmatched brace ({exc})"
+    shown = ["{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+             for name, conversion, spec in fields]
+    if not fields:
+        return "has no '{}' for the label"
+    if len(fields) > 1:
+        return f"has {len(fields)} placeholders ({', '.join(map(repr, shown))}) for one label"
+    if shown != ["{}"]:
+        return f"has the placeholder {shown[0]!r} instead of '{{}}'"
+    return None
 
 
 class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
@@ -33,10 +56,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     labels : list of str or dict
         The classes. A list of names is used as the classes and their descriptions; a dict maps
         each class (as it appears in ``y``, e.g. ``0`` and ``1``) to its description or to a
-        list of descriptions, whose embeddings are averaged (prompt ensembling).
+        list of descriptions, whose embeddings are averaged (prompt ensembling). Each class is
+        listed once.
     template : str or None, default="a photo of a {}."
-        Filled with each description (``template.format(description)``); ``None`` uses the
-        descriptions as they are.
+        Filled with each description (``template.format(description)``): it holds exactly one
+        ``{}``, and literal braces are doubled (``"{{{}}}"`` gives ``"{ant}"``); ``fit`` refuses any
+        other template, naming it. ``None`` uses the descriptions as they are.
     temperature : float or "auto", default="auto"
         ``predict_proba`` is the softmax of cosine similarities divided by it. ``"auto"`` uses
         the model's learned scale for a ClipEncoder (CLIP: 1/100) and 0.01 otherwise.
@@ -98,9 +123,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
                 raise ValueError(f"the description of label {cls!r} must be a non-empty string or list of strings, "
                                  f"got {texts!r}.")
-        if self.template is not None and "{}" not in self.template:
-            raise ValueError(f"template={self.template!r} has no '{{}}' for the label; e.g. 'a photo of a {{}}.', "
-                             "or None to use the descriptions as they are.")
+        repeated = sorted({repr(cls) for cls in classes if classes.count(cls) > 1})
+        if repeated:
+            raise ValueError(f"ZeroShotClassifier's labels name the class {repeated[0]} more than once, so predictions "
+                             "could not tell the copies apart: list each class once, or give one class several "
+                             "descriptions with a dict ({class: [description, ...]}).")
+        problem = _template_problem(self.template) if self.template is not None else None
+        if problem is not None:
+            raise ValueError(
+                f"ZeroShotClassifier's template={self.template!r} {problem}. A template holds exactly one '{{}}', "
+                "filled with each label's description (e.g. 'a photo of a {}.'); write a literal brace twice ('{{' "
+                "or '}}'), or pass template=None to use the descriptions as they are."
+            )
         fill = (lambda text: self.template.format(text)) if self.template is not None else (lambda text: text)
         return classes, [[fill(text) for text in texts] for texts in descriptions]
 
