@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -45,13 +46,16 @@ import torch
 
 __all__ = [
     "IdentityError",
+    "NotRegularFileError",
     "bytes_key",
     "digest",
     "file_content_key",
     "file_digest",
+    "file_kind",
     "folder_digest",
     "module_content_hash",
     "object_digest",
+    "open_regular_file",
     "pixels_key",
     "sha256_hex",
     "stat_signature",
@@ -74,6 +78,49 @@ LIBRARIES = frozenset({
 
 class IdentityError(TypeError):
     """An object has state that sktransfer cannot identify by content (the message names it)."""
+
+
+class NotRegularFileError(ValueError):
+    """A path names something other than a regular file (a named pipe, a device, a folder, a socket)."""
+
+    def __init__(self, path, kind: str):
+        self.path = os.fspath(path)
+        self.kind = kind
+        super().__init__(f"{self.path!r} is not a regular file ({kind})")
+
+
+def file_kind(mode: int) -> str:
+    """What a ``stat`` mode names, in words, for errors about paths that are not regular files."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def open_regular_file(path):
+    """Open a regular file for binary reading; anything else raises :class:`NotRegularFileError`.
+
+    A named pipe or a device would make a read block or never end (``/dev/zero``), so the type
+    is checked before reading, on the opened descriptor itself (a path swapped for a pipe after a
+    check cannot slip through), and the open never blocks (opening a pipe waits for a writer).
+    Symbolic links are followed. A missing or unreadable path raises the usual ``OSError``.
+    """
+    found = os.stat(path)
+    if not stat.S_ISREG(found.st_mode):  # a socket cannot even be opened: say what it is first
+        raise NotRegularFileError(path, file_kind(found.st_mode))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise NotRegularFileError(path, file_kind(found.st_mode))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def digest(payload: Any) -> str:
@@ -117,7 +164,7 @@ _MODEL_HASHES = _Memo(10_000)
 
 
 def _feed_file(hasher, path) -> None:
-    with open(path, "rb") as handle:
+    with open_regular_file(path) as handle:  # a pipe or a device would never end
         for block in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(block)
 

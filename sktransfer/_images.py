@@ -2,26 +2,56 @@
 
 ``to_rgb`` is the single entry point: it accepts a path, raw bytes, a PIL image or a NumPy array
 and returns an 8-bit RGB ``PIL.Image``. Every source takes the same route to the network, so the
-same picture gives the same features whether it arrives as a file, a uint8 array or floats (float
-and 16-bit data are scaled to 8 bits: pretrained networks were trained on 8-bit images). Failures
-raise :class:`ImageReadError` with a reason a user can act on; callers add the index.
+same picture gives the same features whether it arrives as a file, a uint8 array or floats.
+
+Data that are not 8-bit are scaled to 8 bits (pretrained networks were trained on 8-bit images)
+from a range that comes from their container, never guessed from their values (a guess reads a
+dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats 0-1, Pillow's
+in-memory ``I`` images 0-255, or the ``value_range`` the caller states. Values outside that range
+are an error, never clipped. Failures raise :class:`ImageReadError` with a reason a user can act
+on; callers add the index.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._content import bytes_key, file_content_key, pixels_key
+from ._content import NotRegularFileError, bytes_key, file_content_key, open_regular_file, pixels_key
 
-__all__ = ["ImageReadError", "check_resized_size", "content_key", "describe_item", "is_image_item", "item_key", "to_rgb"]
+__all__ = [
+    "ImageReadError",
+    "check_resized_size",
+    "check_value_range",
+    "content_key",
+    "describe_item",
+    "is_image_item",
+    "item_key",
+    "to_rgb",
+    "unsupported_reason",
+]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
 BACKGROUND = (255, 255, 255)
+
+#: The range each container's values are read in when no ``value_range`` is given.
+SIXTEEN_BIT = (0.0, 65535.0)
+UNIT = (0.0, 1.0)
+EIGHT_BIT = (0.0, 255.0)
+
+#: PIL modes whose pixels are not 8-bit: scaled by :func:`_scaled`, not by ``Image.convert``.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+CLOSED = (
+    "the PIL image was closed before its pixels were read (its `with Image.open(...)` block ended, or "
+    ".close() was called); read it while it is open (im.load() inside the block, or pass im.copy()), or "
+    "pass the file path instead"
+)
 
 
 class ImageReadError(ValueError):
@@ -41,6 +71,31 @@ def describe_item(item) -> str:
     return f"<{type(item).__name__}: {item!r:.60}>"
 
 
+def unsupported_reason(item) -> str:
+    """Why an item of a kind no image reader accepts is refused, and what to pass instead."""
+    reason = f"unsupported item type {type(item).__name__}; pass a file path, bytes, a PIL image or a NumPy array"
+    if type(item).__module__.split(".")[0] == "torch":  # a tensor: say how to pass it, and how floats read
+        reason += (" (a tensor: tensor.numpy(), or tensor.permute(1, 2, 0).numpy() for a (C, H, W) one; floats "
+                   "are read as [0, 1])")
+    return reason
+
+
+def check_value_range(value_range) -> tuple[float, float] | None:
+    """The ``value_range`` parameter as ``(low, high)`` floats, or None; a clear error for anything else."""
+    if value_range is None:
+        return None
+    ok = (isinstance(value_range, (tuple, list)) and len(value_range) == 2
+          and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+                  for v in value_range)
+          and value_range[0] < value_range[1])
+    if not ok:
+        raise ValueError(
+            f"value_range must be None or (low, high), two finite numbers with low < high such as (0, 255) "
+            f"or (0, 4095), got {value_range!r}"
+        )
+    return float(value_range[0]), float(value_range[1])
+
+
 def item_key(item):
     """Key under which identical items are encoded once per call.
 
@@ -55,15 +110,16 @@ def item_key(item):
     return ("object", id(item))
 
 
-def content_key(item) -> bytes | None:
+def content_key(item, value_range=None) -> bytes | None:
     """Digest of an item's content for the embedding cache, or None if it cannot be read.
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
     and an edited one gets a new one (a file is re-hashed when its stat signature changes, so any
-    replacement or write is seen: see :mod:`sktransfer._content`). In-memory images (PIL images,
-    arrays) are keyed by the 8-bit RGB pixels that
-    :func:`to_rgb` makes of them, which is exactly what the network sees: palette, transparency,
-    EXIF orientation, frame and bit depth all count, and nothing else does.
+    replacement or write is seen: see :mod:`sktransfer._content`). A path that is not a regular
+    file (a named pipe, a device) is never read. In-memory images (PIL images, arrays) are keyed
+    by the 8-bit RGB pixels that :func:`to_rgb` makes of them with the same ``value_range``,
+    which is exactly what the network sees: palette, transparency, EXIF orientation, frame and
+    bit depth all count, and nothing else does.
     """
     try:
         if isinstance(item, (str, os.PathLike)):
@@ -71,7 +127,7 @@ def content_key(item) -> bytes | None:
         if isinstance(item, (bytes, bytearray, memoryview)):
             return bytes_key(item)
         if isinstance(item, (Image.Image, np.ndarray)):
-            rgb = to_rgb(item)
+            rgb = to_rgb(item, value_range=value_range)
             return pixels_key(rgb.size, rgb.tobytes())
     except (OSError, ValueError):
         return None  # unreadable: not cached, and the encoder reports the failure
@@ -83,43 +139,92 @@ def is_image_item(item) -> bool:
     return isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
 
 
-def _open(item, draft_size: int | None) -> Image.Image:
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.exists():
-            raise ImageReadError(f"file not found: {os.fspath(item)!r}")
-        if path.is_dir():
-            raise ImageReadError(f"{os.fspath(item)!r} is a folder, not an image file")
-        source = path
-    else:
-        source = io.BytesIO(bytes(item))
-    image = None
+# ---------------------------------------------------------------------- files and bytes
+def _open_path(item):
+    """A binary handle on the image file at ``item``, or an :class:`ImageReadError` saying why not."""
+    path = os.fspath(item)
+    try:
+        return open_regular_file(path)
+    except NotRegularFileError as exc:
+        if exc.kind == "a folder":
+            raise ImageReadError(f"{path!r} is a folder, not an image file") from None
+        raise ImageReadError(
+            f"{path!r} is not a regular file ({exc.kind}), so it is not read (a pipe or a device may never "
+            "end); pass the path of an image file, or read the data yourself and pass its bytes"
+        ) from None
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ImageReadError(f"file not found: {path!r} is a symbolic link to a missing file") from None
+        raise ImageReadError(f"file not found: {path!r}") from None
+    except PermissionError:
+        raise ImageReadError(f"permission denied: {path!r} cannot be read by this process") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ImageReadError(f"cannot open {path!r} ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _bomb(message: str) -> str:
+    return (f"{message} Pillow's decompression-bomb limit stays on; if you trust this file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before encoding.")
+
+
+def _check_pixel_limit(size) -> None:
+    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, as Pillow refuses those over twice the limit.
+
+    Between one and two times the limit Pillow only warns and decodes anyway; here the limit means
+    what it says. The size is checked on the opened image, not through the warning: warning filters
+    are process-wide, and decoding runs in threads.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = max(1, size[0]) * max(1, size[1])  # Pillow's own count
+    if limit is not None and pixels > limit:
+        raise ImageReadError(_bomb(
+            f"Image size ({size[0]}x{size[1]} = {pixels:,} pixels) exceeds the limit of {limit:,} pixels, "
+            "could be decompression bomb DOS attack."
+        ))
+
+
+def _decode(source, draft_size: int | None) -> Image.Image:
+    """Open and load one image from an open binary file; the caller closes ``source``."""
     try:
         image = Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under -W error
+        raise ImageReadError(_bomb(str(exc))) from None
+    except UnidentifiedImageError:
+        raise ImageReadError("not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"unreadable or truncated image ({exc})") from None
+    try:
+        _check_pixel_limit(image.size)
         if draft_size and image.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when the file is much larger than the model's input:
             # the DCT does the downscaling, far cheaper than decoding everything and resizing.
             image.draft(image.mode if image.mode in ("CMYK", "L") else "RGB", (draft_size, draft_size))
         image.load()
-    except Image.DecompressionBombError as exc:
-        _close(image)
-        raise ImageReadError(
-            f"{exc} Pillow's decompression-bomb limit stays on; if you trust this file, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS before encoding."
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageReadError("not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        _close(image)  # a failed decode must not leave the file open
+    except ImageReadError:
+        image.close()
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image.close()
+        raise ImageReadError(_bomb(str(exc))) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        image.close()
         raise ImageReadError(f"unreadable or truncated image ({exc})") from None
     return image
 
 
-def _close(image) -> None:
-    if image is not None:
-        image.close()
+def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
+    """The RGB image of a file path or of encoded bytes; the file is closed on every path out."""
+    source = _open_path(item) if isinstance(item, (str, os.PathLike)) else io.BytesIO(bytes(item))
+    with source:  # formats with frames (GIF, TIFF) keep their file open after load: ours to close
+        image = _decode(source, draft_size)
+        try:
+            rgb = _pil_to_rgb(image, value_range, from_file=True)
+            return rgb if rgb is not image else image.copy()  # the pixels outlive the file
+        finally:
+            image.close()
 
 
+# ---------------------------------------------------------------------- PIL images
 def check_resized_size(image: Image.Image, resize_side: int | None, where: str = "") -> None:
     """Refuse an image whose resize would exceed the decompression-bomb limit.
 
@@ -139,47 +244,103 @@ def check_resized_size(image: Image.Image, resize_side: int | None, where: str =
         )
 
 
-def _pil_to_rgb(image: Image.Image):
+def _is_closed(image: Image.Image) -> bool:
+    """Whether a PIL image can no longer give its pixels: its file or its pixels were closed."""
+    if getattr(image, "tile", None):  # not loaded yet: the pixels are still in the file
+        return getattr(image, "fp", None) is None
+    try:
+        image.im  # noqa: B018 (close() leaves an error here that says the image is closed)
+    except ValueError:
+        return True
+    except AssertionError:
+        return False
+    return False
+
+
+def _first_frame(image: Image.Image) -> Image.Image:
+    """Frame 0 of a PIL image, loaded; an animated image passed in stays on its frame."""
+    if _is_closed(image):
+        raise ImageReadError(CLOSED)
+    try:
+        position = image.tell()
+        if position == 0:
+            image.load()
+            return image
+        image.seek(0)
+        try:
+            return image.copy()
+        finally:
+            image.seek(position)
+    except (OSError, EOFError, ValueError, AssertionError) as exc:
+        if _is_closed(image) or "closed" in str(exc):
+            raise ImageReadError(CLOSED) from None
+        raise ImageReadError(f"unreadable or truncated image ({exc})") from None
+
+
+def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
     if image.width == 0 or image.height == 0:
         raise ImageReadError(f"image has no pixels ({image.width}x{image.height})")
-    # Animated formats: the first frame is the image.
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
     image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High-bit-depth grayscale: scale the real range to 8 bits instead of clipping at 255
-        # (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
-        values = np.asarray(image, dtype=np.float32)
-        if mode.startswith("I;16"):
-            return _float_to_rgb(values / 65535.0)
-        return _float_to_rgb(values / _range_of(values, "float" if mode == "F" else "32-bit integer"))
+    if mode in WIDE_MODES:
+        # High-bit-depth grayscale: scale the container's range to 8 bits instead of clipping at
+        # 255 (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
+        # Pillow decodes 16-bit files (PGM included) as 0-65535, in I;16 or I; an I image made in
+        # memory (convert("I") of an 8-bit image) keeps the 0-255 values convert gives it.
+        if mode == "F":
+            default, what = UNIT, "F (float) image"
+        elif mode.startswith("I;16") or from_file:
+            default, what = SIXTEEN_BIT, f"{mode} (16-bit) image"
+        else:
+            default, what = EIGHT_BIT, "in-memory I (32-bit integer) image"
+        return _float_to_rgb(_scaled(np.asarray(image), value_range, default, what))
+    if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def _range_of(values: np.ndarray, kind: str) -> float:
-    """The range a high-bit-depth image's values come from: [0, 1], [0, 255] or [0, 65535].
+# ---------------------------------------------------------------------- ranges
+def _suggested_range(low: float, high: float) -> str:
+    """A hint for values outside their container's range: the usual range that holds them, if any."""
+    if low >= 0.0:
+        for top, data in ((255, "8-bit values"), (4095, "12-bit data"), (65535, "16-bit data")):
+            if high <= top:
+                return f"if they are {data}, pass ImageEncoder(value_range=(0, {top}))"
+    if low >= -1.0 and high <= 1.0:
+        return "if they were normalised to [-1, 1], pass ImageEncoder(value_range=(-1, 1))"
+    return "pass ImageEncoder(value_range=(low, high)) with the range they come from"
 
-    The smallest of the three that holds the maximum, so 8-bit data stored as floats or 12-bit
-    sensor data in a float TIFF keep their brightness. Non-finite, negative or larger values
-    have no such reading and are refused.
+
+def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.ndarray:
+    """``values`` mapped onto [0, 1] from ``value_range``, else from their container's ``default`` range.
+
+    Values outside the range are an error, not clipped: the data do not come from that range,
+    and a clipped image would be encoded as a different picture without a word.
     """
+    values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     if not np.isfinite(values).all():
-        raise ImageReadError(f"{kind} image contains NaN or infinity")
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if low < 0.0 or high > 65535.0:
+        raise ImageReadError(f"{what} contains NaN or infinity; replace those pixels (np.nan_to_num) first")
+    low, high = float(values.min()), float(values.max())
+    lo, hi = default if value_range is None else value_range
+    if low < lo or high > hi:
+        span = f"{what} values span [{low:.6g}, {high:.6g}]"
+        if value_range is not None:
+            raise ImageReadError(
+                f"{span}, outside value_range=({lo:g}, {hi:g}); values are never clipped: set value_range "
+                "to the range the data come from"
+            )
         raise ImageReadError(
-            f"{kind} image values span [{low:.3g}, {high:.3g}]; images must lie in [0, 1], [0, 255] or "
-            "[0, 65535] (rescale the data to one of them, or pass it as uint8)"
+            f"{span}, outside [{lo:g}, {hi:g}], the range of {what}s unless value_range says otherwise (it is "
+            f"never guessed from the values); {_suggested_range(low, high)}"
         )
-    return 1.0 if high <= 1.0 else 255.0 if high <= 255.0 else 65535.0
+    return (values - lo) / (hi - lo)
 
 
 def _float_to_rgb(values: np.ndarray) -> Image.Image:
@@ -188,7 +349,7 @@ def _float_to_rgb(values: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").convert("RGB")
 
 
-def _array_to_rgb(array: np.ndarray):
+def _array_to_rgb(array: np.ndarray, value_range=None):
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -200,27 +361,45 @@ def _array_to_rgb(array: np.ndarray):
     if array.dtype == np.uint8:
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[2] if array.ndim == 3 else 2]
         return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), mode=mode))
-    if array.dtype.kind == "f":
-        array = array / _range_of(array, "float array")  # the same rule as PIL float images
-        if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
-            alpha = array[:, :, 3:4]
-            array = array[:, :, :3] * alpha + (1.0 - alpha) * np.asarray(BACKGROUND) / 255.0
-        return _float_to_rgb(array)
-    if array.dtype == np.uint16:
-        return _array_to_rgb(array.astype(np.float32) / 65535.0)
-    raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (in [0, 1], [0, 255] or [0, 65535])")
+    kind = array.dtype.kind
+    if kind == "f":
+        default = UNIT
+    elif array.dtype == np.uint16:
+        default = SIXTEEN_BIT
+    elif kind in "iu" and value_range is not None:
+        default = None  # the range comes from value_range
+    elif kind in "iu":
+        raise ImageReadError(
+            f"array dtype {array.dtype} has no standard range; pass ImageEncoder(value_range=(low, high)) with "
+            "the range its values come from (such as (0, 255)), or convert it to uint8 or uint16"
+        )
+    else:
+        raise ImageReadError(
+            f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
+            "other ranges with value_range)"
+        )
+    array = _scaled(array, value_range, default, f"{array.dtype} array")  # alpha shares the range
+    if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
+        alpha = array[:, :, 3:4]
+        array = array[:, :, :3] * alpha + (1.0 - alpha) * np.asarray(BACKGROUND) / 255.0
+    return _float_to_rgb(array)
 
 
-def to_rgb(item, draft_size: int | None = None):
+def to_rgb(item, draft_size: int | None = None, value_range=None):
     """Read one item as an 8-bit RGB ``PIL.Image``.
 
     Parameters
     ----------
     item : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
-        A file path, the encoded bytes of a file, an image, or an array (uint8 HxW / HxWx3 /
-        HxWx4, uint16, or float in [0, 1], [0, 255] or [0, 65535]).
+        A file path (a regular file: a named pipe or a device is refused, not read), the encoded
+        bytes of a file, an image, or an array (uint8 HxW / HxWx3 / HxWx4, uint16, float, or
+        another integer type with ``value_range``).
     draft_size : int or None, default=None
         Let JPEG files decode at a reduced scale, no smaller than this on either side.
+    value_range : tuple of (float, float) or None, default=None
+        The range the values of data that are not 8-bit come from (16-bit and float images and
+        arrays, Pillow I and F images), mapped onto black to white. ``None``: each container's
+        own range (16-bit 0-65535, float 0-1, an in-memory I image 0-255). 8-bit data are 0-255.
 
     Returns
     -------
@@ -230,24 +409,13 @@ def to_rgb(item, draft_size: int | None = None):
     Raises
     ------
     ImageReadError
-        Missing file, unreadable or truncated data, decompression bomb, unsupported array.
+        Missing file, not a regular file, unreadable or truncated data, decompression bomb,
+        values outside the range, a closed PIL image, an unsupported array.
     """
     if isinstance(item, Image.Image):
-        try:
-            item.load()
-            if getattr(item, "n_frames", 1) > 1:  # read frame 0 without moving the caller's image
-                position = item.tell()
-                item.seek(0)
-                first = item.copy()
-                item.seek(position)
-                item = first
-        except (OSError, EOFError) as exc:
-            raise ImageReadError(f"unreadable or truncated image ({exc})") from None
-        return _pil_to_rgb(item)
+        return _pil_to_rgb(_first_frame(item), value_range, from_file=item.format is not None)
     if isinstance(item, np.ndarray):
-        return _array_to_rgb(item)
+        return _array_to_rgb(item, value_range)
     if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
-        return _pil_to_rgb(_open(item, draft_size))
-    raise ImageReadError(
-        f"unsupported item type {type(item).__name__}; pass a file path, bytes, a PIL image or a NumPy array"
-    )
+        return _read_encoded(item, draft_size, value_range)
+    raise ImageReadError(unsupported_reason(item))

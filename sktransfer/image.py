@@ -21,7 +21,8 @@ from . import _backbones, _backends, _timm
 from ._device import autocast
 from ._content import module_content_hash
 from ._identity import EncoderIdentity
-from ._images import ImageReadError, check_resized_size, content_key, describe_item, is_image_item, item_key, to_rgb
+from ._images import (ImageReadError, check_resized_size, check_value_range, content_key, describe_item, is_image_item,
+                      item_key, to_rgb, unsupported_reason)
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
 
@@ -33,8 +34,6 @@ LARGE_OUTPUT = 100_000
 #: Largest shorter side the preprocessing may resize to (``image_size / crop``); beyond it one
 #: image costs gigabytes (crop=1e-4 asked for a 2.2-million-pixel side).
 MAX_RESIZE_SIDE = 4096
-
-_UNSUPPORTED = "unsupported item type {}; pass a file path, bytes, a PIL image or a NumPy array"
 
 
 def _resize_side(preprocess):
@@ -79,20 +78,31 @@ def _private_copy(module: nn.Module) -> nn.Module:
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    """Reads and preprocesses one item per index; a failure is returned, not raised."""
+    """Reads and preprocesses one item per index; a failure is returned, not raised.
 
-    def __init__(self, items, preprocess, draft_size, resize_side):
+    The decompression-bomb limit in force when the dataset is made travels with it: a decoding
+    process started by spawning (macOS, Windows) imports Pillow afresh, with the default limit,
+    and would refuse a trusted image the user raised ``PIL.Image.MAX_IMAGE_PIXELS`` for.
+    """
+
+    def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
         self.items = items
         self.preprocess = preprocess
         self.draft_size = draft_size
         self.resize_side = resize_side
+        self.value_range = value_range
+        self.pixel_limit = Image.MAX_IMAGE_PIXELS
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index):
+        if torch.utils.data.get_worker_info() is not None:  # a decoding process of ours, not the user's
+            Image.MAX_IMAGE_PIXELS = self.pixel_limit
         try:
-            image = to_rgb(self.items[index], self.draft_size)
+            # value_range only when set: the default call stays to_rgb(item, draft), as before it existed.
+            ranged = {} if self.value_range is None else {"value_range": self.value_range}
+            image = to_rgb(self.items[index], self.draft_size, **ranged)
             check_resized_size(image, self.resize_side)
             tensor = self.preprocess(image)
         except ImageReadError as exc:
@@ -213,13 +223,25 @@ class ImageEncoder(BaseEncoder):
         cache tells callables apart by their code, closure cells, defaults, referenced globals and
         (for objects such as a ``Compose``) full state; an in-place edit after ``fit`` asks for a refit.
     on_error : {"raise", "nan"}, default="raise"
-        Missing, unreadable or truncated images: ``"raise"`` raises a ``ValueError`` naming the
-        index, the path and the reason; ``"nan"`` returns a NaN row for them and warns with the
-        count (for a downstream ``SimpleImputer`` or a row filter). Never a zero vector.
+        Missing, unreadable or truncated images (and paths that are not regular files, images over
+        the decompression-bomb limit, values outside their range, closed PIL images): ``"raise"``
+        raises a ``ValueError`` naming the index, the path and the reason; ``"nan"`` returns a NaN
+        row for them and warns with the count (for a downstream ``SimpleImputer`` or a row
+        filter). Never a zero vector.
     jpeg_draft : bool, default=True
         Decode large JPEG files at 1/2, 1/4 or 1/8 scale when that still leaves at least 4x the
         resize target (the DCT does the coarse downscaling, the antialiased resize the rest).
         Set False for bit-exact parity with a full decode.
+    value_range : tuple of (float, float) or None, default=None
+        The range that data which are not 8-bit come from, mapped onto black..white: float
+        arrays (float16/32/64) and PIL ``F`` images, uint16 arrays and 16-bit images (``I;16``,
+        and ``I`` images decoded from files), ``I`` images made in memory, and other integer
+        arrays (which need it). ``None``: each container's own range, never guessed from the
+        values: floats 0-1 (torchvision's convention), 16-bit 0-65535, an in-memory ``I`` image
+        0-255 (the values ``convert("I")`` keeps). Values outside the range are an error naming
+        the index and the values' span, never clipped: floats holding 0-255 need
+        ``value_range=(0, 255)``, 12-bit data ``(0, 4095)``. 8-bit images (uint8 arrays, 8-bit
+        files and modes) are always 0-255. Part of the fingerprint when set.
     num_workers : int or "auto", default="auto"
         Processes that decode and preprocess while the network runs. ``"auto"``: with a GPU,
         one per core beyond the first (at most 8); on a CPU, whose cores already run the network,
@@ -253,7 +275,7 @@ class ImageEncoder(BaseEncoder):
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct image
         (by content: a renamed file hits, an edited one misses) is encoded once per fingerprint
-        (weights, layer, pooling, preprocessing, jpeg_draft, precision). A path means
+        (weights, layer, pooling, preprocessing, jpeg_draft, value_range, precision). A path means
         ``EmbeddingCache(path)``.
 
     Attributes
@@ -262,7 +284,7 @@ class ImageEncoder(BaseEncoder):
         What makes the vectors: the model (name and weights, or your module), a content hash
         of the checkpoint file or of the module's tensors, structure and code, and the
         effective output-changing settings (layers, the pooling each layer really gets, the
-        preprocessing, jpeg_draft, precision). The cache fingerprint
+        preprocessing, jpeg_draft, value_range when set, precision). The cache fingerprint
         (``identity_.fingerprint``) and the model registry key derive from it.
     device_ : str
         The device the network runs on.
@@ -283,13 +305,14 @@ class ImageEncoder(BaseEncoder):
 
     Notes
     -----
-    Accepted items: file paths (str or pathlib), raw file bytes, PIL images of any mode, uint8
-    arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1], [0, 255] or
-    [0, 65535] (divided by that range, as PIL float images are); mixed freely.
+    Accepted items: paths of regular files (str or pathlib; a named pipe or a device is refused,
+    never read), raw file bytes, PIL images of any mode (open or loaded, not closed), uint8
+    arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1] (another range
+    with ``value_range``); mixed freely.
     Every PIL mode is converted to RGB correctly (alpha composited onto white, 16-bit scaled, CMYK
     converted), EXIF orientation is applied and animated files give their first frame. Float
-    and 16-bit sources are scaled to 8 bits, so one picture gives the same features whatever
-    container it arrives in.
+    and 16-bit sources are scaled to 8 bits from their range, so one picture gives the same
+    features whatever container it arrives in.
 
     Examples
     --------
@@ -311,11 +334,12 @@ class ImageEncoder(BaseEncoder):
         "preprocess": [callable, None],
         "on_error": [StrOptions({"raise", "nan"})],
         "jpeg_draft": ["boolean"],
+        "value_range": [tuple, list, None],  # two finite numbers, low < high: checked in fit
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "backend": [StrOptions(set(_backends.BACKENDS))],
     }
     _output_parameters = ("model", "weights", "layer", "pooling", "image_size", "crop", "preprocess",
-                          "jpeg_draft", "precision", "backend")
+                          "jpeg_draft", "value_range", "precision", "backend")
 
     def __init__(
         self,
@@ -329,6 +353,7 @@ class ImageEncoder(BaseEncoder):
         preprocess=None,
         on_error="raise",
         jpeg_draft=True,
+        value_range=None,
         num_workers="auto",
         device="auto",
         backend="torch",
@@ -347,6 +372,7 @@ class ImageEncoder(BaseEncoder):
         self.preprocess = preprocess
         self.on_error = on_error
         self.jpeg_draft = jpeg_draft
+        self.value_range = value_range
         self.num_workers = num_workers
         self.device = device
         self.backend = backend
@@ -374,6 +400,7 @@ class ImageEncoder(BaseEncoder):
             The fitted encoder.
         """
         device = self._begin_fit(X)
+        value_range = check_value_range(self.value_range)
         layers = self._layers()
         if isinstance(self.model, nn.Module):
             name = f"<module {type(self.model).__module__}.{type(self.model).__qualname__}>"
@@ -399,6 +426,8 @@ class ImageEncoder(BaseEncoder):
             "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
             "precision": self.precision,
         }
+        if value_range is not None:  # absent by default, so default fingerprints stay those of earlier versions
+            settings["value_range"] = list(value_range)
         summary = {"preprocess": _backbones.preprocessing_summary(described)}
         settings, shaping = self._backend_facets(settings, draft.model_settings, self.backend)
         identity = EncoderIdentity("ImageEncoder", name, content, settings, shaping, summary=summary)
@@ -559,7 +588,7 @@ class ImageEncoder(BaseEncoder):
             first = int(np.flatnonzero(~valid)[0])
             raise ValueError(
                 f"ImageEncoder could not read the item at index {first} ({describe_item(items[first])}): "
-                f"{_UNSUPPORTED.format(type(items[first]).__name__)}. Fix or remove it, or set "
+                f"{unsupported_reason(items[first])}. Fix or remove it, or set "
                 "on_error='nan' to get NaN rows for such items." + numbers_hint([items[i] for i in np.flatnonzero(~valid)])
             )
         return valid
@@ -580,15 +609,22 @@ class ImageEncoder(BaseEncoder):
             One row per input image, in input order.
         """
         items, valid, backbone = self._begin_transform(X)
+        # In-memory images are keyed by the pixels the network sees, which value_range shapes.
+        keyed = functools.partial(content_key, value_range=self._value_range())
         out, failures = self._encode_column(
             items, valid, lambda images, on_batch: self._encode_images(backbone, images, on_batch),
-            dedupe_key=item_key, content_key=content_key,
+            dedupe_key=item_key, content_key=keyed,
         )
-        failures += [(row, items[row], _UNSUPPORTED.format(type(items[row]).__name__))
+        failures += [(row, items[row], unsupported_reason(items[row]))
                      for row in np.flatnonzero(~valid)]
         if failures:
             self._handle_failures(sorted(failures, key=lambda failure: failure[0]), len(items))
         return out
+
+    def _value_range(self):
+        """The fitted value_range as a tuple, or None (a pickle of an earlier version has none)."""
+        found = self.identity_.settings.get("value_range")
+        return None if found is None else tuple(found)
 
     def _handle_failures(self, failures: list, n_items: int) -> None:
         """``on_error``: the first failure becomes an error naming its index, or NaN rows and a warning."""
@@ -632,7 +668,7 @@ class ImageEncoder(BaseEncoder):
         # right down to the target changed them by up to 1e-2 in our measurements).
         draft = 4 * side if settings["jpeg_draft"] else None
         workers = self._resolved_num_workers(len(items))
-        dataset = _ImageDataset(items, self.preprocess_, draft, side)
+        dataset = _ImageDataset(items, self.preprocess_, draft, side, self._value_range())
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=self.batch_size,
