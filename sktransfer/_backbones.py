@@ -142,7 +142,7 @@ def preprocessing_settings(preprocess) -> dict:
 
     torchvision presets and timm's preprocessing are described by their settings. Any other
     callable by itself: its code, closure cells, defaults, referenced globals and, for objects,
-    their full state (:func:`~sktransfer._content.object_digest`), so two closures of one
+    their full state (`object_digest`), so two closures of one
     factory differ, and so does a ``Compose`` whose steps were edited. It must also give the same
     output twice on a probe image (a check of determinism, not part of the identity).
     """
@@ -175,7 +175,7 @@ def preprocessing_settings(preprocess) -> dict:
 
 
 def preprocessing_summary(settings: dict) -> str:
-    """One readable line for :func:`preprocessing_settings`' output."""
+    """One readable line for `preprocessing_settings`' output."""
     if "timm" in settings:
         config = settings["timm"]
         return (f"timm: resize {math.floor(config['input_size'][-1] / config['crop_pct'])}, crop "

@@ -9,7 +9,7 @@ exporting again. Tokenizing, preprocessing, pooling and normalisation stay in sk
 torch code, so a backend changes how the network's arithmetic is scheduled, never what the
 features mean.
 
-Neither runtime is imported by ``import sktransfer``: :func:`require` imports one when an
+Neither runtime is imported by ``import sktransfer``: `require` imports one when an
 encoder asks for it, and names the extra to install when it is missing.
 """
 
@@ -228,7 +228,7 @@ class ExportMismatchError(RuntimeError):
 def _read_verified(backend: str, folder: Path, key: str) -> dict:
     """The export's files as bytes, each checked against the manifest's SHA-256 (read once: no later swap).
 
-    Raises :class:`ExportMismatchError` naming the first file that differs, is missing, or is
+    Raises `ExportMismatchError` naming the first file that differs, is missing, or is
     not private to this user.
     """
     manifest_path = folder / MANIFEST
@@ -261,7 +261,7 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
 def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
     """The network ``payload`` describes, exported once and loaded by ``backend``.
 
-    The export folder is owner-only (an unsafe one raises :class:`UnsafeFolderError`). Its files
+    The export folder is owner-only (an unsafe one raises `UnsafeFolderError`). Its files
     are read once and checked against the manifest written with them; an export that does not
     match (edited, replaced, truncated, or of another key) is never served: it is made again,
     with a warning.
@@ -273,7 +273,7 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
         Everything that decides the network's output (content hash, network-shaping settings,
         input layout); with the versions of torch and the runtime it keys the export folder.
     build : callable
-        Returns the :class:`ExportSpec`; called only when no matching export is on disk.
+        Returns the `ExportSpec`; called only when no matching export is on disk.
     device, precision : str
         Where and how the runtime runs the network (not part of the export).
     """
@@ -323,7 +323,7 @@ def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> 
 
 
 class Network:
-    """An exported network loaded by its runtime; call :meth:`run` with NumPy inputs.
+    """An exported network loaded by its runtime; call `run` with NumPy inputs.
 
     Sessions (ONNX Runtime) or compiled models (OpenVINO) are made per thread count, because
     both runtimes fix their thread pool when they load a model.

@@ -13,7 +13,7 @@ Outputs: ``.npy`` (float32, one row per item in input order; for a folder the pa
 next to it as ``<output>.items.txt``) or ``.parquet`` (an ``item`` column, the ``--keep`` columns
 of a table input, then one column per feature, named as ``get_feature_names_out`` names them).
 An existing output is refused unless ``--overwrite`` is given, and every output is written to a
-temporary file beside it and moved into place in one step (:func:`atomic_output`), so a failed
+temporary file beside it and moved into place in one step (`atomic_output`), so a failed
 run leaves the earlier output as it was and no partial file.
 """
 

@@ -3,10 +3,10 @@
 Every hash an encoder's identity is made of comes from here, and each is taken from content,
 never from what is cheap to observe (a path string, a ``repr``, an output on a probe input):
 
-* :func:`digest`: the SHA-256 of a JSON payload (identities, export keys), and
-  :func:`sha256_hex` of raw bytes (exported files, tuned weights);
-* the items' cache keys: :func:`text_key`, :func:`bytes_key`, :func:`pixels_key`;
-* :func:`file_digest`, :func:`folder_digest` and :func:`file_content_key`: the bytes of model
+* `digest`: the SHA-256 of a JSON payload (identities, export keys), and
+  `sha256_hex` of raw bytes (exported files, tuned weights);
+* the items' cache keys: `text_key`, `bytes_key`, `pixels_key`;
+* `file_digest`, `folder_digest` and `file_content_key`: the bytes of model
   files, model folders (symbolic links followed) and image files. Re-reading a file costs more
   than encoding it from the cache, so results are memoised under the file's resolved location
   and its full ``stat`` signature (device, inode, size, mtime and ctime in nanoseconds): a file
@@ -14,12 +14,12 @@ never from what is cheap to observe (a path string, a ``repr``, an output on a p
   swapped under a relative path, all change the signature, since no user tool can set ctime.
   A file changed within the last two seconds is not memoised at all (file systems stamp times
   at a coarser grain than nanoseconds, so two writes in one tick would look alike);
-* :func:`object_digest`: everything a callable or a module computes with: tensors (parameters,
+* `object_digest`: everything a callable or a module computes with: tensors (parameters,
   persistent and non-persistent buffers, tensors in plain attributes), the full state a pickler
   sees (dicts, numbers, nested objects, function attributes), and the code of user functions
   and classes with their defaults, closure cells and referenced globals. Library code (torch,
   torchvision, NumPy, the standard library...) is named with its version. An object that
-  cannot be described raises :class:`IdentityError`, naming the attribute, unless it carries a
+  cannot be described raises `IdentityError`, naming the attribute, unless it carries a
   ``__sktransfer_identity__`` string that its author vouches for.
 """
 
@@ -100,7 +100,7 @@ def file_kind(mode: int) -> str:
 
 
 def open_regular_file(path):
-    """Open a regular file for binary reading; anything else raises :class:`NotRegularFileError`.
+    """Open a regular file for binary reading; anything else raises `NotRegularFileError`.
 
     A named pipe or a device would make a read block or never end (``/dev/zero``), so the type
     is checked before reading, on the opened descriptor itself (a path swapped for a pipe after a
@@ -179,9 +179,17 @@ def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+#: Salt of the cache keys of encoded image files (paths and bytes), bumped when decoding a file's
+#: bytes into pixels changes. Version 2 (issue 28): 16-bit and float files take their range from
+#: their mode, never from their values. A key made from bytes cannot tell which files decode
+#: differently now, so every file entry cached before misses once and is re-encoded; in-memory
+#: images are keyed by the decoded pixels themselves and need no salt.
+FILE_DECODING = b"file-decoding-2:"
+
+
 def bytes_key(data) -> bytes:
-    """Cache key of an encoded image file's bytes: the same as :func:`file_content_key` of that file."""
-    return hashlib.blake2b(b"file:" + bytes(data), digest_size=16).digest()
+    """Cache key of an encoded image file's bytes: the same as `file_content_key` of that file."""
+    return hashlib.blake2b(FILE_DECODING + bytes(data), digest_size=16).digest()
 
 
 def pixels_key(size: tuple, pixels: bytes) -> bytes:
@@ -198,7 +206,7 @@ def file_content_key(path) -> bytes:
     key = _FILE_KEYS.get(signature)
     if key is None:
         read_at = time.time_ns()
-        hasher = hashlib.blake2b(b"file:", digest_size=16)
+        hasher = hashlib.blake2b(FILE_DECODING, digest_size=16)
         _feed_file(hasher, path)
         key = hasher.digest()
         _FILE_KEYS.keep(signature, key, signature[-1], read_at)
@@ -259,7 +267,7 @@ def folder_digest(path) -> str:
 
 
 def file_digest(path) -> str:
-    """Content hash of one file (a checkpoint), memoised like :func:`folder_digest`."""
+    """Content hash of one file (a checkpoint), memoised like `folder_digest`."""
     path = Path(path).resolve()
     return _hash_files(path.parent, [(path.name, path)])
 
@@ -651,7 +659,7 @@ def object_digest(obj, what: str = "object") -> str:
     obj : object
         A callable, a module, or any parameter value.
     what : str
-        How the object is named in an :class:`IdentityError` (``"preprocess"``).
+        How the object is named in an `IdentityError` (``"preprocess"``).
 
     Raises
     ------

@@ -30,7 +30,7 @@ def device_available(device: torch.device) -> bool:
 
 
 def resolve_device(device: str) -> torch.device:
-    """Turn the ``device`` parameter into a concrete, available :class:`torch.device`.
+    """Turn the ``device`` parameter into a concrete, available `torch.device`.
 
     ``"auto"`` picks CUDA, then MPS, then the CPU. An explicit device that this machine does not
     have raises a ``ValueError`` that says so, rather than failing deep inside PyTorch.
@@ -75,7 +75,7 @@ def fallback_device(device: torch.device, owner: str) -> torch.device:
 def autocast(device: torch.device, precision: str):
     """Context that runs the forward pass in ``precision`` on ``device``.
 
-    fp32 needs no context. bf16 and fp16 use :func:`torch.autocast`, which keeps the weights in
+    fp32 needs no context. bf16 and fp16 use `torch.autocast`, which keeps the weights in
     float32 and casts per operation. (TextEncoder's bf16 loads bfloat16 weights instead and skips
     this context; the model registry keys models by precision either way.)
     """

@@ -1,6 +1,6 @@
 """What makes an encoder's vectors: one immutable identity per fitted encoder.
 
-Every fitted encoder holds an :class:`EncoderIdentity`, resolved once in ``fit``. It says
+Every fitted encoder holds an `EncoderIdentity`, resolved once in ``fit``. It says
 
 * where the model came from (the name the user gave, and the folder it resolved to here);
 * a **content hash** of what computes the vectors: the files of a model folder, a checkpoint
@@ -72,7 +72,7 @@ class EncoderIdentity:
     location : str or None
         Where the model was found on this machine. Not part of either key, not pickled.
     summary : dict
-        Shorter, readable forms of some settings for :meth:`describe` (not part of either key).
+        Shorter, readable forms of some settings for `describe` (not part of either key).
     """
 
     encoder: str
@@ -105,12 +105,20 @@ class EncoderIdentity:
         shown = ", ".join(f"{k}={self.summary.get(k, v)!r}" for k, v in sorted(self.settings.items()))
         return f"{self.encoder}(model={self.model!r}, {shown})"
 
+    def __repr__(self) -> str:
+        # Short enough for scikit-learn's HTML repr of fitted attributes (it cuts reprs at 30
+        # characters); str() and describe() give every setting.
+        return f"<{self.encoder} {self.fingerprint[:12]}>"
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint} {self.describe()}"
+
     def portable(self) -> EncoderIdentity:
         """The identity without this machine's location: what a pickle stores."""
         return dataclasses.replace(self, location=None)
 
     def check_content(self, found: str, where: str) -> None:
-        """Raise :class:`ModelMismatchError` unless ``found`` is this identity's content hash."""
+        """Raise `ModelMismatchError` unless ``found`` is this identity's content hash."""
         if found != self.content:
             raise ModelMismatchError(
                 f"{self.encoder} was fitted with model {self.model!r} of content {self.content[:12]}, but "

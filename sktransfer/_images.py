@@ -8,7 +8,7 @@ Data that are not 8-bit are scaled to 8 bits (pretrained networks were trained o
 from a range that comes from their container, never guessed from their values (a guess reads a
 dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats 0-1, Pillow's
 in-memory ``I`` images 0-255, or the ``value_range`` the caller states. Values outside that range
-are an error, never clipped. Failures raise :class:`ImageReadError` with a reason a user can act
+are an error, never clipped. Failures raise `ImageReadError` with a reason a user can act
 on; callers add the index.
 """
 
@@ -44,7 +44,7 @@ SIXTEEN_BIT = (0.0, 65535.0)
 UNIT = (0.0, 1.0)
 EIGHT_BIT = (0.0, 255.0)
 
-#: PIL modes whose pixels are not 8-bit: scaled by :func:`_scaled`, not by ``Image.convert``.
+#: PIL modes whose pixels are not 8-bit: scaled by `_scaled`, not by ``Image.convert``.
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 CLOSED = (
@@ -115,9 +115,9 @@ def content_key(item, value_range=None) -> bytes | None:
 
     A file and its bytes share a key (same content, same vector); a renamed file keeps its key
     and an edited one gets a new one (a file is re-hashed when its stat signature changes, so any
-    replacement or write is seen: see :mod:`sktransfer._content`). A path that is not a regular
+    replacement or write is seen: see `sktransfer._content`). A path that is not a regular
     file (a named pipe, a device) is never read. In-memory images (PIL images, arrays) are keyed
-    by the 8-bit RGB pixels that :func:`to_rgb` makes of them with the same ``value_range``,
+    by the 8-bit RGB pixels that `to_rgb` makes of them with the same ``value_range``,
     which is exactly what the network sees: palette, transparency, EXIF orientation, frame and
     bit depth all count, and nothing else does.
     """
@@ -135,13 +135,13 @@ def content_key(item, value_range=None) -> bytes | None:
 
 
 def is_image_item(item) -> bool:
-    """Whether ``item`` is of a kind :func:`to_rgb` reads (its content is checked later)."""
+    """Whether ``item`` is of a kind `to_rgb` reads (its content is checked later)."""
     return isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
 
 
 # ---------------------------------------------------------------------- files and bytes
 def _open_path(item):
-    """A binary handle on the image file at ``item``, or an :class:`ImageReadError` saying why not."""
+    """A binary handle on the image file at ``item``, or an `ImageReadError` saying why not."""
     path = os.fspath(item)
     try:
         return open_regular_file(path)

@@ -2,7 +2,7 @@
 
 Cloning an estimator, or fitting the clones that ``GridSearchCV`` and ``cross_validate`` make,
 must not read the weights from disk again. Encoders therefore ask this registry for their model,
-under the key their :class:`~sktransfer._identity.EncoderIdentity` derives (model content, the
+under the key their `EncoderIdentity` derives (model content, the
 settings that shape the loaded model, device). Two encoders share a model exactly when those
 agree: an edited model folder has new content and so a new entry, and precisions that run under
 autocast share one copy of the float32 weights. Models are frozen and used under

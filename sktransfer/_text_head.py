@@ -1,11 +1,11 @@
 """From token vectors to one text vector: pooling, hidden layers and long-text windows.
 
-:class:`~sktransfer.TextEncoder` runs the model's transformer module itself and then either the
+[`TextEncoder`][sktransfer.TextEncoder] runs the model's transformer module itself and then either the
 model's own modules after it (``pooling="model"``) or a pooling of its choice over one layer or a
-combination of layers. :func:`resolve_head` turns the user's parameters into *effective*
+combination of layers. `resolve_head` turns the user's parameters into *effective*
 settings for the identity, written so that two choices that compute the same vectors get the same
 settings (mean pooling asked for by name on a model whose own pooling is mean is the model's own
-head), and :func:`sentence_vectors` computes them.
+head), and `sentence_vectors` computes them.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class TokenNetwork(torch.nn.Module):
 class RuntimeTransformer(torch.nn.Module):
     """Stands in for the transformers model inside sentence-transformers' Transformer module.
 
-    Runs the exported :class:`TokenNetwork` in its runtime and answers as the transformers model
+    Runs the exported `TokenNetwork` in its runtime and answers as the transformers model
     would (``last_hidden_state``, and ``hidden_states`` when its config asks for them), so
     pooling, layers and long-text windows go through the same code as with torch. The runtime
     gets as many threads as torch may use (``n_threads`` sets that while ``transform`` runs).

@@ -2,7 +2,7 @@
 
 The network's ``features`` sequence is split in two. The lower blocks stay frozen (in ``eval()``:
 their BatchNorm statistics never move, unlike a ``requires_grad`` freeze) and, when inputs are not
-augmented, their output is computed once per image by an :class:`~sktransfer.ImageEncoder` at that
+augmented, their output is computed once per image by an [`ImageEncoder`][sktransfer.ImageEncoder] at that
 layer with ``pooling=None``: through its embedding cache, so a grid over learning rates or a second
 fit reads it instead of running the lower network again. Only the top blocks and a new linear
 layer are trained, on those activations. With augmentation, every epoch decodes each image with a
@@ -142,7 +142,10 @@ class ImageTuner:
         return tuple(out.shape[1:])
 
     def _preprocessed(self, items: list, transform=None) -> np.ndarray:
-        dataset = _ImageDataset(items, transform or self.encoder.preprocess_, None, None)
+        # The encoder's fitted value_range: tuning reads float and 16-bit images as encoding does.
+        value_range = self.encoder.identity_.settings.get("value_range")
+        dataset = _ImageDataset(items, transform or self.encoder.preprocess_, None, None,
+                                None if value_range is None else tuple(value_range))
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, collate_fn=_collate)
         out = None
         for index, batch, errors in loader:
@@ -214,7 +217,7 @@ class ImageTuner:
         return torch.cat(out).numpy()
 
     def restore(self, state: dict) -> None:
-        """Put back the tensors of an earlier :meth:`snapshot` (the best epoch)."""
+        """Put back the tensors of an earlier `snapshot` (the best epoch)."""
         prefix = len("features.")
         self.top.network.features.load_state_dict({name[prefix:]: tensor for name, tensor in state.items()})
 

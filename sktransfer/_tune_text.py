@@ -5,7 +5,7 @@ Two objectives, both with sentence-transformers' own model and losses and torch'
 * ``"contrastive"`` (the default): the SetFit recipe. Pairs of training texts are labelled 1.0 when
   they share a class and 0.0 otherwise, and ``CosineSimilarityLoss`` pulls the pairs' embeddings
   to that cosine. Each epoch samples fresh pairs: for every text, one positive and one negative
-  partner, :data:`PAIR_ROUNDS` times (SetFit's ``num_iterations``).
+  partner, `PAIR_ROUNDS` times (SetFit's ``num_iterations``).
 * ``"classification"``: a temporary linear softmax layer on the sentence embedding, trained with
   the unfrozen layers by cross-entropy (plain top-k fine-tuning).
 
@@ -200,7 +200,7 @@ class TextTuner:
         return encoded[[slot[text] for text in self.all_texts]]
 
     def restore(self, state: dict) -> None:
-        """Put back the tensors of an earlier :meth:`snapshot` (the best epoch)."""
+        """Put back the tensors of an earlier `snapshot` (the best epoch)."""
         from ._weights import apply_weights
 
         if not self.lora:

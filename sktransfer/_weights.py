@@ -23,7 +23,7 @@ def weights_to_bytes(state: dict) -> bytes:
 
 
 def weights_from_bytes(blob: bytes) -> dict:
-    """The ``{name: tensor}`` dict of :func:`weights_to_bytes`, on the CPU."""
+    """The ``{name: tensor}`` dict of `weights_to_bytes`, on the CPU."""
     from safetensors.torch import load
 
     return load(blob)

@@ -1,17 +1,17 @@
 """What every sktransfer encoder shares: concrete helpers and one encoding pipeline.
 
-Each encoder (:class:`~sktransfer.TextEncoder`, :class:`~sktransfer.ImageEncoder`) writes its own
+Each encoder ([`TextEncoder`][sktransfer.TextEncoder], [`ImageEncoder`][sktransfer.ImageEncoder]) writes its own
 short ``fit`` and ``transform`` and calls these helpers, in the style of scikit-learn's
 ``preprocessing/_encoders.py``:
 
-* :meth:`BaseEncoder._check_input`: the one validation path of ``fit`` and ``transform``;
-* :meth:`BaseEncoder._set_identity`: records the resolved
-  :class:`~sktransfer._identity.EncoderIdentity` and the parameters it was built from;
-* :meth:`BaseEncoder._check_unchanged`: ``transform`` refuses to run when an output-changing
+* `BaseEncoder._check_input`: the one validation path of ``fit`` and ``transform``;
+* `BaseEncoder._set_identity`: records the resolved
+  `EncoderIdentity` and the parameters it was built from;
+* `BaseEncoder._check_unchanged`: ``transform`` refuses to run when an output-changing
   parameter was changed after ``fit`` (``set_params`` does not refit);
-* :meth:`BaseEncoder._encode_column`: validate -> deduplicate -> cache lookup -> encode the
+* `BaseEncoder._encode_column`: validate -> deduplicate -> cache lookup -> encode the
   misses with the encoder's own strategy -> scatter back to input order;
-* :meth:`BaseEncoder._get_model`: the loaded model, through the process-level registry, under
+* `BaseEncoder._get_model`: the loaded model, through the process-level registry, under
   the key the identity derives.
 
 Pickles carry the parameters and the identity (model name and content hash), never the weights
@@ -43,10 +43,22 @@ from ._identity import EncoderIdentity, ModelMismatchError
 from ._registry import model_registry
 from .cache import CacheError, EmbeddingCache, as_cache
 
-__all__ = ["BaseEncoder", "column_to_list", "is_missing", "numbers_hint", "read_once", "with_article"]
+__all__ = ["BaseEncoder", "DocLinkMixin", "column_to_list", "is_missing", "numbers_hint", "read_once", "with_article"]
 
 #: Where the documentation site lives; the estimators' HTML repr links to their page there.
 DOCS_URL = "https://sktransfer.readthedocs.io/en/latest/"
+
+
+class DocLinkMixin:
+    """The HTML repr's "?" link of every public estimator: its entry in the API reference.
+
+    mkdocstrings gives each ``::: sktransfer.Name`` of docs/api.md the anchor ``sktransfer.Name``,
+    so the link lands on the class itself (tests/test_estimator_checks.py checks that every
+    public estimator has one there).
+    """
+
+    _doc_link_module = "sktransfer"
+    _doc_link_template = DOCS_URL + "api/#sktransfer.{estimator_name}"
 
 #: Rows scattered at once, so that peak memory stays at the output plus the distinct rows.
 _SCATTER_CHUNK = 8192
@@ -230,7 +242,7 @@ def _deduplicate(items: list, rows: np.ndarray, key: Callable[[Any], Hashable]):
     return unique, first_row, inverse
 
 
-class BaseEncoder(TransformerMixin, BaseEstimator):
+class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Base class for frozen pretrained encoders; not meant to be used directly.
 
     Parameters shared by every encoder:
@@ -249,7 +261,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
         afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes (see
-        :class:`~sktransfer.EmbeddingCache`). A path means ``EmbeddingCache(path)``.
+        [`EmbeddingCache`][sktransfer.EmbeddingCache]). A path means ``EmbeddingCache(path)``.
     """
 
     _parameter_constraints: dict = {
@@ -264,12 +276,6 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     #: Parameters that change the vectors; each encoder lists its own. ``transform`` refuses to
     #: run when one was changed after ``fit``.
     _output_parameters: tuple = ("precision",)
-
-    _doc_link_module = "sktransfer"
-    _doc_link_template = DOCS_URL + "{page}/"
-
-    def _doc_link_url_param_generator(self):
-        return {"page": type(self).__name__.replace("Encoder", "_encoder").lower()}
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
@@ -425,7 +431,7 @@ class BaseEncoder(TransformerMixin, BaseEstimator):
     def _adopt_tuned_weights(self, blob: bytes) -> None:
         """Make this fitted encoder compute with tuned tensors on top of its pretrained model.
 
-        Used by :class:`~sktransfer.FineTuningClassifier`. ``blob`` (safetensors bytes of the
+        Used by [`FineTuningClassifier`][sktransfer.FineTuningClassifier]. ``blob`` (safetensors bytes of the
         tensors tuning changed) becomes fitted state that pickles carry, and its digest enters the
         identity as the ``tuned`` setting, one that shapes the model: the registry loads the
         pretrained model and applies the tensors, and cache entries never mix with pretrained ones.

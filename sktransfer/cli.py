@@ -1,7 +1,7 @@
 """The ``sktransfer`` command line.
 
 * ``sktransfer embed INPUT -o OUTPUT``: encode a folder of images, a list file, or a column of a
-  text/CSV/Parquet file to ``.npy`` or Parquet (see :mod:`sktransfer._cli_embed`);
+  text/CSV/Parquet file to ``.npy`` or Parquet (see `sktransfer._cli_embed`);
 * ``sktransfer models``: the text models and image weights (torchvision, timm) that resolve offline
   on this machine;
 * ``sktransfer cache info|clear|export|import``: inspect, empty, export (Parquet) or merge an
@@ -81,7 +81,7 @@ class _Refused(Exception):
 
 @contextlib.contextmanager
 def _export_destination(output: str, overwrite: bool):
-    """Where ``cache export`` writes: a local file through :func:`atomic_output`, never clobbered silently.
+    """Where ``cache export`` writes: a local file through `atomic_output`, never clobbered silently.
 
     A folder (``out/`` or an existing one) receives a new ``part-<host>-<pid>-<random>.parquet``,
     named here as ``EmbeddingCache.export`` names it, so that the part file appears whole or not at

@@ -77,7 +77,7 @@ class ClipEncoder(BaseEncoder):
 
     One fitted encoder turns a column of texts or a column of images into vectors that can be
     compared with each other: a caption lands near its photo. This is what zero-shot
-    classification (:class:`~sktransfer.ZeroShotClassifier`), text-to-image search and features
+    classification ([`ZeroShotClassifier`][sktransfer.ZeroShotClassifier]), text-to-image search and features
     that mix both kinds are built on.
 
     Parameters
@@ -104,11 +104,11 @@ class ClipEncoder(BaseEncoder):
         returns NaN rows for them and warns with the count.
     jpeg_draft : bool, default=True
         Decode large JPEG files at a reduced scale that still leaves 4x the resize target (see
-        :class:`~sktransfer.ImageEncoder`).
+        [`ImageEncoder`][sktransfer.ImageEncoder]).
     num_workers : int or "auto", default="auto"
         Processes that decode images while the network runs (as in ``ImageEncoder``).
     device, batch_size, precision, show_progress, n_threads, cache
-        As in :class:`~sktransfer.TextEncoder`. ``precision`` ``"bf16"`` and ``"fp16"`` run
+        As in [`TextEncoder`][sktransfer.TextEncoder]. ``precision`` ``"bf16"`` and ``"fp16"`` run
         under autocast; the output is float32 in every case.
 
     Attributes
@@ -151,9 +151,6 @@ class ClipEncoder(BaseEncoder):
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
     }
     _output_parameters = ("model", "modality", "normalize", "max_length", "jpeg_draft", "precision")
-
-    def _doc_link_url_param_generator(self):
-        return {"page": "clip"}
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ._device import PRECISIONS
 from ._weights import weights_to_bytes
-from .base import BaseEncoder, is_missing, read_once
+from .base import BaseEncoder, DocLinkMixin, is_missing, read_once
 from .cache import EmbeddingCache
 from .image import ImageEncoder
 from .text import TextEncoder
@@ -54,7 +54,7 @@ def _head_has(attribute):
     return check
 
 
-class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a pretrained encoder on labelled data, then classify with a scikit-learn head.
 
     The transfer-learning step after frozen features: the top of the network is adapted to the
@@ -111,7 +111,7 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     show_progress : bool, default=False
         Progress bars over epochs and batches.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
-        An :class:`~sktransfer.EmbeddingCache` for every encoder involved (the frozen baseline,
+        An [`EmbeddingCache`][sktransfer.EmbeddingCache] for every encoder involved (the frozen baseline,
         the frozen blocks' activations, the tuned encoder: each under its own fingerprint).
         ``None`` keeps the encoder's own ``cache`` setting.
 
@@ -534,7 +534,7 @@ class FineTuningClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self.head_.decision_function(self.transform(X))
 
     def get_feature_names_out(self, input_features=None):
-        """Names of :meth:`transform`'s columns (the encoder's).
+        """Names of `transform`'s columns (the encoder's).
 
         Parameters
         ----------

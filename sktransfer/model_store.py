@@ -3,14 +3,14 @@
 A model *name* such as ``"all-MiniLM-L6-v2"`` resolves, in order, to
 
 1. an existing directory, if the name is a path;
-2. a folder in the sktransfer model directory (:func:`models_dir`): ``<models_dir>/<name>``, and
+2. a folder in the sktransfer model directory (`models_dir`): ``<models_dir>/<name>``, and
    for a bare sentence-transformers name also ``<models_dir>/sentence-transformers/<name>``;
 3. a snapshot already in the Hugging Face cache;
 4. a download from the hub, tried once with a short connection check.
 
 Steps 1-3 never touch the network, so a machine without internet works as soon as a model
 folder has been placed in the model directory (``scripts/seed_offline_weights.py`` does that for
-the default models). When nothing resolves, :class:`ModelNotFoundError` names the model and both
+the default models). When nothing resolves, `ModelNotFoundError` names the model and both
 remedies instead of hanging on retries.
 
 Image weights need no such step: torchvision's own loader reads ``<torch hub dir>/checkpoints``
@@ -139,7 +139,7 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
 
 
 def available_text_models() -> list[str]:
-    """Names of the sentence-transformers models in :func:`models_dir` (resolvable offline)."""
+    """Names of the sentence-transformers models in `models_dir` (resolvable offline)."""
     root = models_dir()
     if not root.is_dir():
         return []

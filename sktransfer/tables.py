@@ -1,6 +1,6 @@
 """Mixed tables: numeric, categorical, text and image-path columns in one ColumnTransformer.
 
-:func:`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and
+`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and
 a column of image paths needs, so that one ``Pipeline`` and one ``GridSearchCV`` cover it:
 
 >>> import pandas as pd
@@ -56,8 +56,8 @@ def make_table_encoder(
 ):
     """Build a ColumnTransformer for a table with tabular, text and image-path columns.
 
-    Every text column gets its own :class:`~sktransfer.TextEncoder` and every image column its
-    own :class:`~sktransfer.ImageEncoder` (clones of the templates you pass, all sharing
+    Every text column gets its own [`TextEncoder`][sktransfer.TextEncoder] and every image column its
+    own [`ImageEncoder`][sktransfer.ImageEncoder] (clones of the templates you pass, all sharing
     ``cache``); categorical columns are one-hot encoded (missing values become their own
     category) and numeric columns are median-imputed, flagged when missing, and standardised.
     Output names are readable and unique: ``<column>_<i>`` for embeddings, ``<column>_<value>``
@@ -69,7 +69,7 @@ def make_table_encoder(
     text : str, list of str or None, default=None
         Columns of free text, encoded with ``text_encoder``.
     images : str, list of str or None, default=None
-        Columns of image paths (or anything else :class:`~sktransfer.ImageEncoder` accepts),
+        Columns of image paths (or anything else [`ImageEncoder`][sktransfer.ImageEncoder] accepts),
         encoded with ``image_encoder``.
     categorical : "auto", list of str or None, default="auto"
         Columns to one-hot encode. ``"auto"``: every object, string, category or boolean column

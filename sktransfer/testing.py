@@ -22,7 +22,7 @@ def _byte_characters():
 def make_tiny_clip(folder) -> str:
     """Save a tiny randomly initialised CLIP (about 0.3 MB) with its processor into ``folder``.
 
-    For testing pipelines built on :class:`~sktransfer.ClipEncoder` without network access or
+    For testing pipelines built on [`ClipEncoder`][sktransfer.ClipEncoder] without network access or
     real weights: the model loads, tokenizes, preprocesses and encodes exactly as a real CLIP
     folder does, but its vectors mean nothing. It has 2 layers of width 32 in each tower, 32 x 32
     input images, a 16-dimensional shared space, and CLIP's own byte-level BPE tokenizer with a

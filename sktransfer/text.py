@@ -50,7 +50,7 @@ class TextEncoder(BaseEncoder):
     model : str or os.PathLike, default="all-MiniLM-L6-v2"
         A sentence-transformers model: a short name (``"all-MiniLM-L6-v2"``), a hub id
         (``"org/name"``) or a local model folder. Names are looked up in the sktransfer model
-        directory and the Hugging Face cache before the hub; see :mod:`sktransfer.model_store`.
+        directory and the Hugging Face cache before the hub; see `sktransfer.model_store`.
     normalize : bool, default=False
         Scale every output row to unit Euclidean length. Models that already end in a
         ``Normalize`` module (all-MiniLM-L6-v2 does) return unit rows either way, and both
@@ -162,7 +162,7 @@ class TextEncoder(BaseEncoder):
     The weights are not pickled: a pickled TextEncoder stores the model name and a content hash
     of its files; where it is loaded the name is resolved again (the model directory, the
     Hugging Face cache) and the files found must hash the same, or ``transform`` raises
-    :class:`~sktransfer.ModelMismatchError`. Fitting learns nothing from the data. Changing an
+    [`ModelMismatchError`][sktransfer.ModelMismatchError]. Fitting learns nothing from the data. Changing an
     output-changing parameter (``model``, ``normalize``, ``max_length``, ``pooling``, ``layers``,
     ``layer_combine``, ``long_text``, ``prompt``, ``precision``) after
     ``fit`` makes ``transform`` raise until ``fit`` is called again.

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .base import DOCS_URL
+from .base import DocLinkMixin
 
 __all__ = ["ZeroShotClassifier"]
 
@@ -40,13 +40,13 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
-class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Classify items by the label text they are most similar to; no labelled data needed.
 
     Every label becomes a text (``template`` filled with the label's description), the encoder
     embeds those texts and the items in one space, and an item gets the label whose text is most
-    similar by cosine. With a :class:`~sktransfer.ClipEncoder` this is CLIP's zero-shot
-    classification of images ("a photo of a bee."); with a :class:`~sktransfer.TextEncoder` it
+    similar by cosine. With a [`ClipEncoder`][sktransfer.ClipEncoder] this is CLIP's zero-shot
+    classification of images ("a photo of a bee."); with a [`TextEncoder`][sktransfer.TextEncoder] it
     classifies texts ("a positive review" / "a negative review").
 
     Parameters
@@ -101,9 +101,6 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "template": [str, None],
         "temperature": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
     }
-
-    _doc_link_module = "sktransfer"
-    _doc_link_template = DOCS_URL + "clip/"
 
     def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
         self.encoder = encoder

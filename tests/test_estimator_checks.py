@@ -202,15 +202,38 @@ def test_rejects_sparse_and_wide_input(encoder_and_input):
         clone(encoder).fit("a")
 
 
-def test_html_repr_links_to_each_encoders_docs_page():
+def test_html_repr_links_every_public_estimator_to_its_entry_in_the_api_reference():
+    import inspect
+    from pathlib import Path
+
+    from sklearn.base import BaseEstimator
     from sklearn.utils import estimator_html_repr
 
+    import sktransfer
     from sktransfer.base import DOCS_URL
 
-    assert TextEncoder()._get_doc_link() == DOCS_URL + "text_encoder/"
-    assert ImageEncoder()._get_doc_link() == DOCS_URL + "image_encoder/"
-    assert ClipEncoder("any")._get_doc_link() == DOCS_URL + "clip/"
-    assert ZeroShotClassifier(TextEncoder(), ["a", "b"])._get_doc_link() == DOCS_URL + "clip/"
-    assert f'href="{DOCS_URL}text_encoder/"' in estimator_html_repr(TextEncoder())
-    mkdocs = (__import__("pathlib").Path(__file__).parents[1] / "mkdocs.yml").read_text()
+    estimators = [getattr(sktransfer, name) for name in sktransfer.__all__
+                  if inspect.isclass(getattr(sktransfer, name)) and issubclass(getattr(sktransfer, name), BaseEstimator)
+                  and name != "BaseEncoder"]  # the base class: docs/base_contract.md, never instantiated
+    assert {cls.__name__ for cls in estimators} >= {"TextEncoder", "ImageEncoder", "ClipEncoder", "ZeroShotClassifier",
+                                                    "FineTuningClassifier"}
+    api = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    for cls in estimators:
+        link = cls._get_doc_link(cls.__new__(cls))
+        assert link == f"{DOCS_URL}api/#sktransfer.{cls.__name__}", cls
+        # mkdocstrings gives `::: sktransfer.Name` the anchor "sktransfer.Name": the target exists.
+        assert f"\n::: sktransfer.{cls.__name__}\n" in api, cls
+    assert f'href="{DOCS_URL}api/#sktransfer.FineTuningClassifier"' in estimator_html_repr(
+        sktransfer.FineTuningClassifier(TextEncoder()))
+    mkdocs = (Path(__file__).parents[1] / "mkdocs.yml").read_text()
     assert f"site_url: {DOCS_URL}" in mkdocs  # the link points where the site is published
+
+
+def test_html_repr_shows_the_identity_readably():
+    from sklearn.utils import estimator_html_repr
+
+    encoder = TextEncoder(device="cpu").fit(["x"])
+    fingerprint = encoder.identity_.fingerprint
+    assert repr(encoder.identity_) == f"<TextEncoder {fingerprint[:12]}>"  # the prefix `sktransfer cache info` shows
+    assert f"&lt;TextEncoder {fingerprint[:12]}&gt;" in estimator_html_repr(encoder)  # whole: under 30 characters
+    assert str(encoder.identity_) == f"{fingerprint} {encoder.identity_.describe()}"

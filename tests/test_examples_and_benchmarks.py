@@ -119,3 +119,12 @@ def test_learning_curve_plot_names_the_test_set_it_used_and_its_legend_covers_no
     fig.canvas.draw()
     legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert not legend.overlaps(axes_box)  # below the axes: no point (even at 0.98) can sit under it
+
+
+def test_image_neighbours_example_smoke(data_dir, tmp_path, capsys):
+    # The figure of docs/image_encoder.md ("What the encoder sees"), on three photos per class.
+    out = run_in_process("examples/image_neighbours.py", "--limit", "3", "--queries", "2", "--neighbours", "2",
+                         "--data", str(data_dir / "hymenoptera" / "val"), "--output", str(tmp_path / "n.jpg"),
+                         capsys=capsys)
+    assert "6 photos; " in out and " of the 4 neighbours shown share" in out
+    assert (tmp_path / "n.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG

@@ -49,18 +49,24 @@ def test_one_unwrapped_image_array_is_refused(images, shape):
 
 
 def test_float_images_follow_one_rule_whatever_their_container(images):
+    # Issue 28: a float's range comes from its container ([0, 1]) or from value_range, never
+    # from the values (a dark 0-255 photo was read as [0, 1], 255x too bright).
     gray = np.linspace(0, 200, 48 * 40, dtype=np.float32).reshape(40, 48)
     as_uint8 = images.transform([np.rint(gray).astype(np.uint8)])
-    for name, item in {"F image, 0-255": Image.fromarray(gray, "F"), "float array, 0-255": gray,
-                       "float array, 0-1": gray / 255}.items():
-        np.testing.assert_allclose(images.transform([item]), as_uint8, atol=1e-5, err_msg=name)
-    twelve_bit = Image.fromarray(gray * 4095 / 200, "F")  # a float TIFF of 12-bit data: scaled, not clipped
-    reference = images.transform([np.rint(gray * 4095 / 200 / 65535 * 255).astype(np.uint8)])
-    np.testing.assert_allclose(images.transform([twelve_bit]), reference, atol=1e-5)
+    np.testing.assert_allclose(images.transform([gray / 255]), as_uint8, atol=1e-5, err_msg="float array, 0-1")
+    np.testing.assert_allclose(images.transform([Image.fromarray(gray / 255, "F")]), as_uint8, atol=1e-5)
+    in_255 = clone(images).set_params(value_range=(0, 255)).fit([gray])
+    for name, item in {"F image, 0-255": Image.fromarray(gray, "F"), "float array, 0-255": gray}.items():
+        np.testing.assert_allclose(in_255.transform([item]), as_uint8, atol=1e-5, err_msg=name)
+    twelve_bit = Image.fromarray(gray * 4095 / 200, "F")  # a float TIFF of 12-bit data keeps its brightness
+    in_4095 = clone(images).set_params(value_range=(0, 4095)).fit([twelve_bit])
+    reference = images.transform([np.rint(gray * 255 / 200).astype(np.uint8)])
+    np.testing.assert_allclose(in_4095.transform([twelve_bit]), reference, atol=1e-5)
     for bad, match in [(np.full((8, 8), np.nan, np.float32), "NaN or infinity"),
                        (np.full((8, 8), np.inf, np.float32), "NaN or infinity"),
                        (np.full((8, 8), -1.0, np.float32), r"span \[-1, -1\]"),
-                       (np.full((8, 8), 1e6, np.float32), r"\[0, 65535\]")]:
+                       (np.full((8, 8), 1e6, np.float32), r"span \[1e\+06"),
+                       (gray, r"value_range=\(0, 255\)")]:  # 0-255 data without value_range: named, not guessed
         for item in (bad, Image.fromarray(bad, "F")):
             with pytest.raises(ValueError, match=match):
                 images.transform([item])

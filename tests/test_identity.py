@@ -379,7 +379,9 @@ def test_image_fingerprint_changes_exactly_when_the_output_does(tmp_path, hymeno
 
     from torchvision.models import MobileNet_V2_Weights
 
-    images = [big_jpeg(tmp_path / "big.jpg"), hymenoptera["train"]["bees"][0]]
+    # A float image too, for value_range (8-bit files ignore it).
+    float_image = np.linspace(0, 1, 40 * 48 * 3, dtype=np.float32).reshape(40, 48, 3)
+    images = [big_jpeg(tmp_path / "big.jpg"), hymenoptera["train"]["bees"][0], float_image]
     base = image_encoder()
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
@@ -402,6 +404,7 @@ def test_image_fingerprint_changes_exactly_when_the_output_does(tmp_path, hymeno
         "preprocess=the weights' own preset": {"preprocess": ImageClassification(crop_size=224, resize_size=256)},
         "preprocess=closure": {"preprocess": tensor_preprocess(224)},
         "jpeg_draft=False": {"jpeg_draft": False},
+        "value_range=(0, 255)": {"value_range": (0, 255)},
         "precision=bf16": {"precision": "bf16"},
         "precision=fp16": {"precision": "fp16"},
         # parameters that must not matter

@@ -109,7 +109,7 @@ def test_missing_values_raise_by_default_naming_index_and_value(encoder):
         encoder.transform(["fine", "also fine", None, float("nan")])
     with pytest.raises(ValueError, match=r"index 1 is a missing value \(nan\)"):
         encoder.transform(pd.Series(["fine", np.nan]))
-    with pytest.raises(ValueError, match=r"index 0 is a int \(3\)"):
+    with pytest.raises(ValueError, match=r"index 0 is an int \(3\)"):
         encoder.transform([3, "three"])
 
 
