@@ -238,7 +238,7 @@ def check_resized_size(image: Image.Image, resize_side: int | None, where: str =
     resized = resize_side * int(long * resize_side / short)
     if resized > limit:
         raise ImageReadError(
-            f"a {image.width}x{image.height} image{where} would be resized to {resized:,} pixels (shorter side "
+            f"the {image.width}x{image.height} image{where} would be resized to {resized:,} pixels (shorter side "
             f"{resize_side}), above Pillow's decompression-bomb limit of {limit:,}; crop or pad it to a less "
             "extreme aspect ratio, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
         )

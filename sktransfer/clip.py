@@ -16,7 +16,7 @@ from ._identity import EncoderIdentity
 from ._images import content_key as image_content_key
 from ._images import describe_item, is_image_item, item_key
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
+from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows, with_article
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
 from .model_store import resolve_text_model
 from .text import _TOKENIZER_LOCK
@@ -245,7 +245,7 @@ class ClipEncoder(BaseEncoder):
             if bar_was_enabled:
                 hf_logging.enable_progress_bar()
         if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
-            raise ValueError(f"{identity.model!r} is a {type(model).__name__}, not a CLIP-style model with text and "
+            raise ValueError(f"{identity.model!r} is {with_article(type(model).__name__)}, not a CLIP-style model with text and "
                              "image towers; use TextEncoder or ImageEncoder for it.")
         return model.eval().requires_grad_(False).to(device), processor
 

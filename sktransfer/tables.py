@@ -22,6 +22,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from .base import with_article
 from .image import ImageEncoder
 from .text import TextEncoder
 
@@ -115,7 +116,7 @@ def make_table_encoder(
     for name, template, kind in [("text_encoder", text_encoder, TextEncoder),
                                  ("image_encoder", image_encoder, ImageEncoder)]:
         if template is not None and not isinstance(template, kind):
-            raise TypeError(f"{name} must be a {kind.__name__}, got {type(template).__name__}.")
+            raise TypeError(f"{name} must be {with_article(kind.__name__)}, got {type(template).__name__}.")
     overlap = set(text) & set(images)
     if overlap:
         raise ValueError(f"Columns {sorted(overlap)} are listed both as text and as images; pick one.")
