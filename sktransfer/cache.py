@@ -16,11 +16,13 @@ blocked by a writer, and no pickle anywhere (vectors are raw float32 bytes with 
 loading a cache never executes code, and a damaged row is detected and re-encoded). An optional
 in-memory layer serves repeat lookups within a process.
 
-Faults never produce a wrong vector: a damaged database file, a full disk, a read-only folder or a
-folder deleted underneath raise :class:`CacheError` (or :class:`CacheCorruptError`) naming the file
-and the fix; encoders turn them into a warning and carry on without storing (the features they
-return are computed, never read from a damaged file). ``read_only=True`` serves a shipped cache
-from read-only storage.
+Faults never produce a wrong vector: a damaged database file, a full disk or a read-only folder
+raise :class:`CacheError` (or :class:`CacheCorruptError`) naming the file and the fix; encoders
+turn them into a warning and carry on without storing (the features they return are computed,
+never read from a damaged file). ``read_only=True`` serves a shipped cache from read-only storage.
+Only a write creates the folder: a lookup in a folder deleted underneath, or never written to,
+misses and creates nothing. A row of another width than the encoder's (an import nothing could
+check) is counted as damaged and re-encoded, like a row whose checksum does not match.
 """
 
 from __future__ import annotations
@@ -165,16 +167,26 @@ class _Store:
             layer.forget(fingerprint)
 
     # -------------------------------------------------------------- connection
-    def connection(self) -> sqlite3.Connection:
+    def connection(self, create: bool = True) -> sqlite3.Connection | None:
+        """The open database; ``create=False`` (lookups, listings) gives None where none exists yet.
+
+        Only a write creates the folder and its database: a lookup in a folder that is gone (a
+        pickle loaded after its cache was deleted) misses without creating anything.
+        """
         # A connection must not cross a fork (reconnect in a child process), nor outlive its file:
         # a database deleted or replaced underneath (the folder removed by hand) is reopened, so
         # writes never go to an unlinked file.
-        if self._connection is None or self._pid != os.getpid() or self._replaced():
+        forked = self._pid != os.getpid()
+        if self._connection is None or forked or self._replaced():
+            if self._connection is not None and not forked:
+                self.forget()  # the file it was read from is gone: so is what we remember of it
             self.close()
+            self._fingerprint_ids = {}
+            if not create and not self.read_only and not self.path.exists():
+                return None
             with self.translated():
                 self._connection = self._open()
             self._pid = os.getpid()
-            self._fingerprint_ids = {}
         return self._connection
 
     def _replaced(self) -> bool:
@@ -271,17 +283,27 @@ class _Store:
             db.execute("ROLLBACK")
             raise
 
-    def fingerprint_id(self, fingerprint: str, description: str, dim: int, create: bool,
-                       fresh: bool = False) -> int | None:
-        """The row id of ``fingerprint`` (created if asked). ``fresh`` re-reads it from the database:
-        writes do, inside their transaction, because another process may have cleared it."""
-        if fingerprint in self._fingerprint_ids and not fresh:
-            return self._fingerprint_ids[fingerprint]
-        db = self.connection()
+    def fingerprint_id(self, db: sqlite3.Connection, fingerprint: str) -> int | None:
+        """The row id of ``fingerprint``, or None. Lookups check each row's width, not this row's."""
+        if fingerprint not in self._fingerprint_ids:
+            row = db.execute("SELECT id FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            if row is None:
+                return None
+            self._fingerprint_ids[fingerprint] = row[0]
+        return self._fingerprint_ids[fingerprint]
+
+    def writing_fingerprint_id(self, db: sqlite3.Connection, fingerprint: str, description: str, dim: int,
+                               encoder_width: bool) -> int:
+        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent.
+
+        Called inside the write transaction, and read afresh: another process may have cleared
+        the fingerprint since. ``encoder_width``: the vectors come from an encoder, whose width
+        is the fingerprint's by definition; a stored width that differs came from an import
+        (nothing checked it), so it is corrected and the rows of that width, which no lookup
+        serves, are deleted. Otherwise (an import) a differing width raises ``ValueError``.
+        """
         row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
         if row is None:
-            if not create:
-                return None
             now = time.time()
             db.execute(
                 "INSERT OR IGNORE INTO fingerprints (fingerprint, description, dim, created, last_used) "
@@ -289,10 +311,16 @@ class _Store:
                 (fingerprint, description, dim, now, now),
             )
             row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        if row[1] != dim:
-            raise RuntimeError(f"cache fingerprint {fingerprint[:12]} stores {row[1]}-d vectors, not {dim}-d")
-        self._fingerprint_ids[fingerprint] = row[0]
-        return row[0]
+        fid, stored = row
+        if stored != dim:
+            if not encoder_width:
+                raise ValueError(f"cache fingerprint {fingerprint[:12]} stores {stored}-d vectors, not {dim}-d")
+            db.execute("UPDATE fingerprints SET dim = ? WHERE id = ?", (dim, fid))
+            if description:
+                db.execute("UPDATE fingerprints SET description = ? WHERE id = ?", (description, fid))
+            db.execute("DELETE FROM embeddings WHERE fingerprint_id = ? AND length(vector) != ?", (fid, 4 * dim))
+        self._fingerprint_ids[fingerprint] = fid
+        return fid
 
 
 class EmbeddingCache:
@@ -303,7 +331,8 @@ class EmbeddingCache:
     path : str, os.PathLike or None, default=None
         Folder of the cache. ``None`` uses :func:`default_cache_dir`. Several encoders (with
         different models, layers or settings) can share one folder: entries are keyed by each
-        encoder's fingerprint, so they never see each other's vectors.
+        encoder's fingerprint, so they never see each other's vectors. The folder is created
+        (owner-only) by the first write, not before.
     memory_bytes : int, default=256 MiB
         Size of the in-process layer that serves repeat lookups without reading the database;
         0 disables it (every lookup reads the database). Instances of one folder with the same
@@ -344,6 +373,7 @@ class EmbeddingCache:
 
     _stores: dict = {}
     _stores_lock = threading.Lock()
+    _warned_gone: set = set()  # folders whose loss this process has reported
 
     def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None,
                  read_only: bool = False):
@@ -367,11 +397,26 @@ class EmbeddingCache:
 
     def __getstate__(self):
         return {"path": str(self.path), "memory_bytes": self.memory_bytes, "max_bytes": self.max_bytes,
-                "read_only": self.read_only}
+                "read_only": self.read_only, "written": self._database().exists()}
 
     def __setstate__(self, state):
         self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"],
                       read_only=state.get("read_only", False))
+        # A cache that held entries where it was pickled, loaded where its folder is gone (deleted
+        # since, or another machine): say so once, rather than silently starting a new one there.
+        # A copy of a cache never written to (clone, GridSearchCV) has nothing to lose: no warning.
+        if state.get("written", True) and not self.read_only and not self._database().exists():
+            folder = str(self.path.resolve())
+            with EmbeddingCache._stores_lock:
+                first = folder not in EmbeddingCache._warned_gone
+                EmbeddingCache._warned_gone.add(folder)
+            if first:
+                warnings.warn(f"the embedding cache folder {self.path} of this loaded object does not exist here "
+                              "(deleted, or another machine): its entries are encoded again, and the folder is "
+                              "created when something is written.", UserWarning, stacklevel=2)
+
+    def _database(self) -> Path:
+        return self.path / _FILES[0]
 
     @property
     def _store(self) -> _Store:
@@ -411,9 +456,9 @@ class EmbeddingCache:
                     found[i] = True
                 else:
                     pending.setdefault(key, []).append(i)
-            fid = store.fingerprint_id(fingerprint, "", dim, create=False) if pending else None
+            db = store.connection(create=False) if pending else None
+            fid = store.fingerprint_id(db, fingerprint) if db is not None else None
             if fid is not None:
-                db = store.connection()
                 wanted = list(pending)
                 for start in range(0, len(wanted), _CHUNK):
                     chunk = wanted[start : start + _CHUNK]
@@ -423,8 +468,10 @@ class EmbeddingCache:
                         (fid, *chunk),
                     ).fetchall()
                     for key, blob, crc in rows:
+                        # A damaged row, or one of another width (an import that nothing could check
+                        # against the encoder): a miss, which the write that follows replaces.
                         if len(blob) != 4 * dim or zlib.crc32(blob) != crc:
-                            corrupt += 1  # damaged row: treat as a miss; the rewrite replaces it
+                            corrupt += 1
                             continue
                         vector = np.frombuffer(blob, dtype=np.float32)
                         if memory is not None:
@@ -439,16 +486,26 @@ class EmbeddingCache:
         return vectors, found
 
     def put(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str = "") -> None:
-        """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call."""
+        """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call.
+
+        The caller is the encoder of ``fingerprint``: the width of ``vectors`` is the width of
+        that fingerprint, and stored rows of another width (imported ones) are deleted.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if not len(keys) or self.read_only:
             return
-        self._write(fingerprint, keys, vectors, description, "INSERT OR REPLACE")
+        self._write(fingerprint, keys, vectors, description, encoder_width=True)
         if self.max_bytes is not None:
             self._evict(keep=fingerprint)
 
-    def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str, verb: str) -> int:
-        """Write rows in one transaction (``verb``: replace, or ignore keys already there); rows written."""
+    def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str,
+               encoder_width: bool) -> int:
+        """Write rows in one transaction; rows written.
+
+        ``encoder_width``: an encoder's vectors, which replace the rows of their keys; otherwise an
+        import's, which never replace a row and must have the width already stored.
+        """
+        verb = "INSERT OR REPLACE" if encoder_width else "INSERT OR IGNORE"
         store = self._store
         memory = store.memory(self.memory_bytes)
         with store.lock, store.translated():
@@ -458,7 +515,7 @@ class EmbeddingCache:
             try:
                 # The id is read inside the write lock: a clear by another process since our last
                 # write removed the fingerprint, and the rows must go under its new row.
-                fid = store.fingerprint_id(fingerprint, description, vectors.shape[1], create=True, fresh=True)
+                fid = store.writing_fingerprint_id(db, fingerprint, description, vectors.shape[1], encoder_width)
                 rows = [(fid, key, blob, zlib.crc32(blob)) for key, blob in zip(keys, blobs)]
                 before = db.total_changes
                 db.executemany(f"{verb} INTO embeddings VALUES (?, ?, ?, ?)", rows)
@@ -472,7 +529,7 @@ class EmbeddingCache:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                 raise
-            if memory is not None and verb == "INSERT OR REPLACE":
+            if memory is not None and encoder_width:
                 for key, vector in zip(keys, vectors):
                     memory.remember((fingerprint, key), vector.copy())
         return written
@@ -512,14 +569,15 @@ class EmbeddingCache:
         store = self._store
         exported = damaged = 0
         with store.lock, store.translated():
-            db = store.connection()
+            db = store.connection(create=False)  # a folder never written to exports no entries
             query = "SELECT id, fingerprint, description, dim FROM fingerprints"
-            selected = db.execute(query + (" WHERE fingerprint LIKE ?" if fingerprint else ""),
-                                  (fingerprint + "%",) if fingerprint else ()).fetchall()
+            selected = [] if db is None else db.execute(query + (" WHERE fingerprint LIKE ?" if fingerprint else ""),
+                                                        (fingerprint + "%",) if fingerprint else ()).fetchall()
             if fingerprint and len(selected) != 1:
                 raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(selected)} fingerprints; "
                                  "give one that `sktransfer cache info` lists")
-            db.execute("BEGIN")  # one snapshot: writers in other processes do not tear the export
+            if db is not None:
+                db.execute("BEGIN")  # one snapshot: writers in other processes do not tear the export
             try:
                 with fs.open(target, "wb") as handle, pq.ParquetWriter(handle, _export_schema()) as writer:
                     for fid, fp, description, dim in selected:
@@ -541,7 +599,8 @@ class EmbeddingCache:
                             }, schema=_export_schema()))
                             exported += len(good)
             finally:
-                db.execute("COMMIT")
+                if db is not None:
+                    db.execute("COMMIT")
         if damaged:
             warnings.warn(f"EmbeddingCache.export left out {damaged} damaged entries of {self.path} (their checksum "
                           "did not match); they are encoded again where they are needed.", UserWarning, stacklevel=2)
@@ -565,16 +624,20 @@ class EmbeddingCache:
         Raises
         ------
         CacheError
-            The file is not an export (missing columns), a row is malformed (no key, a vector
-            of another length than its fingerprint's others, a non-finite value), or this
-            cache is read-only. The message names the file and the row; the valid rows read
-            before it are kept.
+            The file is not an export (missing columns, or a column of another type: vectors
+            that are not lists of floats, keys that are not binary), a row is malformed (no
+            key, a vector of another length than its fingerprint's others or than the vectors
+            this cache holds for it, a non-finite value), or this cache is read-only. The
+            message names the file and the row; the valid rows read before it are kept.
 
         Notes
         -----
         Import only exports you trust, as you would a cache folder: a vector is served to any
         encoder whose fingerprint matches, and its values cannot be checked without encoding
-        the item again.
+        the item again (the checksum guards stored bytes; an import computes it over what the
+        file holds). Nor can the width of a fingerprint the cache does not hold yet: rows of
+        a wrong width are then imported, and every lookup counts them as corrupt and encodes
+        their items again, never serving them, until the encoder's first write replaces them.
         """
         if self.read_only:
             raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; import into a "
@@ -594,9 +657,13 @@ class EmbeddingCache:
             with fs.open(file, "rb") as handle:
                 for fp, description, keys, vectors in _exported_rows(pq, handle, file):
                     try:
-                        imported += self._write(fp, keys, vectors, description, "INSERT OR IGNORE")
-                    except RuntimeError as exc:  # the fingerprint already holds vectors of another size
-                        raise CacheError(f"{file}: {exc}; this export does not match the cache at {self.path}") from None
+                        imported += self._write(fp, keys, vectors, description, encoder_width=False)
+                    except ValueError as exc:  # the fingerprint already holds vectors of another width
+                        raise CacheError(
+                            f"{file}: {exc}; this export does not match the cache at {self.path}. If the cache's "
+                            f"own vectors are the wrong ones (an earlier import), delete them with `sktransfer "
+                            f"cache clear --fingerprint {fp[:12]} --path {self.path}` and import again"
+                        ) from None
         return imported
 
     # -------------------------------------------------------------- management
@@ -611,8 +678,8 @@ class EmbeddingCache:
         """
         store = self._store
         with store.lock, store.translated():
-            db = store.connection()
-            rows = db.execute(
+            db = store.connection(create=False)  # looking creates nothing
+            rows = [] if db is None else db.execute(
                 "SELECT f.fingerprint, f.description, f.dim, f.last_used, count(e.item_key), "
                 "coalesce(sum(length(e.vector) + length(e.item_key)), 0) FROM fingerprints f "
                 "LEFT JOIN embeddings e ON e.fingerprint_id = f.id GROUP BY f.id ORDER BY f.last_used DESC"
@@ -666,7 +733,9 @@ class EmbeddingCache:
                 store._fingerprint_ids = {}
             return deleted
         with store.lock, store.translated():
-            db = store.connection()
+            db = store.connection(create=False)
+            if db is None:
+                return 0  # nothing was ever written here
             if fingerprint is None:
                 ids = [row[0] for row in db.execute("SELECT id FROM fingerprints")]
             else:
@@ -750,12 +819,35 @@ def _file_system(path):
     return fsspec.core.url_to_fs(os.fspath(path))
 
 
+def _check_export_types(schema, file) -> None:
+    """Refuse columns of other types before any row is read: numbers written as strings or
+    integers would otherwise be parsed into vectors, and text keys would fail mid-import."""
+    import pyarrow as pa
+
+    def is_list_of_floats(t):
+        return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and \
+            pa.types.is_floating(t.value_type)
+
+    expected = {
+        "fingerprint": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        "description": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)),
+        "item_key": ("binary", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                     or pa.types.is_fixed_size_binary(t)),
+        "vector": ("a list of floats", is_list_of_floats),
+    }
+    for name, (wanted, accepts) in expected.items():
+        found = schema.field(name).type
+        if not accepts(found):
+            raise CacheError(f"{file} is not an sktransfer cache export: column {name!r} holds {found}, not {wanted}")
+
+
 def _exported_rows(pq, handle, file):
     """Yield ``(fingerprint, description, keys, vectors)`` groups of an export file, validated."""
     parquet = pq.ParquetFile(handle)
     missing = [c for c in _EXPORT_COLUMNS if c not in parquet.schema_arrow.names]
     if missing:
         raise CacheError(f"{file} is not an sktransfer cache export: it has no column(s) {missing}")
+    _check_export_types(parquet.schema_arrow, file)
     first_row = 0
     for batch in parquet.iter_batches(batch_size=_EXPORT_ROWS, columns=list(_EXPORT_COLUMNS)):
         columns = batch.to_pydict()
@@ -771,7 +863,8 @@ def _exported_rows(pq, handle, file):
                 bad = next(i for i in rows if lengths[i] != lengths[rows[0]] or not lengths[i])
                 raise CacheError(f"{file}: row {first_row + bad} holds a {lengths[bad]}-d vector where fingerprint "
                                  f"{fp[:12]} has {lengths[rows[0]]}-d ones")
-            vectors = np.asarray([columns["vector"][i] for i in rows], dtype=np.float32)
+            with np.errstate(over="ignore"):  # a float64 too large for float32 is refused just below
+                vectors = np.asarray([columns["vector"][i] for i in rows], dtype=np.float32)
             finite = np.isfinite(vectors).all(axis=1)
             if not finite.all():
                 raise CacheError(f"{file}: row {first_row + rows[int(np.argmin(finite))]} holds a non-finite value")

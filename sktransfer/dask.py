@@ -5,10 +5,12 @@ Usage (``reviews`` a dask DataFrame; the result is a lazy dask DataFrame)::
     from sktransfer.dask import transform
     features = transform(TextEncoder().fit(["a"]), reviews, column="text")
 
-The fitted encoder is small (a few hundred bytes: its identity and settings, never the weights),
-so it is shipped once to every worker (``Client.scatter`` when a distributed client is active, one
-graph key otherwise); each worker process loads the model once through its model registry and
-keeps it for every partition it encodes. Nothing is computed until the result is.
+The fitted encoder is small (about 1.5 kB: its identity and settings, never the weights), so
+it travels as one key of the graph, fetched by each worker that runs a partition like any other
+input; each worker process loads the model once through its model registry (keyed by the
+encoder's identity) and keeps it for every partition it encodes. Nothing is computed until the
+result is, and nothing is sent anywhere before: a worker that is dying or restarting is the
+scheduler's to route around, as for any Dask computation.
 
 Needs the ``dask`` extra: ``pip install "sktransfer[dask]"``. ``import sktransfer`` does not
 import dask.
@@ -104,14 +106,14 @@ def _column_of(frame, column):
 
 
 def _ship(encoder):
-    """One copy of the encoder per worker: scattered to all of them, or one key of the graph."""
-    try:
-        from distributed import default_client
+    """The encoder as one key of the graph, on every scheduler.
 
-        client = default_client()
-    except (ImportError, ValueError):  # no distributed client: the local schedulers share memory
-        return dask.delayed(encoder, name=f"sktransfer-encoder-{uuid.uuid4().hex}")
-    return client.scatter(encoder, broadcast=True, hash=False)
+    Not ``Client.scatter(broadcast=True)``: that pushes the encoder to every worker when the
+    graph is built, and waits for each one, so a worker that had just died and was being
+    restarted by its nanny stalled the call for minutes. A graph key is computed where the
+    scheduler chooses, copied to the workers that need it, and recomputed if its holder dies.
+    """
+    return dask.delayed(encoder, name=f"sktransfer-encoder-{uuid.uuid4().hex}")
 
 
 # ------------------------------------------------------------------ DataFrame and Series
@@ -144,6 +146,8 @@ def _transform_bag(encoder, bag):
                         shape=(np.nan, encoder.embedding_dim_), dtype=np.float32)
         for number, part in enumerate(bag.to_delayed())
     ]
+    if not parts:  # a bag of no partitions (db.from_delayed([])): nothing to concatenate
+        return da.empty((0, encoder.embedding_dim_), dtype=np.float32, chunks=((0,), (encoder.embedding_dim_,)))
     return da.concatenate(parts, axis=0)
 
 

@@ -5,12 +5,13 @@ Usage (``photos`` a Ray Dataset with a ``path`` column; the result is a lazy Ray
     from sktransfer.ray import transform
     encoded = transform(ImageEncoder().fit([photos.take(1)[0]["path"]]), photos, column="path")
 
-Each actor receives the fitted encoder once (a few hundred bytes, inline), loads the model once, and encodes the
-batches Ray Data streams to it. Three things that go wrong with a plain ``map_batches`` are
-handled here: rows keep the input's order (Ray Data does not keep it by default); a dataset held
-in a few big blocks (``ray.data.from_pandas`` makes one) is split so that every actor gets work;
-and the actors leave a CPU free for the read and write stages (actors on every CPU next to a
-repartition can stall: ray-project/ray#44687).
+Each actor receives the fitted encoder once (about 1.5 kB, inline), loads the model once, and
+encodes the batches Ray Data streams to it. Four things that go wrong with a plain
+``map_batches`` are handled here: rows keep the input's order (Ray Data does not keep it by
+default); a dataset held in a few big blocks (``ray.data.from_pandas`` makes one) is split so
+that every actor gets work; the actors leave a CPU free for the read and write stages (actors on
+every CPU next to a repartition can stall: ray-project/ray#44687); and an empty dataset keeps
+its columns (Ray Data runs no batch of it, so nothing would say what they are).
 
 Needs the ``ray`` extra: ``pip install "sktransfer[ray]"``. ``import sktransfer`` does not import
 ray.
@@ -63,8 +64,9 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
     Returns
     -------
     dataset : ray.data.Dataset
-        The input's columns plus ``output_column``, in the input's row order. Nothing runs until
-        the dataset is consumed (``take``, ``write_parquet``, ``to_pandas``, ...).
+        The input's columns plus ``output_column``, in the input's row order; an empty input
+        gives an empty dataset whose schema has them too. Nothing runs until the dataset is
+        consumed (``take``, ``write_parquet``, ``to_pandas``, ...).
 
     Notes
     -----
@@ -80,7 +82,8 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
     if not isinstance(dataset, ray.data.Dataset):
         raise TypeError(f"{_HELPER} takes a ray.data.Dataset, got {type(dataset).__name__}; "
                         "for Dask collections use sktransfer.dask.transform")
-    names = dataset.schema().names if dataset.schema() is not None else []
+    schema = dataset.schema()
+    names = schema.names if schema is not None else []
     if column not in names:
         raise KeyError(f"the Ray Dataset has no column {column!r}; columns: {names[:20]}")
     if output_column in names:
@@ -119,8 +122,48 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
         num_cpus=1,
         num_gpus=gpus,
     )
+    # Ray Data calls no UDF on an empty block, so an empty dataset came back with no columns at
+    # all; one empty block built like the actors' output keeps the input's columns and the
+    # embedding column (and adds no row) whatever the input holds.
+    empty = _empty_output(schema, output_column, encoder.embedding_dim_)
+    if empty is not None:
+        encoded = encoded.union(empty)
     encoded.context.execution_options.preserve_order = True  # this dataset's copy of the context
     return encoded
+
+
+def _empty_output(schema, output_column, dim):
+    """A one-block dataset with no rows and the schema of the actors' batches, or None.
+
+    The input's columns make the round trip through NumPy that the actors' batches make, so
+    their types come back as the batches' do (a column of Python objects has no type: null,
+    which any type unifies with). Ray would store an empty 2-D array as Python objects, so the
+    embedding column is made a tensor column of the actors' shape and dtype directly.
+    """
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor, BlockType
+    from ray.data.extensions import ArrowTensorArray
+
+    def arrow_type(kind):  # a pandas-backed dataset lists numpy dtypes and Python classes too
+        if isinstance(kind, pa.DataType):
+            return kind
+        try:
+            return pa.from_numpy_dtype(np.dtype(kind))
+        except (TypeError, NotImplementedError):
+            return pa.null()
+
+    fields = [(name, arrow_type(kind)) for name, kind in zip(schema.names, schema.types)]
+    typed = [name for name, kind in fields if not pa.types.is_null(kind)]
+    try:
+        converted = pa.schema(fields).empty_table().select(typed)
+        if typed:
+            batch = BlockAccessor.for_block(converted).to_batch_format("numpy")
+            converted = BlockAccessor.batch_to_block(batch, block_type=BlockType.ARROW)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None  # a column NumPy cannot hold empty: an empty input then keeps no schema, as Ray's own
+    columns = {name: converted.column(name) if name in typed else pa.array([], pa.null()) for name, _ in fields}
+    columns[output_column] = ArrowTensorArray.from_numpy(np.empty((0, dim), dtype=np.float32))
+    return ray.data.from_arrow(pa.table(columns))
 
 
 def _gpus_per_actor(encoder, num_gpus) -> float:

@@ -212,6 +212,76 @@ def test_cluster_cache_comes_home(dask_client, text_encoder, tmp_path):
     assert home.stats.last == {"hits": len(TEXTS), "misses": 0, "corrupt": 0}
 
 
+def within(seconds, work):
+    """``work()``'s result, or a failure after ``seconds`` (a hang must fail the test, not the run)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_dask_transform_right_after_a_worker_died(dask_client, text_encoder, local_features):
+    """Issue 28: the encoder was scattered with broadcast=True, which waited for the worker the
+    nanny was restarting, and the next transform hung for minutes. Plain Dask work carries on
+    under the same conditions, and so must this."""
+    import signal
+
+    import dask.bag as db
+    import dask.dataframe as dd
+
+    from sktransfer.dask import transform
+
+    ddf = dd.from_pandas(pd.DataFrame({"text": TEXTS}), npartitions=4)
+    bag = db.from_sequence(TEXTS, npartitions=3)
+    victim = sorted(dask_client.scheduler_info()["workers"])[0]
+    pid = dask_client.run(os.getpid, workers=[victim])[victim]
+    try:
+        os.kill(pid, signal.SIGKILL)  # the nanny notices, and starts a new worker process
+        features = within(90, lambda: dask_client.compute(transform(text_encoder, bag)).result(timeout=90))
+        np.testing.assert_allclose(features, local_features, atol=1e-5)
+        frame = within(90, lambda: dask_client.compute(transform(text_encoder, ddf, column="text")).result(timeout=90))
+        np.testing.assert_allclose(frame.to_numpy(), local_features, atol=1e-5)
+    finally:
+        dask_client.wait_for_workers(2, timeout=120)  # the other tests get their two workers back
+
+
+def test_dask_empty_inputs_keep_their_columns_and_meta(dask_client, text_encoder):
+    import dask.array as da
+    import dask.bag as db
+    import dask.dataframe as dd
+
+    from sktransfer.dask import transform
+
+    names = list(text_encoder.get_feature_names_out(["text"]))
+    index = pd.Index(np.arange(100, 106), name="id")
+    some = dd.from_pandas(pd.DataFrame({"text": TEXTS[:6]}, index=index), npartitions=3)
+    nothing = dd.from_pandas(pd.DataFrame({"text": pd.Series([], dtype=object)},
+                                          index=pd.Index([], dtype="int64", name="id")), npartitions=1)
+    for ddf, rows in [(some[some["text"].str.startswith("review 5")], 1), (nothing, 0)]:  # empty partitions; none
+        result = dask_client.compute(transform(text_encoder, ddf, column="text")).result(timeout=WATCHDOG_S)
+        assert result.shape == (rows, len(names)) and list(result.columns) == names
+        assert result.dtypes.unique().tolist() == [np.dtype("float32")] and result.index.name == "id"
+    empties = [db.from_sequence([], npartitions=1), db.from_delayed([]),  # before: "Need array(s) to concatenate"
+               db.from_sequence(TEXTS[:3], npartitions=3).filter(lambda text: False),
+               da.from_array(np.asarray([], dtype=object), chunks=10)]
+    for empty in empties:
+        features = dask_client.compute(transform(text_encoder, empty)).result(timeout=WATCHDOG_S)
+        assert features.shape == (0, len(names)) and features.dtype == np.float32
+
+
 # ---------------------------------------------------------------------------------------------- Ray
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
@@ -316,3 +386,22 @@ def test_ray_gpus_follow_the_encoder_device(ray_session, text_encoder):
     dataset = ray.data.from_items([{"text": t} for t in TEXTS[:4]])
     with pytest.raises(ValueError, match=r"need 1 GPU\(s\), and this Ray cluster has 0: the job would wait forever"):
         transform(text_encoder, dataset, column="text", num_gpus=1)
+
+
+def test_ray_empty_dataset_keeps_its_columns(ray_session, text_encoder):
+    """Ray Data runs no batch of an empty dataset: the output used to have no columns at all."""
+    ray, _ = ray_session
+    from sktransfer.ray import transform
+
+    some = ray.data.from_pandas(pd.DataFrame({"text": TEXTS[:3], "row": np.arange(3)}))
+    expected = transform(text_encoder, some, column="text").schema()
+    assert expected.names == ["text", "row", "embedding"]
+    nothing = ray.data.from_pandas(pd.DataFrame({"text": pd.Series([], dtype=object), "row": pd.Series([], dtype="int64")}))
+    from ray.data.expressions import col
+
+    for empty in [nothing, some.filter(expr=col("row") > 100)]:
+        encoded = transform(text_encoder, empty, column="text").materialize()  # runs once
+        assert encoded.take_all() == []
+        schema = encoded.schema()
+        assert schema is not None and schema.names == expected.names
+        assert schema.types[1:] == expected.types[1:]  # an empty object column has no type to keep
