@@ -1,7 +1,7 @@
 """What the Dask and Ray helpers share: checking the encoder on the client, preparing it on a worker,
 encoding one partition, and naming the failing item in the input's own terms.
 
-Nothing here imports dask or ray: :mod:`sktransfer.dask` and :mod:`sktransfer.ray` do, and
+Nothing here imports dask or ray: `sktransfer.dask` and `sktransfer.ray` do, and
 ``import sktransfer`` imports neither.
 """
 

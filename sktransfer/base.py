@@ -40,10 +40,11 @@ from . import _backends
 from ._content import object_digest, sha256_hex
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity, ModelMismatchError
+from ._messages import with_article
 from ._registry import model_registry
 from .cache import CacheError, EmbeddingCache, as_cache
 
-__all__ = ["BaseEncoder", "DocLinkMixin", "column_to_list", "is_missing", "numbers_hint", "read_once", "with_article"]
+__all__ = ["BaseEncoder", "DocLinkMixin", "column_to_list", "is_missing", "numbers_hint", "read_once"]
 
 #: Where the documentation site lives; the estimators' HTML repr links to their page there.
 DOCS_URL = "https://sktransfer.readthedocs.io/en/latest/"
@@ -102,15 +103,6 @@ def _series_name(X) -> str | None:
     """The name of a dataframe column given alone: a pandas or polars Series' non-empty name."""
     name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
     return name if isinstance(name, str) and name else None  # polars names an unnamed Series ""
-
-
-def with_article(word: str) -> str:
-    """``word`` after "a" or "an", chosen by its sound: "an int", "an ndarray", "a str", "a uint8"."""
-    lower = str(word).lower()
-    vowel = bool(lower) and lower[0] in "aeiou" and not lower.startswith(("uint", "uni", "use", "eu", "one"))
-    if vowel or lower.startswith(("nd", "8", "11", "18")):  # "an ndarray", "an 8-d vector"
-        return f"an {word}"
-    return f"a {word}"
 
 
 def is_missing(value) -> bool:

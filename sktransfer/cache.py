@@ -17,7 +17,7 @@ loading a cache never executes code, and a damaged row is detected and re-encode
 in-memory layer serves repeat lookups within a process.
 
 Faults never produce a wrong vector: a damaged database file, a full disk or a read-only folder
-raise :class:`CacheError` (or :class:`CacheCorruptError`) naming the file and the fix; encoders
+raise `CacheError` (or `CacheCorruptError`) naming the file and the fix; encoders
 turn them into a warning and carry on without storing (the features they return are computed,
 never read from a damaged file). ``read_only=True`` serves a shipped cache from read-only storage.
 Only a write creates the folder: a lookup in a folder deleted underneath, or never written to,
@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ._folders import UnsafeFolderError, check_private_file, private_folder
+from ._messages import with_article
 from .model_store import sktransfer_home
 
 __all__ = ["CacheCorruptError", "CacheError", "CacheStats", "EmbeddingCache", "default_cache_dir"]
@@ -241,7 +242,7 @@ class _Store:
 
     @contextlib.contextmanager
     def translated(self):
-        """Turn SQLite's errors into a :class:`CacheError` that names the file and the fix."""
+        """Turn SQLite's errors into a `CacheError` that names the file and the fix."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
@@ -252,7 +253,7 @@ class _Store:
         if any(sign in message for sign in ("not a database", "malformed", "disk image")):
             return CacheCorruptError(
                 f"the embedding cache at {self.path} is damaged ({message}). Delete it with `sktransfer cache "
-                f"clear --path {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
+                f"clear --cache {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
                 "vectors are encoded again on demand."
             )
         if "full" in message:
@@ -329,7 +330,7 @@ class EmbeddingCache:
     Parameters
     ----------
     path : str, os.PathLike or None, default=None
-        Folder of the cache. ``None`` uses :func:`default_cache_dir`. Several encoders (with
+        Folder of the cache. ``None`` uses `default_cache_dir`. Several encoders (with
         different models, layers or settings) can share one folder: entries are keyed by each
         encoder's fingerprint, so they never see each other's vectors. The folder is created
         (owner-only) by the first write, not before.
@@ -536,7 +537,7 @@ class EmbeddingCache:
 
     # -------------------------------------------------------------- moving entries between caches
     def export(self, path, *, fingerprint: str | None = None) -> int:
-        """Write the entries to a Parquet file, for another machine's cache to :meth:`import_`.
+        """Write the entries to a Parquet file, for another machine's cache to `import_`.
 
         Parameters
         ----------
@@ -607,13 +608,13 @@ class EmbeddingCache:
         return exported
 
     def import_(self, path) -> int:
-        """Merge entries that :meth:`export` wrote (a file, or a folder of them) into this cache.
+        """Merge entries that `export` wrote (a file, or a folder of them) into this cache.
 
         Parameters
         ----------
         path : str or os.PathLike
             A Parquet file or a folder (a Parquet dataset: every ``*.parquet`` under it), local
-            or an fsspec URL as for :meth:`export`.
+            or an fsspec URL as for `export`.
 
         Returns
         -------
@@ -662,7 +663,7 @@ class EmbeddingCache:
                         raise CacheError(
                             f"{file}: {exc}; this export does not match the cache at {self.path}. If the cache's "
                             f"own vectors are the wrong ones (an earlier import), delete them with `sktransfer "
-                            f"cache clear --fingerprint {fp[:12]} --path {self.path}` and import again"
+                            f"cache clear --fingerprint {fp[:12]} --cache {self.path}` and import again"
                         ) from None
         return imported
 
@@ -707,7 +708,7 @@ class EmbeddingCache:
             Only this fingerprint's entries (a unique prefix is enough); None: all of them.
         force : bool, default=False
             Delete the database files whatever state they are in: the way out of a damaged cache
-            (:class:`CacheCorruptError`). Other processes using the cache then start a new file.
+            (`CacheCorruptError`). Other processes using the cache then start a new file.
 
         Returns
         -------
@@ -861,7 +862,8 @@ def _exported_rows(pq, handle, file):
             dims = {lengths[i] for i in rows}
             if len(dims) != 1 or 0 in dims:
                 bad = next(i for i in rows if lengths[i] != lengths[rows[0]] or not lengths[i])
-                raise CacheError(f"{file}: row {first_row + bad} holds a {lengths[bad]}-d vector where fingerprint "
+                width = with_article(f"{lengths[bad]}-d")
+                raise CacheError(f"{file}: row {first_row + bad} holds {width} vector where fingerprint "
                                  f"{fp[:12]} has {lengths[rows[0]]}-d ones")
             with np.errstate(over="ignore"):  # a float64 too large for float32 is refused just below
                 vectors = np.asarray([columns["vector"][i] for i in rows], dtype=np.float32)
@@ -884,7 +886,7 @@ def forget_process_state(path) -> None:
 
 
 def as_cache(cache) -> EmbeddingCache | None:
-    """Turn the ``cache`` parameter of an encoder into an :class:`EmbeddingCache` (or None)."""
+    """Turn the ``cache`` parameter of an encoder into an `EmbeddingCache` (or None)."""
     if cache is None or isinstance(cache, EmbeddingCache):
         return cache
     if isinstance(cache, (str, os.PathLike)):

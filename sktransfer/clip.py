@@ -15,8 +15,9 @@ from ._device import autocast
 from ._identity import EncoderIdentity
 from ._images import content_key as image_content_key
 from ._images import describe_item, is_image_item, item_key
+from ._messages import with_article
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows, with_article
+from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
 from .image import _collate, _ImageDataset, _worker_init, default_num_workers
 from .model_store import resolve_text_model
 from .text import _TOKENIZER_LOCK

@@ -23,6 +23,7 @@ import uuid
 import numpy as np
 
 from ._cluster import check_fitted_encoder, encode_items, feature_names, locate_error, prepare_on_worker
+from ._messages import with_article
 
 try:
     import dask
@@ -81,7 +82,7 @@ def transform(encoder, data, *, column=None):
     if isinstance(data, dd.DataFrame):
         data = _column_of(data, column)
     elif column is not None:
-        raise TypeError(f"column= selects a column of a dask DataFrame; {_HELPER} got a {type(data).__name__}")
+        raise TypeError(f"column= selects a column of a dask DataFrame; {_HELPER} got {with_article(type(data).__name__)}")
     if isinstance(data, dd.Series):
         return _transform_series(encoder, data)
     if isinstance(data, db.Bag):

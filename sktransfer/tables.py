@@ -22,7 +22,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from .base import with_article
+from ._messages import with_article
 from .image import ImageEncoder
 from .text import TextEncoder
 

@@ -21,7 +21,8 @@ from ._identity import EncoderIdentity
 from . import _text_head
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, is_missing, numbers_hint, warn_nan_rows, with_article
+from ._messages import with_article
+from .base import BaseEncoder, column_to_list, is_missing, numbers_hint, warn_nan_rows
 from ._content import folder_digest, text_key
 from .model_store import resolve_text_model
 

@@ -152,7 +152,7 @@ def test_a_damaged_database_is_named_and_recoverable(tmp_path, damage):
     for command in (["info"], ["clear"]):
         shown = cli(*command, "--path", str(path))
         assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
-        assert str(database) in shown.stderr and f"sktransfer cache clear --path {path} --force" in shown.stderr
+        assert str(database) in shown.stderr and f"sktransfer cache clear --cache {path} --force" in shown.stderr
     assert cli("clear", "--path", str(path), "--force").returncode == 0
     if damage != "zeroed header":
         return  # recovery is the same whatever the damage: checked once

@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.base import clone
 
 from sktransfer import FineTuningClassifier, ImageEncoder, TextEncoder, ZeroShotClassifier
-from sktransfer.base import with_article
+from sktransfer._messages import with_article
 
 WEIGHTS = "IMAGENET1K_V1"
 REVIEWS = ["a gripping film", "dull and far too long"]
