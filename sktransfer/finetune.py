@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.extmath import _approximate_mode  # how a stratified split shares out each class
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ._device import PRECISIONS
 from ._weights import weights_to_bytes
-from .base import BaseEncoder, DocLinkMixin, is_missing, read_once
+from .base import BaseEncoder, DocLinkMixin, column_to_list, is_missing, read_once
 from .cache import EmbeddingCache
 from .image import ImageEncoder
 from .text import TextEncoder
@@ -227,6 +228,12 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         X = read_once(X)  # read by fit, then by the checks below
         # Labels and the split are checked from y alone, before any model is loaded or item encoded.
         y = self._check_labels(y)
+        n_items = len(column_to_list(X, "FineTuningClassifier"))
+        if n_items != len(y):
+            raise ValueError(
+                f"FineTuningClassifier needs one label per item: X has {n_items} items and y has {len(y)} labels. "
+                "Pass X and y of the same length (the same rows)."
+            )
         self.classes_, codes = np.unique(y, return_inverse=True)
         seed = self._seed()
         train, val = self._split(codes, seed, self._objective(modality))
@@ -341,18 +348,27 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
 
     @staticmethod
     def _check_labels(y) -> np.ndarray:
+        # The labels as given (np.asarray would turn ["a", 1] into strings, and 1 into '1').
+        labels = np.asarray(y, dtype=object)
+        if labels.ndim != 1:
+            raise ValueError(f"y must be one label per item: got shape {labels.shape}; pass a 1-D array of labels.")
+        labels = labels.tolist()
+        missing = [i for i, label in enumerate(labels) if is_missing(label)]
+        if missing:
+            raise ValueError(
+                f"FineTuningClassifier needs a label for every item, but y[{missing[0]}] is a missing value "
+                f"({labels[missing[0]]!r}); {len(missing)} of {len(y)} labels are missing. Drop the unlabelled items "
+                "(from X and y alike) before fitting."
+            )
+        texts = [isinstance(label, str) for label in labels]
+        if any(texts) and not all(texts):
+            first_text, first_other = texts.index(True), texts.index(False)
+            raise ValueError(
+                f"FineTuningClassifier got a mix of label types (string and number): y[{first_text}] is "
+                f"{labels[first_text]!r} and y[{first_other}] is {labels[first_other]!r}. predict could not return "
+                "the labels as given: use one type for every label (e.g. all strings)."
+            )
         y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be one label per item: got shape {y.shape}; pass a 1-D array of labels.")
-        if y.dtype.kind in "fcOmM":
-            labels = y.tolist()
-            missing = [i for i, label in enumerate(labels) if is_missing(label)]
-            if missing:
-                raise ValueError(
-                    f"FineTuningClassifier needs a label for every item, but y[{missing[0]}] is a missing value "
-                    f"({labels[missing[0]]!r}); {len(missing)} of {len(y)} labels are missing. Drop the unlabelled items "
-                    "(from X and y alike) before fitting."
-                )
         check_classification_targets(y)
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
@@ -360,7 +376,8 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         if counts.min() < 2:
             raise ValueError(
                 f"FineTuningClassifier needs at least 2 samples of every class (to build pairs and a stratified "
-                f"validation split); class {classes[counts.argmin()].item()!r} has {counts.min()}. Label more, or drop it."
+                f"validation split); class {classes.tolist()[counts.argmin()]!r} has {counts.min()}. Label more, or "
+                "drop it."
             )
         return y
 
@@ -383,14 +400,18 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         n_classes = len(counts)
         n_val = math.ceil(self.validation_fraction * n)
         if n_val < n_classes or n - n_val < 2 * n_classes:
-            lowest, highest = (n_classes - 0.5) / n, (n - 2 * n_classes - 0.5) / n  # ceil(f * n) lands inside
+            needed = 2 if objective == "contrastive" else 1
+            works = self._working_sizes(counts, seed, needed) if n >= 3 * n_classes else []
             if n < 3 * n_classes:
                 fix = (f"{n} items cannot hold both ({3 * n_classes} are needed for {n_classes} classes): label more, "
                        "or set validation_fraction=0 (no validation: no frozen fallback).")
+            elif works:
+                fix = (f"Use validation_fraction {self._fractions(works, n)}, label more, or set validation_fraction=0 "
+                       "(no validation: no frozen fallback).")
             else:
-                fractions = f"{lowest:.3g}" if f"{lowest:.3g}" == f"{highest:.3g}" else f"from {lowest:.3g} to {highest:.3g}"
-                fix = (f"Use validation_fraction {fractions}, label more, or set validation_fraction=0 (no "
-                       "validation: no frozen fallback).")
+                fix = (f"No validation_fraction works: no stratified split of these {n} items gives at least "
+                       f"{n_classes} validation items and leaves every class {needed} training items. Label more, "
+                       "or set validation_fraction=0 (no validation: no frozen fallback).")
             raise ValueError(
                 f"FineTuningClassifier: validation_fraction={self.validation_fraction} of {n} items gives {n_val} "
                 f"validation items and {n - n_val} training items for {n_classes} classes "
@@ -404,14 +425,21 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         short = np.flatnonzero(kept < needed)
         if short.size:
             k = int(short[0])
-            label = self.classes_[k].item()
+            label = self._label(k)
             why = "contrastive tuning pairs every text with another of its class" if needed == 2 else \
                 "the head must see every class in training"
+            works = self._working_sizes(counts, seed, needed)
+            if works:
+                fix = f"Use validation_fraction {self._fractions(works, n)}, label more items of class {label!r}"
+            else:
+                fix = (f"No validation_fraction works: every split with {n_classes} to {n - 2 * n_classes} "
+                       f"validation items leaves some class fewer than {needed} training items. Label more items of "
+                       f"class {label!r}")
             raise ValueError(
                 f"FineTuningClassifier: the stratified validation split (validation_fraction="
                 f"{self.validation_fraction}) leaves {kept[k]} of the {counts[k]} items of class {label!r} for "
-                f"training, and {why} ({needed} needed). Label more items of class {label!r}, lower "
-                "validation_fraction" + (", use objective='classification'" if needed == 2 else "")
+                f"training, and {why} ({needed} needed). {fix}"
+                + (", use objective='classification'" if needed == 2 else "")
                 + ", or set validation_fraction=0 (no validation: no frozen fallback)."
             )
         if n_val < SMALL_VALIDATION:
@@ -424,10 +452,40 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             )
         return np.sort(train), np.sort(val)
 
+    def _label(self, k: int):
+        """Class ``k`` as a Python value (``'a'``, ``1``), for messages; labels may be strings in an object array."""
+        return np.asarray(self.classes_).tolist()[k]
+
+    @staticmethod
+    def _working_sizes(counts: np.ndarray, seed: int, needed: int) -> list:
+        """The validation sizes whose stratified split (as train_test_split makes it, same seed) keeps every class
+        at least ``needed`` training items."""
+        n, n_classes = int(counts.sum()), len(counts)
+        return [m for m in range(n_classes, n - 2 * n_classes + 1)
+                if _approximate_mode(counts, n - m, np.random.RandomState(seed)).min() >= needed]
+
+    @staticmethod
+    def _fractions(sizes: list, n: int) -> str:
+        """Validation sizes as validation_fraction values (``ceil(f * n)`` is the size): ranges, at most 3."""
+
+        def fraction(m: int) -> str:
+            for digits in range(3, 17):  # short, but exact enough that ceil(f * n) == m
+                text = f"{(m - 0.5) / n:.{digits}g}"
+                if math.ceil(float(text) * n) == m:
+                    return text
+            return repr((m - 0.5) / n)
+
+        runs, start = [], sizes[0]
+        for previous, m in zip(sizes, sizes[1:] + [None]):
+            if m != previous + 1:
+                runs.append(fraction(start) if start == previous else f"from {fraction(start)} to {fraction(previous)}")
+                start = m
+        return " or ".join(runs[:3]) + (f" (or {len(runs) - 3} more ranges)" if len(runs) > 3 else "")
+
     def _class_counts(self, counts: np.ndarray) -> str:
         """``class 'a': 12, class 'b': 2`` for an error message: the smallest classes first, at most 8."""
         order = np.argsort(counts, kind="stable")[:8]
-        shown = ", ".join(f"class {self.classes_[k].item()!r}: {counts[k]}" for k in order)
+        shown = ", ".join(f"class {self._label(k)!r}: {counts[k]}" for k in order)
         return shown + (f", and {len(counts) - 8} more" if len(counts) > 8 else "")
 
     def _make_tuner(self, modality: str, encoder: BaseEncoder, seed: int):

@@ -190,7 +190,7 @@ def fine_tune(y, **params):
     # A large class and a small one: the split takes one of the small class's two items.
     ([0] * 20 + [1] * 2, {"validation_fraction": 0.5},
      r"leaves 1 of the 2 items of class 1 for training, and contrastive tuning pairs every text with another of "
-     r"its class \(2 needed\).*lower validation_fraction, use objective='classification'"),
+     r"its class \(2 needed\).*Use validation_fraction from 0.0682 to 0.205.*use objective='classification'"),
     ([0] * 100 + [1] * 2, {"validation_fraction": 0.95, "objective": "classification"},
      r"leaves 0 of the 2 items of class 1 for training, and the head must see every class"),
     ([0] * 13 + [1] * 13, {"validation_fraction": 0.01},
@@ -211,3 +211,40 @@ def test_the_suggested_fractions_pass_the_split_check():
             fine_tune([0] * 13 + [1] * 13, validation_fraction=fraction)
     with pytest.raises(AssertionError, match="encoder was fitted"):
         fine_tune([0] * 20 + [1] * 2, validation_fraction=0.5, objective="classification")
+
+
+# ---------------------------------------------------------------------- review: labels of any dtype, honest advice
+@pytest.mark.parametrize("y, params, match", [
+    # Object-dtype labels (a pandas column of strings) are named in messages, not crashed on with .item().
+    (pd.Series(["a"] * 4 + ["b"] * 2), {"validation_fraction": 0.25},
+     r"leaves 1 of the 2 items of class 'b' for training.*No validation_fraction works"),
+    (pd.Series(["a", "b"] * 3), {"validation_fraction": 1e-9}, r"\(class 'a': 3, class 'b': 3\)"),
+    (np.array(["a"] * 4 + ["b"] * 2, dtype=object), {"validation_fraction": 0.25}, r"class 'b'"),
+])
+def test_object_labels_are_named_in_split_errors(y, params, match):
+    with pytest.raises(ValueError, match=match):
+        fine_tune(y, **params)
+
+
+def test_the_split_advice_is_only_fractions_that_work():
+    # a: 4, b: 2 at 0.2: one validation item per class leaves b one training item, so no fraction works (contrastive).
+    with pytest.raises(ValueError, match=r"No validation_fraction works.*objective='classification'") as info:
+        fine_tune(["a"] * 4 + ["b"] * 2, validation_fraction=0.2)
+    assert "lower validation_fraction" not in str(info.value)
+    # The suggested fractions come from the split itself: each passes every check.
+    with pytest.raises(ValueError, match=r"Use validation_fraction from 0.0682 to 0.205"):
+        fine_tune([0] * 20 + [1] * 2, validation_fraction=0.5)
+    for fraction in (0.0682, 0.205):
+        with pytest.raises(AssertionError, match="encoder was fitted"):
+            fine_tune([0] * 20 + [1] * 2, validation_fraction=fraction)
+
+
+def test_label_count_is_checked_against_the_items_before_any_model_loads():
+    with pytest.raises(ValueError, match=r"X has 6 items and y has 4 labels"):
+        FineTuningClassifier(NoFitTextEncoder(), random_state=0).fit([f"text {i}" for i in range(6)], [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("y", [["a", 1, "a", 1, "a", 1], np.array(["a", 1, "a", 1, "a", 1], dtype=object)])
+def test_mixed_label_types_are_refused_by_name(y):
+    with pytest.raises(ValueError, match=r"mix of label types \(string and number\): y\[0\] is 'a' and y\[1\] is 1"):
+        fine_tune(y)
