@@ -6,8 +6,8 @@ same picture gives the same features whether it arrives as a file, a uint8 array
 
 Data that are not 8-bit are scaled to 8 bits (pretrained networks were trained on 8-bit images)
 from a range that comes from their container, never guessed from their values (a guess reads a
-dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats 0-1, Pillow's
-in-memory ``I`` images 0-255, or the ``value_range`` the caller states. Values outside that range
+dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats 0-1, or the ``value_range`` the caller states (which
+in-memory Pillow ``I`` images, 8- or 16-bit by origin, need). Values outside that range
 are an error, never clipped. Failures raise `ImageReadError` with a reason a user can act
 on; callers add the index.
 """
@@ -87,11 +87,12 @@ def check_value_range(value_range) -> tuple[float, float] | None:
     ok = (isinstance(value_range, (tuple, list)) and len(value_range) == 2
           and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
                   for v in value_range)
-          and value_range[0] < value_range[1])
+          and value_range[0] < value_range[1]
+          and math.isfinite(float(value_range[1]) - float(value_range[0])))  # (-1e308, 1e308) overflows
     if not ok:
         raise ValueError(
-            f"value_range must be None or (low, high), two finite numbers with low < high such as (0, 255) "
-            f"or (0, 4095), got {value_range!r}"
+            f"value_range must be None or (low, high), two finite numbers with low < high and a finite span "
+            f"high - low, such as (0, 255) or (0, 4095), got {value_range!r}"
         )
     return float(value_range[0]), float(value_range[1])
 
@@ -287,14 +288,24 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
     if mode in WIDE_MODES:
         # High-bit-depth grayscale: scale the container's range to 8 bits instead of clipping at
         # 255 (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
-        # Pillow decodes 16-bit files (PGM included) as 0-65535, in I;16 or I; an I image made in
-        # memory (convert("I") of an 8-bit image) keeps the 0-255 values convert gives it.
+        # Pillow decodes 16-bit files (PGM included) as 0-65535, in I;16 or I. An I image made in
+        # memory has no range of its own: convert("I") keeps 0-255 of an 8-bit image and 0-65535
+        # of a 16-bit one, and its values cannot tell which, so value_range must say.
         if mode == "F":
             default, what = UNIT, "F (float) image"
         elif mode.startswith("I;16") or from_file:
             default, what = SIXTEEN_BIT, f"{mode} (16-bit) image"
+        elif value_range is None:
+            values = np.asarray(image)
+            raise ImageReadError(
+                f"an in-memory PIL image of mode I (32-bit integer, no file format: made by convert('I'), copy() "
+                f"or Image.fromarray) has values spanning [{int(values.min())}, {int(values.max())}] and no range "
+                "of its own: convert('I') keeps 0-255 of 8-bit data and 0-65535 of 16-bit data, which its values "
+                "cannot tell apart. Set ImageEncoder's value_range=(0, 255) for 8-bit data or "
+                "value_range=(0, 65535) for 16-bit data (or the file path, whose format says)"
+            )
         else:
-            default, what = EIGHT_BIT, "in-memory I (32-bit integer) image"
+            default, what = None, "in-memory I (32-bit integer) image"
         return _float_to_rgb(_scaled(np.asarray(image), value_range, default, what))
     if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
         image = image.convert("LA")
@@ -399,7 +410,8 @@ def to_rgb(item, draft_size: int | None = None, value_range=None):
     value_range : tuple of (float, float) or None, default=None
         The range the values of data that are not 8-bit come from (16-bit and float images and
         arrays, Pillow I and F images), mapped onto black to white. ``None``: each container's
-        own range (16-bit 0-65535, float 0-1, an in-memory I image 0-255). 8-bit data are 0-255.
+        own range (16-bit 0-65535, float 0-1); an in-memory I image has none and is refused
+        without it. 8-bit data are 0-255.
 
     Returns
     -------
@@ -413,6 +425,8 @@ def to_rgb(item, draft_size: int | None = None, value_range=None):
         values outside the range, a closed PIL image, an unsupported array.
     """
     if isinstance(item, Image.Image):
+        if getattr(item, "tile", None):  # opened lazily (Image.open): decoding it is still to come
+            _check_pixel_limit(item.size)
         return _pil_to_rgb(_first_frame(item), value_range, from_file=item.format is not None)
     if isinstance(item, np.ndarray):
         return _array_to_rgb(item, value_range)

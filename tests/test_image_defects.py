@@ -149,8 +149,9 @@ def test_twelve_bit_data_keep_their_brightness_only_with_their_range(images, tmp
 def test_integer_images_read_in_the_range_of_their_container(images, tmp_path):
     gray = np.rint(gradient(top=255.0)).astype(np.uint8)
     reference = images.transform([gray])
-    # An I image made in memory keeps the values convert("I") gives it: 0-255.
-    np.testing.assert_allclose(images.transform([Image.fromarray(gray).convert("I")]), reference, atol=1e-5)
+    # An I image made in memory has no range of its own: convert("I") keeps 0-255 of 8-bit data.
+    eight_bit = make(value_range=(0, 255))
+    np.testing.assert_allclose(eight_bit.transform([Image.fromarray(gray).convert("I")]), reference, atol=1e-5)
     # A 16-bit PGM decodes to an I image of 0-65535, like a 16-bit PNG.
     sixteen = gray.astype(np.uint16) * 257
     pgm = tmp_path / "depth.pgm"
@@ -160,7 +161,9 @@ def test_integer_images_read_in_the_range_of_their_container(images, tmp_path):
         np.testing.assert_allclose(images.transform([str(pgm), opened, sixteen]), np.repeat(reference, 3, 0),
                                    atol=1e-5)
     with pytest.raises(ValueError, match=r"in-memory I \(32-bit integer\) image values span \[0, 65535\]"):
-        images.transform([Image.open(pgm).convert("I").copy()])
+        eight_bit.transform([Image.open(pgm).convert("I").copy()])
+    np.testing.assert_allclose(make(value_range=(0, 65535)).transform([Image.open(pgm).convert("I").copy()]),
+                               reference, atol=1e-5)
     # Integer arrays other than uint8 and uint16 have no standard range: value_range, or an error.
     with pytest.raises(ValueError, match=r"index 0 .*dtype int64 has no standard range.*value_range"):
         images.transform([gray.astype(np.int64)])
@@ -371,3 +374,43 @@ def test_decoding_leaves_no_file_open(lenient, tmp_path):
 def test_a_tensor_is_refused_with_how_to_pass_it(images):
     with pytest.raises(ValueError, match=r"index 0 .*unsupported item type Tensor.*permute\(1, 2, 0\)\.numpy\(\)"):
         images.transform([torch.rand(3, 8, 8)])
+
+
+# ---------------------------------------------------------------------- review: ambiguous I, lazy bombs, spans
+def test_an_in_memory_i_image_without_value_range_is_refused_never_read_257_times_too_bright(images, tmp_path):
+    dark = np.linspace(0, 199, 32 * 40).reshape(32, 40).astype(np.uint16)  # a dark 16-bit PNG: max 199
+    path = tmp_path / "dark16.png"
+    Image.fromarray(dark).save(path)
+    from_file = images.transform([str(path)])
+    with Image.open(path) as opened:
+        in_memory = opened.convert("I")
+    assert in_memory.format is None and in_memory.mode == "I"
+    with pytest.raises(ValueError, match=r"index 1 .*mode I .*spanning \[0, 199\].*value_range=\(0, 255\) for "
+                                         r"8-bit data or value_range=\(0, 65535\) for 16-bit data"):
+        images.transform([str(path), in_memory])
+    with pytest.raises(ValueError, match=r"mode I "):  # Image.fromarray of int32 too: no format, no range
+        images.transform([Image.fromarray(dark.astype(np.int32))])
+    # Stated, it is read as stated: 16-bit gives the file's vectors.
+    np.testing.assert_allclose(make(value_range=(0, 65535)).transform([in_memory]), from_file, atol=1e-5)
+    with Image.open(path) as opened:  # decoded from a file: the format says 16-bit
+        np.testing.assert_allclose(images.transform([opened]), from_file, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Image.open's, at 1-2x the limit
+def test_a_lazily_opened_image_obeys_the_pixel_limit(tmp_path, monkeypatch):
+    path = tmp_path / "40x40.png"
+    Image.new("RGB", (40, 40), "red").save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"40x40 = 1,600 pixels\) exceeds the limit of 1,000"):
+        to_rgb(str(path))
+    with Image.open(path) as lazy, pytest.raises(ValueError, match=r"40x40 = 1,600 pixels\) exceeds the limit"):
+        to_rgb(lazy)
+    with Image.open(path) as loaded:  # already decoded: in memory, the limit protects nothing
+        loaded.load()
+        assert to_rgb(loaded).size == (40, 40)
+
+
+@pytest.mark.parametrize("value_range", [(-1e308, 1e308), (0, float("inf")), (1, 1), (2, 1)])
+def test_a_value_range_whose_span_overflows_is_refused(value_range):
+    with pytest.raises(ValueError, match=r"value_range must be .*finite span"):
+        make(value_range=value_range)

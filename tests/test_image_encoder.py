@@ -130,12 +130,17 @@ def test_every_pil_mode_converts_to_the_right_rgb(encoder):
         "LA opaque": (gray.convert("LA"), gray_rgb, 0.999999),
         "RGBA opaque": (rgb.convert("RGBA"), encoder.transform([rgb])[0], 0.999999),
         "I;16": (Image.fromarray(np.asarray(gray).astype(np.uint16) * 257), gray_rgb, 0.999999),
-        "I": (gray.convert("I"), gray_rgb, 0.999999),
         "F": (Image.fromarray(np.asarray(gray).astype(np.float32) / 255.0, "F"), gray_rgb, 0.999999),
         "CMYK": (rgb.convert("CMYK"), encoder.transform([rgb.convert("CMYK").convert("RGB")])[0], 0.999999),
         "1": (gray.convert("1"), encoder.transform([gray.convert("1").convert("RGB")])[0], 0.999999),
     }
     assert cases["I;16"][0].mode.startswith("I;16")
+    # An in-memory I image has no range of its own (convert("I") keeps 0-255 of 8-bit data, 0-65535 of
+    # 16-bit data): it is read through value_range, and refused without it.
+    eight_bit = clone(encoder).set_params(value_range=(0, 255)).fit([gray])
+    assert cosine(eight_bit.transform([gray.convert("I")])[0], gray_rgb) > 0.999999
+    with pytest.raises(ValueError, match=r"mode I .*value_range=\(0, 255\) for 8-bit data"):
+        encoder.transform([gray.convert("I")])
     for mode, (image, expected, tol) in cases.items():
         assert cosine(encoder.transform([image])[0], expected) > tol, mode
     # Transparency is composited onto white, not dropped to whatever colour the hidden pixels had.
