@@ -6,6 +6,7 @@ import collections
 import copy
 import dataclasses
 import functools
+import inspect
 import numbers
 import os
 import warnings
@@ -620,6 +621,15 @@ class ImageEncoder(BaseEncoder):
         if failures:
             self._handle_failures(sorted(failures, key=lambda failure: failure[0]), len(items))
         return out
+
+    def __setstate__(self, state):
+        # A pickle of an earlier version lacks the parameters added since (value_range): each takes its
+        # default, which is what that version did, so repr, get_params and clone work on it. Its
+        # fitted settings are unchanged (no digest is recorded for a parameter it did not have).
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and parameter.default is not inspect.Parameter.empty:
+                state.setdefault(name, parameter.default)
+        super().__setstate__(state)
 
     def _value_range(self):
         """The fitted value_range as a tuple, or None (a pickle of an earlier version has none)."""

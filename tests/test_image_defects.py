@@ -3,6 +3,7 @@
 import gc
 import io
 import os
+import pickle
 import re
 import threading
 import warnings
@@ -414,3 +415,16 @@ def test_a_lazily_opened_image_obeys_the_pixel_limit(tmp_path, monkeypatch):
 def test_a_value_range_whose_span_overflows_is_refused(value_range):
     with pytest.raises(ValueError, match=r"value_range must be .*finite span"):
         make(value_range=value_range)
+
+
+def test_an_encoder_pickled_before_value_range_existed_has_its_default():
+    encoder = make()
+    old = pickle.loads(pickle.dumps(encoder))
+    del old.__dict__["value_range"]  # what an earlier version pickled: no such parameter, no digest of it
+    old._fitted_digests.pop("value_range", None)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.value_range is None and loaded.get_params()["value_range"] is None
+    assert "ImageEncoder(" in repr(loaded)
+    assert clone(loaded).get_params() == encoder.get_params()
+    image = np.zeros((8, 8), np.uint8)
+    np.testing.assert_allclose(loaded.transform([image]), encoder.transform([image]), atol=1e-6)
