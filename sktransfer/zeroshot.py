@@ -133,7 +133,18 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
                 "or '}}'), or pass template=None to use the descriptions as they are."
             )
         fill = (lambda text: self.template.format(text)) if self.template is not None else (lambda text: text)
-        return classes, [[fill(text) for text in texts] for texts in descriptions]
+        prompts = [[fill(text) for text in texts] for texts in descriptions]
+        owner = {}  # the same texts embed to the same point: the first class would win every tie
+        for cls, texts, filled in zip(classes, descriptions, prompts):
+            other = owner.setdefault(frozenset(filled), cls)
+            if other is not cls:
+                shown = texts[0] if len(set(texts)) == 1 else sorted(set(texts))
+                raise ValueError(
+                    f"ZeroShotClassifier's labels describe the classes {other!r} and {cls!r} by the same text "
+                    f"{shown!r}: they would get the same embedding, and every prediction would be {other!r}. Give "
+                    "each class a description of its own."
+                )
+        return classes, prompts
 
     def fit(self, X, y=None):
         """Fit the encoder on ``X``'s column and embed the label texts; nothing is learned.

@@ -105,7 +105,7 @@ def test_one_pass_iterators_are_read_once_where_the_input_is_read_twice(texts):
     out = clone(texts).fit_transform(map(str.upper, REVIEWS))
     np.testing.assert_allclose(out, texts.transform([r.upper() for r in REVIEWS]), atol=1e-6)
     # FineTuningClassifier.fit reads X twice (the encoder's fit, then its items): 6 items, not 0.
-    with pytest.raises(ValueError, match=r"got shape \(8,\) for 6 items"):
+    with pytest.raises(ValueError, match=r"X has 6 items and y has 8 labels"):
         FineTuningClassifier(TextEncoder(device="cpu"), validation_fraction=0).fit(
             (text for text in REVIEWS * 3), [0, 1] * 4)
 
@@ -248,3 +248,12 @@ def test_label_count_is_checked_against_the_items_before_any_model_loads():
 def test_mixed_label_types_are_refused_by_name(y):
     with pytest.raises(ValueError, match=r"mix of label types \(string and number\): y\[0\] is 'a' and y\[1\] is 1"):
         fine_tune(y)
+
+
+@pytest.mark.parametrize("labels, match", [
+    ({"a": "x", "b": "x"}, r"describe the classes 'a' and 'b' by the same text 'x'.*every prediction would be 'a'"),
+    ({0: ["x", "y"], 1: "z", 2: ["y", "x"]}, r"classes 0 and 2 by the same text \['x', 'y'\]"),
+])
+def test_zero_shot_refuses_two_classes_with_the_same_description(labels, match):
+    with pytest.raises(ValueError, match=match):  # before the encoder loads
+        ZeroShotClassifier(TextEncoder(model="no-such-model"), labels).fit(["x"])
