@@ -66,6 +66,11 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the penultimate representation)")
     parser.add_argument("--pooling", choices=["auto", "avg", "max", "avgmax", "cls", "none"], default=None,
                         help="reduction of spatial maps or token sequences (images only; default auto)")
+    parser.add_argument("--value-range", type=_value_range, default=None, metavar="LOW,HIGH",
+                        help="images only: the range the pixel values of float or 16-bit image files come from, "
+                             "mapped onto black to white, e.g. 0,255 or 0,4095 (default: the file's container "
+                             "range, [0, 1] for floats, 0-65535 for 16-bit; a negative LOW is written "
+                             "--value-range=-1,1)")
     parser.add_argument("--prompt", default=None,
                         help="texts only: a prefix for every text, e.g. 'query: ' for E5-style models")
     parser.add_argument("--long-text", choices=["truncate", "chunk"], default=None,
@@ -95,6 +100,20 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=None,
                         help="with --scheduler: how many partitions to split a non-Parquet input into "
                              "(default: 4 per worker thread)")
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    """``--value-range LOW,HIGH`` as two finite floats with LOW < HIGH."""
+    import math
+
+    pieces = text.split(",")
+    try:
+        low, high = (float(piece) for piece in pieces)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LOW,HIGH such as 0,255, got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"expected two finite numbers with LOW < HIGH, such as 0,255, got {text!r}")
+    return low, high
 
 
 def _image_files(folder: Path) -> list[str]:
@@ -151,12 +170,13 @@ def _read_table(path: Path, column: str | None, keep: list[str]) -> tuple[list, 
         if path.suffix.lower() in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
         else:
-            # keep_default_na=False: the words NA, None, null, n/a... are texts to encode; only an
-            # empty cell is missing (na_values=[""]). The encoded column stays text (dtype object,
-            # "007" is not 7); kept columns get pandas' usual types.
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",",
-                                dtype={column: object} if column is not None else object,
-                                keep_default_na=False, na_values=[""])
+            # Every column is text, carried exactly as written (an id 12345678901234567 stays that
+            # string, not a float; "007" is not 7): keep_default_na=False makes the words NA, None,
+            # null, n/a... texts, and only an empty cell is missing (na_values=[""]). A blank line
+            # is a row whose cells are all empty (skip_blank_lines=False), so the empty cell of a
+            # one-column file is a missing item, never a silently dropped row.
+            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
+                                keep_default_na=False, na_values=[""], skip_blank_lines=False)
     except ImportError as exc:
         raise EmbedError(f"reading {path.name} needs {exc.name}: pip install pyarrow") from None
     except Exception as exc:  # pandas raises many parser errors; all mean the same to the user
@@ -226,11 +246,14 @@ def build_encoder(kind: str, args):
             params["layer"] = args.layer[0] if len(args.layer) == 1 else list(args.layer)
         if args.pooling:
             params["pooling"] = None if args.pooling == "none" else args.pooling
+        if getattr(args, "value_range", None) is not None:
+            params["value_range"] = tuple(args.value_range)
         for flag, value in [("--prompt", args.prompt), ("--long-text", args.long_text)]:
             if value:
                 raise EmbedError(f"{flag} applies to texts, but the input was read as images (force with --kind text)")
         return ImageEncoder(**params)
-    for flag, value in [("--weights", args.weights), ("--layer", args.layer), ("--pooling", args.pooling)]:
+    for flag, value in [("--weights", args.weights), ("--layer", args.layer), ("--pooling", args.pooling),
+                        ("--value-range", getattr(args, "value_range", None))]:
         if value:
             raise EmbedError(f"{flag} applies to images, but the input was read as texts (force with --kind image)")
     params = dict(common, on_error=args.on_error)
@@ -249,6 +272,51 @@ def _default_cache():
     return str(default_cache_dir())
 
 
+def _beside(target: Path, tag: str) -> Path:
+    """A new hidden name in ``target``'s folder: ``.<first 40 characters of the name>.<8 hex>.<tag>``.
+
+    Short whatever the target's length (a 250-byte name has a 54-character temporary), so a name
+    the file system takes is never refused for its temporary's length.
+    """
+    return target.with_name(f".{target.name[:40]}.{secrets.token_hex(4)}.{tag}")
+
+
+def resolve_target(target) -> Path:
+    """Where writing ``target`` writes: a symbolic link is written through (its resolved target is
+    replaced, the link kept), any other path is itself."""
+    target = Path(target)
+    return Path(os.path.realpath(target)) if os.path.islink(target) else target
+
+
+def probe_writable(*targets) -> None:
+    """Create and remove the files `atomic_output` will create for ``targets``, before any work.
+
+    The temporary file beside each target (``O_CREAT | O_EXCL``) is the real test of a folder's
+    writability (``os.access`` passes on a read-only mount) and of the temporary's name; an absent
+    target is created and removed too, so a name too long for the file system is refused now and
+    not after an hour of encoding. Raises `EmbedError` naming the target and the reason.
+    """
+    for given in targets:
+        target = resolve_target(given)
+        probes = [_beside(target, "tmp")] + ([] if os.path.lexists(target) else [target])
+        for probe in probes:
+            try:
+                descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise EmbedError(f"cannot write the output {given}: {exc.strerror or exc}") from None
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_output(*targets):
     """Write ``targets`` in one step: yield temporary paths beside them, move them into place on success.
@@ -259,9 +327,11 @@ def atomic_output(*targets):
     Parameters
     ----------
     *targets : str or os.PathLike
-        The files (or folders) to write. Each temporary path is in its target's folder, named
-        ``.<name>.tmp-<pid>-<random>``, so the final ``os.replace`` is a rename on one file
-        system, which readers see as all of the new output or none of it.
+        The files (or folders) to write. A symbolic link is written through: the file it points
+        to is replaced and the link kept. Each temporary path is in its (resolved) target's
+        folder, named ``.<first 40 characters of the name>.<random>.tmp``, so the final
+        ``os.replace`` is a rename on one file system, which readers see as all of the new output
+        or none of it.
 
     Yields
     ------
@@ -272,13 +342,16 @@ def atomic_output(*targets):
     -----
     On any exception (a full disk, Ctrl-C) the temporary files or folders are removed and every
     target is left exactly as it was. Every file is flushed to disk (``fsync``) before the first
-    rename, so a crash does not leave a renamed but empty file, and a late write error (``fsync``
-    reports some of them) replaces none of several targets. An existing folder is moved aside,
-    replaced and then deleted, since ``os.replace`` cannot replace a non-empty folder.
+    rename, so a crash does not leave a renamed but empty file. The targets are replaced one by
+    one, each old one kept under a backup name (a hard link, or a rename where links are not
+    supported); if a later rename fails, the targets already replaced are restored from their
+    backups (or removed where there was none), so several targets are replaced together or not
+    at all. The backups are deleted on success. An existing folder is moved aside, since
+    ``os.replace`` cannot replace a non-empty folder.
     """
-    targets = [Path(target) for target in targets]
-    temporaries = [target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-                   for target in targets]
+    targets = [resolve_target(target) for target in targets]
+    temporaries = [_beside(target, "tmp") for target in targets]
+    done = []  # (target, backup or None, whether the backup is a hard link) of the targets being replaced
     try:
         yield temporaries[0] if len(temporaries) == 1 else tuple(temporaries)
         for temporary in temporaries:
@@ -289,25 +362,38 @@ def atomic_output(*targets):
                 finally:
                     os.close(descriptor)
         for temporary, target in zip(temporaries, targets):
-            if temporary.is_dir() and target.exists():
-                aside = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-                os.replace(target, aside)
-                try:
-                    os.replace(temporary, target)
-                except BaseException:
-                    os.replace(aside, target)
-                    raise
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.replace(temporary, target)
+            backup, linked = None, False
+            if os.path.lexists(target):
+                backup = _beside(target, "old")
+                if not target.is_dir():
+                    try:
+                        os.link(target, backup, follow_symlinks=False)  # the target stays in place
+                        linked = True
+                    except OSError:
+                        pass
+                if not linked:
+                    os.replace(target, backup)
+            done.append((target, backup, linked))
+            os.replace(temporary, target)
     except BaseException:
         for temporary in temporaries:
-            if temporary.is_dir():
-                shutil.rmtree(temporary, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    temporary.unlink()
+            _remove(temporary)
+        for index, (target, backup, linked) in reversed(list(enumerate(done))):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    _remove(target)
+                elif linked and index == len(done) - 1 and os.path.samefile(backup, target):
+                    # Its rename failed, so the target is still the old file (rename() of two links
+                    # to one file does nothing, so the backup link is removed, not renamed back).
+                    _remove(backup)
+                else:
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target, ignore_errors=True)
+                    os.replace(backup, target)
         raise
+    for _, backup, _ in done:
+        if backup is not None:
+            _remove(backup)
 
 
 def _cache_of(encoder):
@@ -316,9 +402,25 @@ def _cache_of(encoder):
     return as_cache(encoder.cache)
 
 
+def _check_item_names(items, sidecar: Path | None, folder: str) -> None:
+    """Refuse, before encoding, file names the output cannot hold: one with a line break in the
+    one-per-line ``sidecar`` list, one that is not valid UTF-8 (a file system's raw bytes) in any."""
+    for item in items:
+        if sidecar is not None and ("\n" in item or "\r" in item):
+            raise EmbedError(f"cannot list {item!r} in {sidecar.name}: the file name holds a line break and the list "
+                             f"holds one name per line; rename the file, move it out of {folder}, or write a "
+                             ".parquet output")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EmbedError(f"cannot write the file name {item!r} to the output: it is not valid UTF-8; rename "
+                             f"the file or move it out of {folder}") from None
+
+
 def _refuse_existing(paths, overwrite: bool) -> None:
     for path in paths:
-        if path.exists() and not overwrite:
+        # lexists: a symbolic link is an existing output even when what it points to is gone.
+        if os.path.lexists(path) and not overwrite:
             raise EmbedError(f"{path} exists; pass --overwrite to replace it, or choose another output name")
 
 
@@ -348,16 +450,31 @@ def embed(args) -> str:
     if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
     # Checked before encoding anything: a run must not end in a write error after an hour.
-    if output.is_dir():
-        raise EmbedError(f"cannot write the output {output}: it is a folder")
-    # The new file is written beside the old one and renamed, so the folder must be writable; a
-    # read-only file is a file its owner protected, and is not replaced either.
-    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise EmbedError(f"cannot write the output {output}: permission denied")
     sidecar = output.with_name(output.name + ".items.txt")
-    from_folder = Path(args.input).expanduser().is_dir()
-    _refuse_existing([output] + ([sidecar] if suffix == ".npy" and from_folder else []), args.overwrite)
+    source = Path(args.input).expanduser()
+    from_folder = source.is_dir()
+    # A .npy output's <output>.items.txt is this run's too: written for a folder input, and for
+    # any other input a list of some earlier output's rows, which must not stay beside this one.
+    mine = [output] + ([sidecar] if suffix == ".npy" else [])
+    written = [output] + ([sidecar] if suffix == ".npy" and from_folder else [])
+    # os.path's tests, not pathlib's: a name too long to exist is False there, not an OSError.
+    for path in mine:
+        if os.path.isdir(path):
+            raise EmbedError(f"cannot write the output {path}: it is a folder")
+    _refuse_existing(mine, args.overwrite)
+    for path in mine:
+        if os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
+            raise EmbedError(f"the output {path} is the input {args.input}; writing it would destroy the input: "
+                             "choose another output name")
+    # A read-only file is a file its owner protected, and is not replaced either; the folder's
+    # writability (and the length of the names) is tested by creating the files themselves.
+    for path in written:
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise EmbedError(f"cannot write the output {path}: permission denied")
+    probe_writable(*written)
     items, kind, ours, kept = read_items(args.input, args.kind, args.column, keep)
+    if ours:
+        _check_item_names(items, sidecar if suffix == ".npy" else None, args.input)
     encoder = build_encoder(kind, args)
     start = time.perf_counter()
     # fit validates the whole column (as transform does) before loading the model: an error
@@ -372,7 +489,7 @@ def embed(args) -> str:
     before = (store.stats.hits, store.stats.misses) if store is not None else None
     features = encoder.transform(items)
     seconds = time.perf_counter() - start
-    existed = output.exists()
+    existed = os.path.exists(output)
     try:
         if suffix == ".npy":
             # A folder's array and its list of paths are replaced together, or neither is.
@@ -382,8 +499,12 @@ def embed(args) -> str:
                     np.save(handle, features)
                 if ours:
                     list_file.write_text("\n".join(items) + "\n", encoding="utf-8")
-            if not ours and args.overwrite and sidecar.is_file():
-                sidecar.unlink()  # it listed the rows of the output just replaced, not these
+            if not ours and os.path.lexists(sidecar):
+                try:
+                    sidecar.unlink()
+                except OSError as exc:
+                    raise EmbedError(f"wrote {output}, but could not remove the stale {sidecar.name} beside it "
+                                     f"(it lists the rows of an earlier output): {exc.strerror or exc}") from None  # it listed the rows of the output just replaced, not these
         else:
             import pandas as pd
 

@@ -222,7 +222,18 @@ def _fail(message: str, code: int = 1) -> int:
 def error_message(exc: BaseException) -> str:
     """An estimator's error as one command-line line: its advice names flags, not parameters."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
+    return _flags(text)
+
+
+def _flags(text: str) -> str:
+    """A library message (error or warning) with its parameters named as the command line's flags."""
     text = re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
+    # Float/16-bit image ranges: ImageEncoder(value_range=(0, 255)) is --value-range 0,255 here.
+    text = text.replace("ImageEncoder(value_range=(low, high))", "--value-range LOW,HIGH")
+    number = r"(-?[\d.]+(?:e[+-]?\d+)?)"
+    for pattern in (rf"ImageEncoder\(value_range=\({number}, {number}\)\)", rf"value_range=\({number}, {number}\)"):
+        text = re.sub(pattern, lambda m: f"--value-range{'=' if m[1].startswith('-') else ' '}{m[1]},{m[2]}", text)
+    text = re.sub(r"\bvalue_range\b", "--value-range", text)
     # Weights that cannot be downloaded here (the DEFAULT ones, offline): name the flag that works.
     return re.sub(r"(available offline here: (\w+)[\w, ]*)\.", r"\1 (pass --weights \2; 'sktransfer models' lists "
                   r"what is on this machine).", text)
@@ -233,7 +244,8 @@ def _embed(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *rest, **kw: print(f"sktransfer: warning: {message}", file=sys.stderr)
+        warnings.showwarning = lambda message, *rest, **kw: print(f"sktransfer: warning: {_flags(str(message))}",
+                                                                  file=sys.stderr)
         try:
             summary = embed(args)
         except EmbedError as exc:
@@ -315,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         # --cache DIR, as for 'sktransfer embed'; --path is the old spelling, still read for scripts.
         sub.add_argument("--cache", default=None, metavar="DIR",
                          help=f"cache folder (default: $SKTRANSFER_CACHE or {default_cache_dir()})")
-        sub.add_argument("--path", dest="cache", default=None, help=argparse.SUPPRESS)
+        sub.add_argument("--path", dest="legacy_path", default=None, help=argparse.SUPPRESS)
         sub.set_defaults(usage_parser=sub, stray="--cache")
     clear.add_argument("--fingerprint", default=None,
                        help="only this fingerprint (a unique prefix from 'sktransfer cache info' is enough)")
@@ -359,6 +371,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     if extras:
         where = getattr(args, "usage_parser", parser)
         where.error(_unrecognized(where, extras, getattr(args, "stray", None)))
+    legacy = getattr(args, "legacy_path", None)
+    if legacy is not None:
+        if args.cache is not None:
+            getattr(args, "usage_parser", parser).error(
+                f"--path {legacy} and --cache {args.cache} both name the cache folder (--path is the old spelling "
+                "of --cache); pass --cache alone")
+        args.cache = legacy
     return args
 
 
