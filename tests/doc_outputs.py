@@ -17,7 +17,9 @@ space, and it must cover the whole output. Inside a claim:
 * ``...`` stands for any text (as doctest's ELLIPSIS), for the parts that differ between runs:
   times, absolute paths;
 * ``about X`` stands for a number that rounds to X at X's precision (``about 0.9`` accepts 0.85 to
-  0.95), and ``between A and B`` for a number in that closed range.
+  0.95, ``about 1.5e3`` 1450 to 1550), and ``between A and B`` for a number in that closed range.
+
+A claim made only of placeholders (``...``) says nothing and fails.
 """
 
 import ast
@@ -30,7 +32,9 @@ from collections import defaultdict
 
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_PLACEHOLDER = re.compile(rf"\.\.\.|about ({NUMBER})|between ({NUMBER}) and ({NUMBER})")
+#: A number written in a claim: no trailing dot ("about 12." is 12 then a full stop).
+_WRITTEN = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_PLACEHOLDER = re.compile(rf"\.\.\.|about ({_WRITTEN})|between ({_WRITTEN}) and ({_WRITTEN})")
 
 
 def code_blocks(text):
@@ -54,13 +58,15 @@ def check_claim(claim, output):
             pattern.append(f"({NUMBER})")
             if match.group(1) is not None:
                 written = match.group(1)
-                decimals = len(written.split(".")[1]) if "." in written else 0
-                half = 0.5 * 10.0 ** -decimals
+                mantissa, _, exponent = written.lower().partition("e")
+                decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+                half = 0.5 * 10.0 ** (int(exponent or 0) - decimals)  # "about 1.5e3": 1450 to 1550
                 ranges.append((float(written) - half, float(written) + half, match.group(0)))
             else:
                 ranges.append((float(match.group(2)), float(match.group(3)), match.group(0)))
         position = match.end()
     pattern.append(re.escape(claim[position:]))
+    assert normalise(claim.replace("...", "")), f"the claim {claim!r} says nothing checkable"
     found = re.fullmatch("".join(pattern), normalise(output), flags=re.S)
     assert found, f"claimed {claim!r}, printed {normalise(output)!r}"
     for value, (low, high, words) in zip(found.groups(), ranges):
@@ -68,16 +74,26 @@ def check_claim(claim, output):
 
 
 def print_claims(code):
-    """``{line: claim}`` for every comment on the line where a ``print(...)`` call ends."""
-    print_lines = {
-        node.end_lineno
+    """``{line: claim}`` for every comment on the line where a ``print(...)`` call ends.
+
+    A comment inside a call that spans several lines is refused: it would read as a claim but
+    belong to no printed output.
+    """
+    calls = [
+        (node.lineno, node.end_lineno)
         for node in ast.walk(ast.parse(code))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
-    }
+    ]
     claims = {}
     for token in tokenize.generate_tokens(io.StringIO(code).readline):
-        if token.type == tokenize.COMMENT and token.start[0] in print_lines:
-            claims[token.start[0]] = token.string[1:].strip()
+        if token.type != tokenize.COMMENT:
+            continue
+        line = token.start[0]
+        if any(first <= line < last for first, last in calls):
+            raise AssertionError(f"line {line}: a comment inside a print(...) call; put the claim after the "
+                                 "closing parenthesis and remarks on the line above")
+        if any(line == last for _, last in calls):
+            claims[line] = token.string[1:].strip()
     return claims
 
 

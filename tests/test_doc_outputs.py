@@ -14,6 +14,8 @@ from doc_outputs import PrintRecorder, check_claim, check_print_claims, code_blo
     ("wrote 70 x 1280 ... in ... s; cache ...: 0 hits", "wrote 70 x 1280 image features in 5.4 s; cache /t/c: 0 hits"),
     ("about 0.9", "0.9499\n"),
     ("about 0.90", "0.904"),
+    ("about 1.5e3", "1520.0"),
+    ("about 12. Then", "12.4. Then"),
     ("score about 12 of between 90 and 110", "score 11.6 of 90"),
     ("line one line two", "line one\nline two\n"),
 ])
@@ -30,9 +32,13 @@ def test_true_claims_pass(claim, output):
     ("about 0.90", "0.91"),
     ("between 1 and 2", "2.5"),
     ("True ...", "False True"),
+    ("about 1.5e3", "1600"),
+    ("about 12. Then", "12.6. Then"),
+    ("...", "Traceback (most recent call last): ..."),   # says nothing: refused
+    ("... ...", ""),
 ])
 def test_false_claims_fail(claim, output):
-    with pytest.raises(AssertionError, match="claimed"):
+    with pytest.raises(AssertionError, match="claimed|says nothing"):
         check_claim(claim, output)
 
 
@@ -68,3 +74,8 @@ def test_a_claimed_line_that_never_runs_fails():
 def test_blocks_keep_their_page_line_numbers():
     page = "# t\n\n```python\nprint(1)\n```\n\ntext\n```text\n1\n```\n"
     assert code_blocks(page) == [("python", "print(1)\n", 4), ("text", "1\n", 9)]
+
+
+def test_a_comment_inside_a_multi_line_print_is_refused():
+    with pytest.raises(AssertionError, match="inside a print"):
+        print_claims("print(\n    1,  # 1\n    2)\n")
