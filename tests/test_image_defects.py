@@ -233,11 +233,16 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
                                                                  "I;16B", "I;16L", "I;16N", "I", "F"}))
 def test_every_pil_mode_converts(images, mode):
     image = Image.new(mode, (24, 16))
-    assert to_rgb(image).mode == "RGB"
+    if mode == "I":  # made in memory: 8- or 16-bit, only value_range can say (refused without it)
+        with pytest.raises(ValueError, match="mode I"):
+            to_rgb(image)
+        images = make(value_range=(0, 255))
+    ranged = {"value_range": (0, 255)} if mode == "I" else {}
+    assert to_rgb(image, **ranged).mode == "RGB"
     out = images.transform([image])
     assert out.shape == (1, 1280) and np.isfinite(out).all()
     if mode in ALPHA_MODES:  # fully transparent: white, whatever the hidden colour
-        assert to_rgb(image).getpixel((0, 0)) == (255, 255, 255)
+        assert to_rgb(image, **ranged).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_premultiplied_alpha_is_composited_like_straight_alpha():
