@@ -238,9 +238,10 @@ class ImageEncoder(BaseEncoder):
         arrays (float16/32/64) and PIL ``F`` images, uint16 arrays and 16-bit images (``I;16``,
         and ``I`` images decoded from files), ``I`` images made in memory, and other integer
         arrays (which need it). ``None``: each container's own range, never guessed from the
-        values: floats 0-1 (torchvision's convention), 16-bit 0-65535; an ``I`` image made in memory has
-        none (``convert("I")`` keeps 0-255 or 0-65535) and is refused without it. Values outside the range are an error naming
-        the index and the values' span, never clipped: floats holding 0-255 need
+        values: floats 0-1 (torchvision's convention), 16-bit 0-65535; an ``I`` image made in
+        memory has none (``convert("I")`` keeps 0-255 or 0-65535) and is refused without it.
+        Values outside the range are an error naming the index and the values' span, never
+        clipped: floats holding 0-255 need
         ``value_range=(0, 255)``, 12-bit data ``(0, 4095)``. 8-bit images (uint8 arrays, 8-bit
         files and modes) are always 0-255. Part of the fingerprint when set.
     num_workers : int or "auto", default="auto"
