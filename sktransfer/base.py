@@ -179,6 +179,12 @@ def column_to_list(X, owner: str) -> list:
     values = _column_values(X)
     if values is not None:
         return values
+    if type(X).__name__ == "LazyFrame" and type(X).__module__.startswith("polars"):
+        # A query plan, not data: iterating it reads nothing useful. Say how to get the rows.
+        raise TypeError(f"{owner} got a polars LazyFrame, a query that holds no rows yet: collect it first, "
+                        "e.g. lazy.select('review').collect().")
+    if isinstance(X, np.matrix):  # its rows stay 2-D when indexed: read it as the plain array it holds
+        X = np.asarray(X)
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             return X[:, 0].tolist()

@@ -14,6 +14,7 @@ from sklearn.base import clone
 
 from sktransfer import FineTuningClassifier, ImageEncoder, TextEncoder, ZeroShotClassifier
 from sktransfer._messages import with_article
+from sktransfer.base import column_to_list
 
 WEIGHTS = "IMAGENET1K_V1"
 REVIEWS = ["a gripping film", "dull and far too long"]
@@ -257,3 +258,16 @@ def test_mixed_label_types_are_refused_by_name(y):
 def test_zero_shot_refuses_two_classes_with_the_same_description(labels, match):
     with pytest.raises(ValueError, match=match):  # before the encoder loads
         ZeroShotClassifier(TextEncoder(model="no-such-model"), labels).fit(["x"])
+
+
+def test_a_polars_lazyframe_is_refused_with_the_way_to_collect_it():
+    lazy = pl.DataFrame({"review": ["a", "b"]}).lazy()
+    with pytest.raises(TypeError, match=r"polars LazyFrame.*\.collect\(\)"):
+        column_to_list(lazy, "TextEncoder")
+
+
+def test_a_numpy_matrix_column_gives_its_items_not_nested_lists():
+    column = np.matrix([["a"], ["b"]], dtype=object)
+    assert column_to_list(column, "TextEncoder") == ["a", "b"]
+    with pytest.raises(ValueError, match="encodes one column"):
+        column_to_list(np.matrix([["a", "b"]], dtype=object), "TextEncoder")
