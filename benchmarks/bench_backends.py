@@ -74,7 +74,7 @@ def images(args) -> Table:
 
     def network_only(encoder):
         def run():
-            backbone = encoder._get_model()
+            backbone = encoder.loaded_model()
             with torch.inference_mode():
                 for start in range(0, len(files), 32):
                     batch = (channels_last if encoder.backend == "torch" else preprocessed)[: min(32, len(files) - start)]
@@ -119,7 +119,7 @@ def images(args) -> Table:
 
 def _raw_runtime_encode(encoder: TextEncoder, texts: list, batch_size: int = 32):
     """What a user writes with an exported transformer: tokenize, run the runtime, mean-pool, normalise."""
-    model = encoder._get_model()
+    model = encoder.loaded_model()
     network = model[0].auto_model.network
     tokenizer = model.tokenizer
     inputs = model[0].auto_model.inputs

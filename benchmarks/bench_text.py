@@ -77,7 +77,7 @@ def main(argv=None):
     bf16 = TextEncoder(device="cpu", precision="bf16").fit(texts)
     fp32_one, bf16_one = (clone(encoder).set_params(n_streams=1).fit(texts) for encoder in (fp32, bf16))
     streams = fp32._forward_streams(n_batches=-(-len(texts) // fp32.batch_size))  # what "auto" chose here
-    raw = fp32._get_model()  # the very SentenceTransformer object, as the baseline calls it
+    raw = fp32.loaded_model()  # the very SentenceTransformer object, as the baseline calls it
 
     lengths = [len(ids) for ids in raw.tokenizer(texts, truncation=True, max_length=fp32.max_length_)["input_ids"]]
     tokens = sum(lengths)

@@ -98,7 +98,7 @@ def default_preprocessing(image_size, crop):
     return ImageClassification(crop_size=crop_size, resize_size=int(round(crop_size / (crop or 0.875))))
 
 
-def _last_linear(module: nn.Module):
+def last_linear(module: nn.Module):
     last = None
     for name, child in module.named_modules():
         if isinstance(child, nn.Linear):
@@ -106,7 +106,7 @@ def _last_linear(module: nn.Module):
     return last
 
 
-def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
+def set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
@@ -278,11 +278,11 @@ def build_backbone(network: nn.Module, layer, *, is_torchvision: bool) -> Backbo
     class_token = hasattr(network, "class_token")
     channels_last_maps = type(network).__name__.startswith("SwinTransformer")
     if layer is None:
-        head = _last_linear(network) if is_torchvision else None
+        head = last_linear(network) if is_torchvision else None
         if head is not None:
             # The penultimate representation is the input of the classifier head: drop the head.
             # (The network was loaded for this backbone alone, so editing it in place is safe.)
-            _set_submodule(network, head, nn.Identity())
+            set_submodule(network, head, nn.Identity())
             return Backbone(fold_batchnorm(network), ("penultimate",), False, channels_last_maps)
         return Backbone(fold_batchnorm(network), ("output",), class_token, channels_last_maps)
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names

@@ -31,7 +31,7 @@ def check_fitted_encoder(encoder, helper: str) -> None:
             f"{helper} needs a fitted {type(encoder).__name__}: call encoder.fit(...) first (on a few items: "
             "fit learns nothing from the data, it resolves the model and the settings that are shipped to workers)."
         ) from None
-    encoder._check_unchanged()
+    encoder.check_unchanged()
 
 
 def feature_names(encoder, column_name) -> list[str]:

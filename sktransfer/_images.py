@@ -20,11 +20,16 @@ import numbers
 import os
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._content import NotRegularFileError, bytes_key, file_content_key, open_regular_file, pixels_key
+from ._runtime import ordered_map
 
 __all__ = [
+    "ImageDataset",
+    "collate",
+    "decode_ahead",
     "ImageReadError",
     "check_resized_size",
     "check_value_range",
@@ -433,3 +438,60 @@ def to_rgb(item, draft_size: int | None = None, value_range=None):
     if isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
         return _read_encoded(item, draft_size, value_range)
     raise ImageReadError(unsupported_reason(item))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Reads and preprocesses one item per index; a failure is returned, not raised.
+
+    The decompression-bomb limit in force when the dataset is made travels with it: a decoding
+    process started by spawning (macOS, Windows) imports Pillow afresh, with the default limit,
+    and would refuse a trusted image the user raised ``PIL.Image.MAX_IMAGE_PIXELS`` for.
+    """
+
+    def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
+        self.items = items
+        self.preprocess = preprocess
+        self.draft_size = draft_size
+        self.resize_side = resize_side
+        self.value_range = value_range
+        self.pixel_limit = Image.MAX_IMAGE_PIXELS
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if torch.utils.data.get_worker_info() is not None:  # a decoding process of ours, not the user's
+            Image.MAX_IMAGE_PIXELS = self.pixel_limit
+        try:
+            # value_range only when set: the default call stays to_rgb(item, draft), as before it existed.
+            ranged = {} if self.value_range is None else {"value_range": self.value_range}
+            image = to_rgb(self.items[index], self.draft_size, **ranged)
+            check_resized_size(image, self.resize_side)
+            tensor = self.preprocess(image)
+        except ImageReadError as exc:
+            return index, None, str(exc)
+        except Exception as exc:  # a user's preprocess callable may raise anything
+            return index, None, f"{type(exc).__name__}: {exc}"
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+            return index, None, f"preprocessing returned {type(tensor).__name__}, expected a (C, H, W) tensor"
+        return index, tensor, None
+
+
+def collate(samples):
+    ok = [(index, tensor) for index, tensor, _ in samples if tensor is not None]
+    errors = [(index, reason) for index, tensor, reason in samples if tensor is None]
+    batch = torch.stack([tensor for _, tensor in ok]) if ok else None
+    return [index for index, _ in ok], batch, errors
+
+
+def decode_ahead(dataset: ImageDataset, batch_size: int, ahead: int = 2):
+    """Collated batches in order while one thread decodes the next ``ahead`` ones.
+
+    Used when no decoding process runs: PIL's decoding and resizing and the runtimes' (and
+    torch's) forward passes release the GIL, so the next batch decodes while the network runs
+    this one. At most ``ahead`` batches wait, so memory stays flat.
+    """
+    def decode(start):
+        return collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+    return ordered_map(decode, range(0, len(dataset), batch_size), workers=1, ahead=ahead, name="sktransfer-decode")

@@ -21,7 +21,9 @@ from torch import nn
 
 from . import _backbones
 from ._device import autocast
-from .image import ImageEncoder, _collate, _ImageDataset
+from ._images import ImageDataset, collate
+from ._runtime import data_loader
+from .image import ImageEncoder
 
 __all__ = ["ImageTuner", "trunk_blocks"]
 
@@ -53,8 +55,8 @@ class _Top(nn.Module):
     def __init__(self, network: nn.Module, split: int, n_classes: int):
         super().__init__()
         network.features = network.features[split:]  # a slice keeps the original block names
-        head = _backbones._last_linear(network)
-        _backbones._set_submodule(network, head, nn.Identity())
+        head = _backbones.last_linear(network)
+        _backbones.set_submodule(network, head, nn.Identity())
         self.network = network
         self.classifier = None
         self.n_classes = n_classes
@@ -144,9 +146,9 @@ class ImageTuner:
     def _preprocessed(self, items: list, transform=None) -> np.ndarray:
         # The encoder's fitted value_range: tuning reads float and 16-bit images as encoding does.
         value_range = self.encoder.identity_.settings.get("value_range")
-        dataset = _ImageDataset(items, transform or self.encoder.preprocess_, None, None,
+        dataset = ImageDataset(items, transform or self.encoder.preprocess_, None, None,
                                 None if value_range is None else tuple(value_range))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, collate_fn=_collate)
+        loader = data_loader(dataset, batch_size=self.batch_size, num_workers=0, device=self.device, collate_fn=collate)
         out = None
         for index, batch, errors in loader:
             if errors:

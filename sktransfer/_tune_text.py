@@ -25,7 +25,7 @@ from torch import nn
 
 from ._device import autocast
 from ._text_head import output_vectors
-from .text import _TOKENIZER_LOCK, TextEncoder
+from .text import TOKENIZER_LOCK, TextEncoder
 
 __all__ = ["TextTuner", "PAIR_ROUNDS"]
 
@@ -142,7 +142,7 @@ class TextTuner:
     def _tokenize(self, texts: list) -> dict:
         from sentence_transformers.util import batch_to_device
 
-        with _TOKENIZER_LOCK:
+        with TOKENIZER_LOCK:
             features = self.model.preprocess(texts, prompt=self.encoder.identity_.settings.get("prompt") or None,
                                              processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
         return batch_to_device(features, self.model.device)
@@ -195,7 +195,7 @@ class TextTuner:
         """Embeddings of every text by the model as tuned so far (eval mode, the encoder's pipeline)."""
         self.model.eval()
         distinct = list(dict.fromkeys(self.all_texts))
-        encoded, _ = self.encoder._encode_texts(self.model, distinct, None)
+        encoded, _ = self.encoder.encode_texts(self.model, distinct, None)
         slot = {text: i for i, text in enumerate(distinct)}
         return encoded[[slot[text] for text in self.all_texts]]
 

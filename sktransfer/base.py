@@ -4,14 +4,14 @@ Each encoder ([`TextEncoder`][sktransfer.TextEncoder], [`ImageEncoder`][sktransf
 short ``fit`` and ``transform`` and calls these helpers, in the style of scikit-learn's
 ``preprocessing/_encoders.py``:
 
-* `BaseEncoder._check_input`: the one validation path of ``fit`` and ``transform``;
+* `BaseEncoder.read_column`: the one validation path of ``fit`` and ``transform``;
 * `BaseEncoder._set_identity`: records the resolved
   `EncoderIdentity` and the parameters it was built from;
-* `BaseEncoder._check_unchanged`: ``transform`` refuses to run when an output-changing
+* `BaseEncoder.check_unchanged`: ``transform`` refuses to run when an output-changing
   parameter was changed after ``fit`` (``set_params`` does not refit);
 * `BaseEncoder._encode_column`: validate -> deduplicate -> cache lookup -> encode the
   misses with the encoder's own strategy -> scatter back to input order;
-* `BaseEncoder._get_model`: the loaded model, through the process-level registry, under
+* `BaseEncoder.loaded_model`: the loaded model, through the process-level registry, under
   the key the identity derives.
 
 Pickles carry the parameters and the identity (model name and content hash), never the weights
@@ -296,7 +296,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         a device it cannot use fails here, before any model is loaded.
         """
         self._validate_params()
-        self._check_input(X, reset=True)
+        self.read_column(X, reset=True)
         backend = getattr(self, "backend", "torch")  # the parameter: a refit may change it
         if backend == "torch":
             return resolve_device(self.device)
@@ -344,11 +344,11 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         Returns the items, the mask of rows to encode and the loaded model.
         """
         check_is_fitted(self, "identity_")
-        self._check_unchanged()
-        items, valid = self._check_input(X, reset=False)
-        return items, valid, self._get_model()
+        self.check_unchanged()
+        items, valid = self.read_column(X, reset=False)
+        return items, valid, self.loaded_model()
 
-    def _check_input(self, X, *, reset: bool) -> tuple[list, np.ndarray]:
+    def read_column(self, X, *, reset: bool) -> tuple[list, np.ndarray]:
         """The one validation path of ``fit`` and ``transform``.
 
         Returns the items and a boolean mask of the rows to encode (the others follow the
@@ -409,7 +409,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         self._fitted_digests = {name: (object_digest(getattr(self, name), name), _shown(getattr(self, name)))
                                for name in self._output_parameters}
 
-    def _check_unchanged(self) -> None:
+    def check_unchanged(self) -> None:
         """Refuse to mix settings: the fitted model and fingerprint describe the parameters at fit.
 
         Every output-changing parameter is compared by content with its value at fit (the same
@@ -426,7 +426,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
                     f"(set_params does not refit), or set {name} back."
                 )
 
-    def _adopt_tuned_weights(self, blob: bytes) -> None:
+    def adopt_tuned_weights(self, blob: bytes) -> None:
         """Make this fitted encoder compute with tuned tensors on top of its pretrained model.
 
         Used by [`FineTuningClassifier`][sktransfer.FineTuningClassifier]. ``blob`` (safetensors bytes of the
@@ -459,7 +459,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
             )
         return weights_from_bytes(blob)
 
-    def _get_model(self):
+    def loaded_model(self):
         """The loaded model: this estimator's, or the registry's (after unpickling or for a clone)."""
         model = self.__dict__.get("model_")
         if model is None:

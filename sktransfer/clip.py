@@ -14,13 +14,13 @@ from ._content import folder_digest, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
 from ._images import content_key as image_content_key
-from ._images import describe_item, is_image_item, item_key
+from ._images import ImageDataset, collate, describe_item, is_image_item, item_key
+from ._runtime import data_loader
 from ._messages import with_article
 from ._registry import model_registry
 from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
-from .image import _collate, _ImageDataset, _worker_init, default_num_workers
 from .model_store import resolve_text_model
-from .text import _TOKENIZER_LOCK
+from .text import TOKENIZER_LOCK
 
 __all__ = ["ClipEncoder"]
 
@@ -320,7 +320,7 @@ class ClipEncoder(BaseEncoder):
         return out
 
     def _warn_truncated(self, tokenizer, texts: set) -> None:
-        with _TOKENIZER_LOCK:
+        with TOKENIZER_LOCK:
             lengths = [len(ids) for ids in tokenizer(sorted(texts), truncation=False, verbose=False)["input_ids"]]
         longer = [n for n in lengths if n > self.max_length_]
         if longer:
@@ -340,7 +340,7 @@ class ClipEncoder(BaseEncoder):
             order = sorted(text_rows, key=lambda i: -len(pairs[i][1]))
             batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
             for index in self._progress(batches, total=len(batches)) if batches else ():
-                with _TOKENIZER_LOCK:
+                with TOKENIZER_LOCK:
                     tokens = processor.tokenizer([pairs[i][1] for i in index], padding=True, truncation=True,
                                                  max_length=self.max_length_, return_tensors="pt")
                 features = _as_features(model.get_text_features(**tokens.to(device)))
@@ -353,13 +353,8 @@ class ClipEncoder(BaseEncoder):
         device = torch.device(self.device_)
         side = self.preprocess_.resize_size[0] if self.preprocess_.resize_size else None
         draft = 4 * side if self.identity_.settings["jpeg_draft"] else None
-        workers = self.num_workers if self.num_workers != "auto" else (
-            0 if len(images) <= self.batch_size else default_num_workers(device))
-        loader = torch.utils.data.DataLoader(
-            _ImageDataset(images, self.preprocess_, draft, side), batch_size=self.batch_size, num_workers=workers,
-            collate_fn=_collate, pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None,
-            worker_init_fn=_worker_init if workers else None,
-        )
+        loader = data_loader(ImageDataset(images, self.preprocess_, draft, side), batch_size=self.batch_size,
+                             num_workers=self.num_workers, device=device, collate_fn=collate)
         failures = {}
         for index, batch, errors in self._progress(loader, total=len(loader)):
             failures.update({rows[i]: reason for i, reason in errors})

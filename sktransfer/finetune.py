@@ -241,7 +241,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         if self.cache is not None:
             frozen.set_params(cache=self.cache)
         frozen.fit(X)
-        items, valid = frozen._check_input(X, reset=False)  # the encoder's on_error applied
+        items, valid = frozen.read_column(X, reset=False)  # the encoder's on_error applied
         if len(items) != len(y):
             raise ValueError(f"y must be one label per item: got shape {y.shape} for {len(items)} items.")
         if not valid.all():
@@ -289,7 +289,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         if self.tuned_:
             tuner.restore(best_state)
             features = tuner.features()
-            frozen._adopt_tuned_weights(weights_to_bytes(best_state))
+            frozen.adopt_tuned_weights(weights_to_bytes(best_state))
         else:
             features = frozen_features
             baseline = self.history_[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import functools
@@ -10,7 +9,6 @@ import inspect
 import numbers
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -22,9 +20,10 @@ from . import _backbones, _backends, _timm
 from ._device import autocast
 from ._content import module_content_hash
 from ._identity import EncoderIdentity
-from ._images import (ImageReadError, check_resized_size, check_value_range, content_key, describe_item, is_image_item,
-                      item_key, to_rgb, unsupported_reason)
+from ._images import (ImageDataset, check_value_range, collate, content_key, decode_ahead, describe_item, is_image_item,
+                      item_key, unsupported_reason)
 from ._registry import model_registry
+from ._runtime import data_loader, ordered_map
 from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
 
 __all__ = ["ImageEncoder"]
@@ -52,19 +51,6 @@ def _effective_pooling(output: torch.Tensor, pooling, class_token: bool):
     return "flatten" if pooling is None else pooling
 
 
-def default_num_workers(device: torch.device) -> int:
-    """Decoding processes chosen from the machine.
-
-    With an accelerator the CPU only decodes, so every core but one decodes (at most 8). On a CPU
-    the network already uses every core: extra decoding processes only pay off on larger machines
-    (measured on 2 cores, 398 photos: bf16 5.7 s with 0 workers vs 6.0 s with 1; fp32 8.9 s vs 8.2 s).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device.type != "cpu":
-        return max(0, min(8, cores - 1))
-    return 0 if cores <= 2 else min(4, max(1, cores // 4))
-
-
 def _private_copy(module: nn.Module) -> nn.Module:
     """A deep copy of a user's module to run frozen; state that cannot be copied (a lock) is shared."""
     shared = {}
@@ -76,78 +62,6 @@ def _private_copy(module: nn.Module) -> nn.Module:
                 except Exception:  # a lock, an open file: the module vouched for its identity
                     shared[id(value)] = value
     return copy.deepcopy(module, shared)
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    """Reads and preprocesses one item per index; a failure is returned, not raised.
-
-    The decompression-bomb limit in force when the dataset is made travels with it: a decoding
-    process started by spawning (macOS, Windows) imports Pillow afresh, with the default limit,
-    and would refuse a trusted image the user raised ``PIL.Image.MAX_IMAGE_PIXELS`` for.
-    """
-
-    def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
-        self.items = items
-        self.preprocess = preprocess
-        self.draft_size = draft_size
-        self.resize_side = resize_side
-        self.value_range = value_range
-        self.pixel_limit = Image.MAX_IMAGE_PIXELS
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        if torch.utils.data.get_worker_info() is not None:  # a decoding process of ours, not the user's
-            Image.MAX_IMAGE_PIXELS = self.pixel_limit
-        try:
-            # value_range only when set: the default call stays to_rgb(item, draft), as before it existed.
-            ranged = {} if self.value_range is None else {"value_range": self.value_range}
-            image = to_rgb(self.items[index], self.draft_size, **ranged)
-            check_resized_size(image, self.resize_side)
-            tensor = self.preprocess(image)
-        except ImageReadError as exc:
-            return index, None, str(exc)
-        except Exception as exc:  # a user's preprocess callable may raise anything
-            return index, None, f"{type(exc).__name__}: {exc}"
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
-            return index, None, f"preprocessing returned {type(tensor).__name__}, expected a (C, H, W) tensor"
-        return index, tensor, None
-
-
-def _collate(samples):
-    ok = [(index, tensor) for index, tensor, _ in samples if tensor is not None]
-    errors = [(index, reason) for index, tensor, reason in samples if tensor is None]
-    batch = torch.stack([tensor for _, tensor in ok]) if ok else None
-    return [index for index, _ in ok], batch, errors
-
-
-def _worker_init(_):
-    # Each decoding process needs one thread; the user's process keeps its own setting.
-    torch.set_num_threads(1)
-
-
-def _decode_ahead(dataset: _ImageDataset, batch_size: int, ahead: int = 2):
-    """Yield collated batches in order while one thread decodes the next ones.
-
-    Used when no decoding process runs: PIL's decoding and resizing and the runtimes' (and
-    torch's) forward passes release the GIL, so the next batch decodes while the network runs
-    this one. At most ``ahead`` batches wait, so memory stays flat.
-    """
-    def decode(start):
-        return _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="sktransfer-decode")
-    try:
-        pending = collections.deque()
-        for start in range(0, len(dataset), batch_size):
-            pending.append(pool.submit(decode, start))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ExportedOutputs(nn.Module):
@@ -648,12 +562,6 @@ class ImageEncoder(BaseEncoder):
         warn_nan_rows("ImageEncoder", len(failures), n_items, row, describe_item(item), reason, "on_error='nan'")
 
     # ------------------------------------------------------------------ encoding strategy
-    def _resolved_num_workers(self, n_items):
-        if self.num_workers != "auto":
-            return self.num_workers
-        accelerated = torch.device("cuda") if self.device_ != "cpu" else torch.device("cpu")
-        return 0 if n_items <= self.batch_size else default_num_workers(accelerated)
-
     def _runtime_streams(self, on_torch: bool) -> tuple:
         """Batches in the network at once, and threads for each.
 
@@ -678,24 +586,16 @@ class ImageEncoder(BaseEncoder):
         # does a real reduction, so features stay within 2e-4 cosine of a full decode (DCT-scaling
         # right down to the target changed them by up to 1e-2 in our measurements).
         draft = 4 * side if settings["jpeg_draft"] else None
-        workers = self._resolved_num_workers(len(items))
-        dataset = _ImageDataset(items, self.preprocess_, draft, side, self._value_range())
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=2 if workers else None,  # bounded read-ahead: memory stays flat
-            worker_init_fn=_worker_init if workers else None,
-        )
+        dataset = ImageDataset(items, self.preprocess_, draft, side, self._value_range())
+        loader = data_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                             device=torch.device("cuda") if self.device_ != "cpu" else device, collate_fn=collate)
         out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
         failures = {}
         # Without decoding processes, a thread decodes ahead, except for torch on a CPU: there its
         # own threads already fill the cores (398 hymenoptera photos, 2 cores: 41 img/s with the
         # thread, 43 without; ONNX Runtime 85-91 with, 68 without).
-        if workers == 0 and len(loader) > 1 and (not on_torch or device.type != "cpu"):
-            batches = _decode_ahead(dataset, self.batch_size)
+        if loader.num_workers == 0 and len(loader) > 1 and (not on_torch or device.type != "cpu"):
+            batches = decode_ahead(dataset, self.batch_size)
         else:
             batches = loader
         # Torch runs channels-last convolutions faster; the runtimes take plain NCHW arrays.
@@ -711,30 +611,23 @@ class ImageEncoder(BaseEncoder):
             if on_batch is not None:
                 on_batch(index, out[index])
 
-        pool = ThreadPoolExecutor(streams, thread_name_prefix="sktransfer-stream") if streams > 1 else None
-        pending = collections.deque()  # at most `streams` batches in the runtime at once
+        def ready():
+            for index, batch, errors in self._progress(batches, total=len(loader)):
+                failures.update(errors)
+                if errors and self.on_error == "raise":
+                    return  # no point encoding the rest: the first failure is reported now
+                if batch is not None:
+                    yield index, batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+        # At most `streams` batches in the runtime at once.
+        results = ordered_map(lambda job: (job[0], forward(job[1])), ready(), workers=streams, ahead=streams - 1,
+                              name="sktransfer-stream")
         try:
             with torch.inference_mode(), autocast(device, settings["precision"] if on_torch else "fp32"):
-                for index, batch, errors in self._progress(batches, total=len(loader)):
-                    failures.update(errors)
-                    if errors and self.on_error == "raise":
-                        break  # no point encoding the rest: the first failure is reported now
-                    if batch is None:
-                        continue
-                    batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                    if pool is None:
-                        finish(index, forward(batch))
-                        continue
-                    pending.append((index, pool.submit(forward, batch)))
-                    if len(pending) >= streams:
-                        done_index, future = pending.popleft()
-                        finish(done_index, future.result())
-                while pending:
-                    done_index, future = pending.popleft()
-                    finish(done_index, future.result())
+                for index, outputs in results:
+                    finish(index, outputs)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            results.close()
             if batches is not loader:
                 batches.close()  # stops the decoding thread now, not whenever the generator is collected
         return out, failures

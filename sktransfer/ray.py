@@ -184,7 +184,7 @@ class _EncodeBatches:
         self.encoder = prepare_on_worker(encoder)
         self.column = column
         self.output_column = output_column
-        self.encoder._get_model()  # load now: the first batch should not pay for it
+        self.encoder.loaded_model()  # load now: the first batch should not pay for it
 
     def __call__(self, batch: dict) -> dict:
         items = list(batch[self.column])

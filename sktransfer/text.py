@@ -31,7 +31,7 @@ __all__ = ["TextEncoder"]
 # Fast tokenizers set their truncation and padding state on each call and can raise "Already
 # borrowed" when two threads use one at once (huggingface/transformers#47085), so concurrent
 # streams, and users calling transform from several threads, tokenize one at a time.
-_TOKENIZER_LOCK = threading.Lock()
+TOKENIZER_LOCK = threading.Lock()
 
 # Token counts of long texts, by (model content, text): a grid search asks for the same texts in
 # every fold, and tokenizing them again on each cache hit cost up to 1.6x a full hit's time.
@@ -432,7 +432,7 @@ class TextEncoder(BaseEncoder):
         items, valid, model = self._begin_transform(X)
         if self.identity_.settings.get("long_text") != "chunk":
             self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
-        out, _ = self._encode_column(items, valid, lambda texts, on_batch: self._encode_texts(model, texts, on_batch),
+        out, _ = self._encode_column(items, valid, lambda texts, on_batch: self.encode_texts(model, texts, on_batch),
                                      dedupe_key=lambda text: text, content_key=text_key)
         if not valid.all():
             first = int(np.flatnonzero(~valid)[0])
@@ -453,7 +453,7 @@ class TextEncoder(BaseEncoder):
         counts = {t: _TOKEN_COUNTS.get((content, t)) for t in candidates}
         unknown = [t for t, n in counts.items() if n is None]
         if unknown:
-            with _TOKENIZER_LOCK:
+            with TOKENIZER_LOCK:
                 lengths = [len(ids) for ids in model.tokenizer(unknown, truncation=False, verbose=False)["input_ids"]]
             counts.update(zip(unknown, lengths))
             if len(_TOKEN_COUNTS) + len(unknown) > _TOKEN_COUNTS_MAX:
@@ -472,7 +472,7 @@ class TextEncoder(BaseEncoder):
             )
 
     # ------------------------------------------------------------------ encoding strategy
-    def _encode_texts(self, model, texts: list, on_batch):
+    def encode_texts(self, model, texts: list, on_batch):
         """Encode distinct texts in length-sorted batches, one or several streams at once.
 
         Returns the features in the given order and no failures (a text always encodes).
@@ -519,7 +519,7 @@ class TextEncoder(BaseEncoder):
         tokenizing = {"max_length": self.max_length_}
         if chunk:
             tokenizing.update(stride=settings["chunk_overlap"], return_overflowing_tokens=True)
-        with _TOKENIZER_LOCK:
+        with TOKENIZER_LOCK:
             features = model.preprocess(batch, prompt=settings.get("prompt") or None,
                                         processing_kwargs={"text": tokenizing})
         owners = features.pop("overflow_to_sample_mapping", None)

@@ -257,7 +257,7 @@ def test_lora_adapters_are_the_state_and_merge_into_the_same_vectors(texts):
     assert state and all(name.endswith((".lora_A", ".lora_B", ".lora_scale")) for name in state)
     blob = weights_to_bytes(state)
     assert len(blob) < 2_000_000  # adapters only: the whole model is about 90 MB
-    encoder._adopt_tuned_weights(blob)
+    encoder.adopt_tuned_weights(blob)
     merged = pickle.loads(pickle.dumps(encoder)).transform(X)
     cosine = (merged * during).sum(1) / np.linalg.norm(merged, axis=1) / np.linalg.norm(during, axis=1)
     assert cosine.min() > 0.9999 and not np.allclose(before, during, atol=1e-3)

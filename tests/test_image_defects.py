@@ -17,7 +17,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import EmbeddingCache, ImageEncoder
-from sktransfer import image as image_module
+from sktransfer import _images as images_module
 from sktransfer._content import NotRegularFileError, file_content_key, file_digest
 from sktransfer._images import content_key, to_rgb
 
@@ -102,7 +102,7 @@ def test_a_raised_limit_reaches_decoding_processes(monkeypatch):
     from torch.utils import data
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
-    dataset = image_module._ImageDataset([encoded(Image.new("RGB", (150, 100)))], lambda image: torch.zeros(3, 2, 2),
+    dataset = images_module.ImageDataset([encoded(Image.new("RGB", (150, 100)))], lambda image: torch.zeros(3, 2, 2),
                                          None, None)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # what a fresh process would have
     monkeypatch.setattr(data, "get_worker_info", lambda: object())

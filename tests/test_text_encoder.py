@@ -39,7 +39,7 @@ def encoder():
 @pytest.fixture(scope="module")
 def reference(encoder):
     """Each text encoded on its own, straight through sentence-transformers."""
-    model = encoder._get_model()
+    model = encoder.loaded_model()
     return np.stack([model.encode([text])[0] for text in TEXTS])
 
 
@@ -339,14 +339,14 @@ def test_distinct_valid_rows_are_returned_without_a_copy(monkeypatch):
     # Peak memory: when every row is valid and distinct, the encoded array *is* the output.
     encoder = TextEncoder(device="cpu").fit(TEXTS)
     produced = []
-    original = TextEncoder._encode_texts
+    original = TextEncoder.encode_texts
 
     def spy(self, model, items, on_batch=None):
         result = original(self, model, items, on_batch)
         produced.append(result[0])
         return result
 
-    monkeypatch.setattr(TextEncoder, "_encode_texts", spy)
+    monkeypatch.setattr(TextEncoder, "encode_texts", spy)
     distinct = list(dict.fromkeys(TEXTS))
     out = encoder.transform(distinct)
     assert out is produced[-1]
