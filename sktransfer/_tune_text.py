@@ -83,10 +83,7 @@ class TextTuner:
 
     def start(self, texts: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
         """Load a trainable copy of the model; train on ``texts[train_rows]`` with ``labels``."""
-        encoder = self.encoder
-        identity = encoder.identity_
-        fp32 = dataclasses.replace(identity, settings={**identity.settings, "weights": "float32"})
-        self.model = encoder._load_model(fp32, torch.device(encoder.device_))
+        self.model = self.encoder.trainable_model()
         self.model.requires_grad_(False)
         self.lora = self.unfreeze == "lora"
         if self.lora:

@@ -365,6 +365,16 @@ class TextEncoder(BaseEncoder):
         transformer.model = _text_head.RuntimeTransformer(network, auto_model.config, inputs, hidden)
         return model
 
+    def trainable_model(self):
+        """A private float32 torch copy of the fitted model on ``device_``, outside the registry.
+
+        The seam fine-tuning trains through: the copy is checked against the fitted content and
+        holds any tuned tensors the identity names; the registry's shared model is never touched.
+        """
+        identity = self.identity_
+        fp32 = dataclasses.replace(identity, settings={**identity.settings, "weights": "float32"})
+        return self._load_model(fp32, torch.device(self.device_))
+
     def _resolve_prompt(self, model, name: str) -> str:
         """The prompt's text: one of the model's named prompts, or the string as given."""
         if self.prompt is None:
