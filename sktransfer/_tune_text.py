@@ -100,7 +100,7 @@ class TextTuner:
         if self.objective == "classification":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                self.classifier = nn.Linear(encoder.embedding_dim_, int(self.labels.max()) + 1).to(self.model.device)
+                self.classifier = nn.Linear(self.encoder.embedding_dim_, int(self.labels.max()) + 1).to(self.model.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.classifier is not None:
             params += list(self.classifier.parameters())
