@@ -20,14 +20,9 @@ nor a path of this machine; the model is found again by name where the pickle is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import numbers
 import os
-import warnings
-from collections.abc import Callable, Hashable, ItemsView, Iterator, KeysView, Mapping, Sequence, Set
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,11 +35,14 @@ from . import _backends
 from ._content import object_digest, sha256_hex
 from ._device import PRECISIONS, fallback_device, resolve_device
 from ._identity import EncoderIdentity, ModelMismatchError
-from ._messages import with_article
+from ._columns import column_to_list, is_dataframe, is_missing, numbers_hint, read_once, series_name
+from ._pipeline import encode_column, warn_nan_rows
 from ._registry import model_registry
-from .cache import CacheError, EmbeddingCache, as_cache
+from ._runtime import torch_threads
+from .cache import EmbeddingCache, as_cache
 
-__all__ = ["BaseEncoder", "DocLinkMixin", "column_to_list", "is_missing", "numbers_hint", "read_once"]
+__all__ = ["BaseEncoder", "DocLinkMixin", "column_to_list", "indexed_names", "is_missing", "numbers_hint", "read_once",
+           "warn_nan_rows"]
 
 #: Where the documentation site lives; the estimators' HTML repr links to their page there.
 DOCS_URL = "https://sktransfer.readthedocs.io/en/latest/"
@@ -61,9 +59,6 @@ class DocLinkMixin:
     _doc_link_module = "sktransfer"
     _doc_link_template = DOCS_URL + "api/#sktransfer.{estimator_name}"
 
-#: Rows scattered at once, so that peak memory stays at the output plus the distinct rows.
-_SCATTER_CHUNK = 8192
-
 
 def indexed_names(prefix: str, n: int) -> list[str]:
     """``prefix_0 ... prefix_{n-1}`` with the index zero-padded so that names sort in order."""
@@ -71,173 +66,10 @@ def indexed_names(prefix: str, n: int) -> list[str]:
     return [f"{prefix}_{i:0{width}d}" for i in range(n)]
 
 
-def _is_dataframe(X) -> bool:
-    # pandas, polars and pyarrow tables alike: columns and a 2-D shape.
-    return hasattr(X, "columns") and len(getattr(X, "shape", ())) == 2
-
-
-def _column_names(frame) -> list:
-    return list(getattr(frame, "column_names", None) or frame.columns)  # pyarrow's columns are the arrays
-
-
-def _first_column(frame):
-    if hasattr(frame, "iloc"):
-        return frame.iloc[:, 0]  # pandas, where two columns may share a name
-    if hasattr(frame, "to_series"):
-        return frame.to_series(0)  # polars
-    return frame.column(0)  # pyarrow
-
-
-def _column_values(X) -> list | None:
-    """The items of one dataframe column as Python objects, or None when ``X`` is no such column."""
-    if hasattr(X, "to_numpy") and getattr(X, "ndim", None) == 1:  # a pandas Series or Index: NaN, NA kept
-        return X.to_numpy(dtype=object).tolist()
-    if hasattr(X, "to_list") and len(getattr(X, "shape", ())) == 1:  # a polars Series: nulls are None
-        return X.to_list()
-    if hasattr(X, "to_pylist") and not hasattr(X, "columns"):  # a pyarrow Array or ChunkedArray
-        return X.to_pylist()
-    return None
-
-
-def _series_name(X) -> str | None:
-    """The name of a dataframe column given alone: a pandas or polars Series' non-empty name."""
-    name = getattr(X, "name", None) if hasattr(X, "to_numpy") else None
-    return name if isinstance(name, str) and name else None  # polars names an unnamed Series ""
-
-
-def is_missing(value) -> bool:
-    """Whether an item is a missing value: None, NaN, pandas.NA or NaT (without importing pandas)."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return type(value).__name__ in {"NAType", "NaTType"} or (
-        isinstance(value, np.generic) and value.dtype.kind in "fcmM" and bool(np.isnan(value))
-    )
-
-
-def read_once(X):
-    """``X`` as a list if it is a one-pass iterator (a generator, ``map``, ``iter(...)``), else ``X`` itself.
-
-    A caller that reads its input twice (``fit`` then ``transform``) reads the list both times,
-    instead of finding the iterator exhausted the second time.
-    """
-    return list(X) if isinstance(X, Iterator) else X
-
-
-def _refuse_unordered(X, owner: str) -> None:
-    """Sets and mappings have no row order that the output could follow back to the inputs."""
-    kind = with_article(type(X).__name__)
-    if isinstance(X, Mapping):
-        raise TypeError(
-            f"{owner} got {kind}: iterating a mapping gives its keys, so output rows would not line up with "
-            "its values. Pass list(d.values()) to encode the values (in the dict's order), or list(d) for the keys."
-        )
-    if isinstance(X, (KeysView, ItemsView)):
-        raise TypeError(
-            f"{owner} got {kind}, a set-like view of a dict: output rows must map back to the inputs one by one. "
-            "Pass a list of it, list(view), in the dict's order (list(d.values()) for the values)."
-        )
-    if isinstance(X, Set):
-        raise TypeError(
-            f"{owner} got {kind}, which has no order: its items would be encoded in hash order, and output rows "
-            "could not be mapped back to the inputs. Pass a list in the order you need, e.g. sorted(items)."
-        )
-
-
-def column_to_list(X, owner: str) -> list:
-    """Flatten one column of input into a list of Python objects.
-
-    Accepts a list or tuple, a 1-D array, a 2-D array with one column, a pandas or polars Series,
-    a one-column pandas or polars DataFrame, a pyarrow array or one-column table, or any other
-    ordered iterable (read once). Anything wider raises a ``ValueError`` that says how to select
-    a column; a set or a mapping, whose order is not the rows', raises a ``TypeError``.
-    """
-    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(
-            f"{owner} does not accept sparse input: it encodes one column of items (texts, images). "
-            "Pass a list, a 1-D array, a pandas Series or a one-column DataFrame."
-        )
-    if isinstance(X, (str, bytes)):
-        raise ValueError(
-            f"{owner} expects a sequence of items (one per sample), got a single {type(X).__name__}. "
-            "Wrap it in a list: [item]."
-        )
-    if getattr(X, "ndim", None) == 2 and X.shape[1] == 0:
-        raise ValueError(
-            f"{owner} found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required: "
-            "pass the one column of items to encode."
-        )
-    if _is_dataframe(X):
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"{owner} encodes one column, got a DataFrame with {X.shape[1]} columns "
-                f"{_column_names(X)[:5]}. Select the column (df['name'] or df[['name']]), or use a "
-                "ColumnTransformer with one encoder per column."
-            )
-        X = _first_column(X)
-    values = _column_values(X)
-    if values is not None:
-        return values
-    if type(X).__name__ == "LazyFrame" and type(X).__module__.startswith("polars"):
-        # A query plan, not data: iterating it reads nothing useful. Say how to get the rows.
-        raise TypeError(f"{owner} got a polars LazyFrame, a query that holds no rows yet: collect it first, "
-                        "e.g. lazy.select('review').collect().")
-    if isinstance(X, np.matrix):  # its rows stay 2-D when indexed: read it as the plain array it holds
-        X = np.asarray(X)
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            return X[:, 0].tolist()
-        if X.ndim == 1:
-            return X.tolist()
-        raise ValueError(
-            f"{owner} encodes one column, got an array of shape {X.shape}. Pass a 1-D array or a "
-            "2-D array with a single column."
-        )
-    _refuse_unordered(X, owner)
-    if not isinstance(X, Sequence):
-        try:
-            X = list(X)
-        except TypeError:
-            raise ValueError(f"{owner} expects a sequence of items, got {type(X).__name__}.") from None
-    items = list(X)
-    # A nested list with one value per row is a one-column 2-D input (what np.c_ or a list of rows gives).
-    if items and all(isinstance(row, (list, tuple)) and len(row) == 1 for row in items):
-        items = [row[0] for row in items]
-    return items
-
-
-def numbers_hint(bad_items: list) -> str:
-    """Extra advice when the items an encoder rejects are numbers: most likely the wrong column.
-
-    Missing values (NaN, None) alone are not numbers: a text or path column read with gaps holds them.
-    """
-    if any(isinstance(item, (complex, np.complexfloating)) for item in bad_items):
-        return " Complex data not supported: the column holds complex numbers, not items to encode."
-    if not all(is_missing(item) for item in bad_items) and \
-            all(isinstance(item, (numbers.Number, np.number)) for item in bad_items):
-        return " The column holds numbers (NaN and inf included), not items to encode: is it the right column?"
-    return ""
-
-
 def _shown(value) -> str:
     """A parameter's value as an error message shows it (never used to compare)."""
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _deduplicate(items: list, rows: np.ndarray, key: Callable[[Any], Hashable]):
-    """Distinct items among ``rows``, the row where each first appears, and each row's slot."""
-    slots: dict[Hashable, int] = {}
-    inverse = np.empty(rows.size, dtype=np.intp)
-    unique, first_row = [], []
-    for position, row in enumerate(rows):
-        slot = slots.setdefault(key(items[row]), len(unique))
-        if slot == len(unique):
-            unique.append(items[row])
-            first_row.append(row)
-        inverse[position] = slot
-    return unique, first_row, inverse
 
 
 class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
@@ -362,10 +194,10 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         # n_features_in_ and feature_names_in_ describe 2-D inputs (a one-column DataFrame or
         # array) and named pandas Series (what a ColumnTransformer passes for a column selected
         # by name), so that output names follow the column; a plain list records neither.
-        if _is_dataframe(X) or (isinstance(X, np.ndarray) and X.ndim == 2):
+        if is_dataframe(X) or (isinstance(X, np.ndarray) and X.ndim == 2):
             validate_data(self, X, reset=reset, skip_check_array=True)
         else:
-            name = _series_name(X)
+            name = series_name(X)
             if reset:
                 for attribute in ("n_features_in_", "feature_names_in_"):
                     self.__dict__.pop(attribute, None)
@@ -471,103 +303,11 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ the shared pipeline
     def _encode_column(self, items: list, valid: np.ndarray, encode, *, dedupe_key, content_key):
-        """Encode the valid rows of one column; invalid rows and failures are NaN.
-
-        Parameters
-        ----------
-        items : list
-            The column.
-        valid : ndarray of bool
-            Rows to encode.
-        encode : callable
-            ``encode(distinct_items, on_batch) -> (features, {position: reason})``: the encoder's
-            own strategy; it calls ``on_batch(positions, features)`` as each batch finishes.
-        dedupe_key, content_key : callable
-            Key of an item within one call, and digest of its content for the cache (None: not
-            cacheable).
-
-        Returns
-        -------
-        out : ndarray of shape (len(items), embedding_dim_), float32
-        failures : list of (row, item, reason)
-            Items the strategy could not encode, in row order (their rows are NaN).
-        """
-        rows = np.flatnonzero(valid)
-        dim = self.embedding_dim_
-        if not rows.size:
-            return np.full((len(items), dim), np.nan, dtype=np.float32), []
-        unique, first_row, inverse = _deduplicate(items, rows, dedupe_key)
-        cache = as_cache(self.cache)
-        with self._thread_limit():
-            if cache is None:
-                encoded, failed = encode(unique, None)
-            else:
-                encoded, failed = self._through_cache(cache, unique, encode, content_key)
-        if failed:
-            encoded[list(failed)] = np.nan
-        failures = [(first_row[slot], unique[slot], reason) for slot, reason in sorted(failed.items())]
-        if len(unique) == rows.size == len(items):
-            return encoded, failures  # every row valid and distinct: already in input order, no copy
-        out = np.full((len(items), dim), np.nan, dtype=np.float32)
-        for start in range(0, rows.size, _SCATTER_CHUNK):
-            stop = start + _SCATTER_CHUNK
-            out[rows[start:stop]] = encoded[inverse[start:stop]]
-        return out, failures
-
-    def _through_cache(self, cache: EmbeddingCache, items: list, encode, content_key):
-        """Serve hits from ``cache``, encode only the misses, and store them batch by batch.
-
-        A cache fault (a damaged file, a full disk, read-only storage) is a warning, not a lost
-        run: the features are computed and returned, and nothing is read from a faulty file.
-        """
-        identity, dim = self.identity_, self.embedding_dim_
-        keys = [content_key(item) for item in items]
-        hashable = [i for i, key in enumerate(keys) if key is not None]
-        try:
-            vectors, found = cache.get(identity.fingerprint, [keys[i] for i in hashable], dim)
-        except CacheError as exc:
-            _warn_cache_fault(self, exc, "encoding without the cache")
-            return encode(items, None)
-        hit_rows = np.asarray(hashable, dtype=np.intp)[found]
-        misses = np.setdiff1d(np.arange(len(items)), hit_rows)
-        if not misses.size:
-            out = np.empty((len(items), dim), dtype=np.float32)
-            out[hit_rows] = vectors[found]
-            return out, {}
-
-        write_failed = []
-
-        def store(positions, features):
-            rows = [(keys[misses[p]], f) for p, f in zip(positions, features) if keys[misses[p]] is not None]
-            if rows and not write_failed:
-                try:
-                    cache.put(identity.fingerprint, [k for k, _ in rows], np.stack([f for _, f in rows]),
-                              identity.describe())
-                except CacheError as exc:  # keep the computed features; stop trying for this call
-                    write_failed.append(exc)
-                    _warn_cache_fault(self, exc, "the features are returned but not stored")
-
-        if misses.size == len(items):
-            return encode(items, store)  # nothing cached yet: encode straight into the result
-        out = np.empty((len(items), dim), dtype=np.float32)
-        out[hit_rows] = vectors[found]
-        encoded, failed = encode([items[i] for i in misses], store)
-        out[misses] = encoded
-        return out, {int(misses[p]): reason for p, reason in failed.items()}
-
-    # ------------------------------------------------------------------ runtime helpers
-    @contextlib.contextmanager
-    def _thread_limit(self):
-        """Apply ``n_threads`` for the duration of one transform, then restore torch's setting."""
-        previous = torch.get_num_threads()
-        if self.n_threads is None or self.n_threads == previous:
-            yield
-            return
-        torch.set_num_threads(self.n_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+        """`sktransfer._pipeline.encode_column` with this encoder's identity, cache and ``n_threads``."""
+        with torch_threads(self.n_threads):
+            return encode_column(items, valid, encode, dim=self.embedding_dim_, identity=self.identity_,
+                                 cache=as_cache(self.cache), dedupe_key=dedupe_key, content_key=content_key,
+                                 owner=type(self).__name__)
 
     def _progress(self, iterable, total: int):
         return tqdm(iterable, total=total, desc=type(self).__name__, unit="batch", disable=not self.show_progress)
@@ -632,15 +372,3 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
                 self.device_ = _backends.fallback_device(backend, state["device_"], type(self).__name__)
 
 
-def _warn_cache_fault(encoder, exc: Exception, consequence: str) -> None:
-    warnings.warn(f"{type(encoder).__name__}: {exc} ({consequence}).", UserWarning, stacklevel=5)
-
-
-def warn_nan_rows(owner: str, n_bad: int, n_items: int, first: int, what: str, reason: str, policy: str) -> None:
-    """The warning every ``on_error='nan'`` policy gives, so that no NaN row goes unnoticed."""
-    warnings.warn(
-        f"{owner} returned NaN rows for {n_bad} of {n_items} items ({policy}); first at index {first} "
-        f"({what}): {reason}.",
-        UserWarning,
-        stacklevel=3,
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -13,14 +12,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._content import folder_digest, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
-from ._images import content_key as image_content_key
 from ._images import ImageDataset, collate, describe_item, is_image_item, item_key
-from ._runtime import data_loader
-from ._messages import with_article
+from ._images import content_key as image_content_key
+from ._messages import ItemError, setting, with_article
+from ._pipeline import settle_failures
 from ._registry import model_registry
-from .base import BaseEncoder, column_to_list, numbers_hint, warn_nan_rows
+from ._runtime import data_loader, quiet_hugging_face
+from ._texts import TOKENIZER_LOCK, check_max_length, length_sorted_batches, warn_truncated
+from .base import BaseEncoder, column_to_list, numbers_hint
 from .model_store import resolve_text_model
-from .text import TOKENIZER_LOCK
 
 __all__ = ["ClipEncoder"]
 
@@ -210,9 +210,7 @@ class ClipEncoder(BaseEncoder):
                                 ("weights",), location)
         model, processor = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         limit = int(getattr(model.config.text_config, "max_position_embeddings", 77))
-        if self.max_length is not None and self.max_length > limit:
-            raise ValueError(f"max_length={self.max_length} exceeds what {name!r} can read ({limit} tokens); "
-                             f"use max_length <= {limit}.")
+        check_max_length(self.max_length, limit, name)
         self.max_length_ = int(self.max_length or limit)
         preprocess = _ImageProcessorPreprocess(processor.image_processor)
         settings = {
@@ -233,18 +231,12 @@ class ClipEncoder(BaseEncoder):
     def _load_model(self, identity: EncoderIdentity, device: torch.device):
         """The model and its processor, found by name and checked against the fitted content."""
         from transformers import AutoModel, AutoProcessor
-        from transformers.utils import logging as hf_logging
 
         location = identity.location or resolve_text_model(identity.model)
         identity.check_content(folder_digest(location), location)
-        bar_was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_hugging_face():
             model = AutoModel.from_pretrained(location, local_files_only=True)
             processor = AutoProcessor.from_pretrained(location, local_files_only=True)
-        finally:
-            if bar_was_enabled:
-                hf_logging.enable_progress_bar()
         if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
             raise ValueError(f"{identity.model!r} is {with_article(type(model).__name__)}, not a CLIP-style model with text and "
                              "image towers; use TextEncoder or ImageEncoder for it.")
@@ -278,11 +270,11 @@ class ClipEncoder(BaseEncoder):
         if self.on_error == "raise" and not valid.all():
             first = int(np.flatnonzero(~valid)[0])
             expected = {"text": "a string", "image": "an image", "mixed": "a string or an image"}[modality]
-            raise ValueError(
+            raise ItemError(
                 f"ClipEncoder (modality {modality!r}) expects {expected}, but the item at index {first} is "
-                f"{describe_item(items[first])}. Clean the column, or set on_error='nan' to get NaN rows for such items."
-                + numbers_hint([items[i] for i in np.flatnonzero(~valid)])
-            )
+                f"{describe_item(items[first])}. Clean the column, or set {setting('on_error', 'nan')} to get NaN rows "
+                "for such items." + numbers_hint([items[i] for i in np.flatnonzero(~valid)]),
+                first, items[first], f"not {expected}")
         return valid
 
     # ------------------------------------------------------------------ transform
@@ -303,7 +295,8 @@ class ClipEncoder(BaseEncoder):
         kinds = [_kind(item, modality) for item in items]
         texts = [items[i] for i in np.flatnonzero(valid) if kinds[i] == "text"]
         if texts:
-            self._warn_truncated(processor.tokenizer, set(texts))
+            warn_truncated("ClipEncoder", processor.tokenizer, set(texts), self.max_length_,
+                           "; CLIP reads short captions.")
         out, failures = self._encode_column(
             [(kind, item) for kind, item in zip(kinds, items)], valid,
             lambda pairs, on_batch: self._encode_pairs(model, processor, pairs, on_batch),
@@ -311,22 +304,8 @@ class ClipEncoder(BaseEncoder):
             content_key=_pair_key,
         )
         failures += [(row, items[row], "not a text or an image") for row in np.flatnonzero(~valid)]
-        if failures:
-            row, item, reason = sorted(failures, key=lambda failure: failure[0])[0]
-            if self.on_error == "raise":
-                raise ValueError(f"ClipEncoder could not encode the item at index {row} ({describe_item(item)}): "
-                                 f"{reason}. Fix or remove it, or set on_error='nan' to get NaN rows for such items.")
-            warn_nan_rows("ClipEncoder", len(failures), len(items), row, describe_item(item), reason, "on_error='nan'")
+        settle_failures("ClipEncoder", failures, len(items), self.on_error, describe=describe_item, verb="encode")
         return out
-
-    def _warn_truncated(self, tokenizer, texts: set) -> None:
-        with TOKENIZER_LOCK:
-            lengths = [len(ids) for ids in tokenizer(sorted(texts), truncation=False, verbose=False)["input_ids"]]
-        longer = [n for n in lengths if n > self.max_length_]
-        if longer:
-            warnings.warn(f"ClipEncoder truncated {len(longer)} distinct text(s) longer than max_length="
-                          f"{self.max_length_} tokens (longest: {max(longer)} tokens); CLIP reads short captions.",
-                          UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ encoding
     def _encode_pairs(self, model, processor, pairs: list, on_batch):
@@ -337,8 +316,7 @@ class ClipEncoder(BaseEncoder):
         image_rows = [i for i, (kind, _) in enumerate(pairs) if kind == "image"]
         device = torch.device(self.device_)
         with torch.inference_mode(), autocast(device, self.precision):
-            order = sorted(text_rows, key=lambda i: -len(pairs[i][1]))
-            batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+            batches = length_sorted_batches([item for _, item in pairs], self.batch_size, text_rows)
             for index in self._progress(batches, total=len(batches)) if batches else ():
                 with TOKENIZER_LOCK:
                     tokens = processor.tokenizer([pairs[i][1] for i in index], padding=True, truncation=True,

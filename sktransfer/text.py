@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import inspect
 import numbers
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from . import _backends
+from . import _backends, _text_head
+from ._content import folder_digest, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
-from . import _text_head
-from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
+from ._messages import setting
+from ._pipeline import settle_failures
 from ._registry import model_registry
-from ._messages import with_article
-from .base import BaseEncoder, column_to_list, is_missing, numbers_hint, warn_nan_rows
-from ._content import folder_digest, text_key
+from ._runtime import ordered_map, quiet_hugging_face, torch_threads
+from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
+from ._texts import TOKENIZER_LOCK, check_max_length, check_texts, length_sorted_batches, warn_truncated
+from .base import BaseEncoder, column_to_list
 from .model_store import resolve_text_model
 
 __all__ = ["TextEncoder"]
-
-# Fast tokenizers set their truncation and padding state on each call and can raise "Already
-# borrowed" when two threads use one at once (huggingface/transformers#47085), so concurrent
-# streams, and users calling transform from several threads, tokenize one at a time.
-TOKENIZER_LOCK = threading.Lock()
-
-# Token counts of long texts, by (model content, text): a grid search asks for the same texts in
-# every fold, and tokenizing them again on each cache hit cost up to 1.6x a full hit's time.
-_TOKEN_COUNTS: dict = {}
-_TOKEN_COUNTS_MAX = 200_000
-
 
 class TextEncoder(BaseEncoder):
     """Encode texts with a frozen sentence-transformers model.
@@ -268,11 +256,7 @@ class TextEncoder(BaseEncoder):
                                 ("weights",), location)
         model = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
         limit = self._token_limit(model)
-        if self.max_length is not None and limit is not None and self.max_length > limit:
-            raise ValueError(
-                f"max_length={self.max_length} exceeds what {name!r} can read ({limit} tokens); "
-                f"use max_length <= {limit}."
-            )
+        check_max_length(self.max_length, limit, name)
         head, self.embedding_dim_, hidden_states = resolve_head(
             model, name, pooling=self.pooling, layers=self.layers, layer_combine=self.layer_combine,
             normalize=self.normalize)
@@ -296,32 +280,28 @@ class TextEncoder(BaseEncoder):
         identity = EncoderIdentity("TextEncoder", name, draft.content, settings, shaping, location)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
-            model = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))
+            model = model_registry.get(identity.registry_key(device), lambda: self._load_model(identity, device))
         self._set_identity(identity, model, device)
         return self
 
     def _load_model(self, identity: EncoderIdentity, device):
-        """Find the model by name, check it is the fitted one, and load it frozen."""
-        if "backend" in identity.model_settings:  # not the torch model the export is made from
+        """The model the identity names: torch's, or one whose transformer another backend runs."""
+        if "backend" in identity.model_settings:
             return self._load_backend(identity, device)
+        return self._load_torch(identity, device)
+
+    def _load_torch(self, identity: EncoderIdentity, device):
+        """The sentence-transformers model, checked against the identity's content hash first."""
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
         location = identity.location or resolve_text_model(identity.model)
         identity.check_content(folder_digest(location), location)
-        # The per-tensor "Loading weights" bar is noise inside a grid search; restore the
-        # user's setting afterwards.
-        bar_was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            # A plain transformers folder (no sentence-transformers files) loads through
-            # transformers' AutoModel with mean pooling, as sentence-transformers builds it.
-            config_kwargs = {"output_hidden_states": True} if identity.settings.get("hidden_states") else None
+        # A plain transformers folder (no sentence-transformers files) loads through transformers'
+        # AutoModel with mean pooling, as sentence-transformers builds it.
+        config_kwargs = {"output_hidden_states": True} if identity.settings.get("hidden_states") else None
+        with quiet_hugging_face():
             model = SentenceTransformer(location, device=str(device), local_files_only=True,
                                         config_kwargs=config_kwargs)
-        finally:
-            if bar_was_enabled:
-                hf_logging.enable_progress_bar()
         tuned = self._tuned_state(identity)
         if tuned is not None:
             from ._weights import apply_weights
@@ -343,7 +323,7 @@ class TextEncoder(BaseEncoder):
         exists yet, and its transformer module swapped for the runtime: tokenizer, pooling and
         the rest of the head stay sentence-transformers' own.
         """
-        model = self._load_model(self._torch_identity(identity), torch.device("cpu"))
+        model = self._load_torch(self._torch_identity(identity), torch.device("cpu"))
         transformer = model[0]
         auto_model = _text_head.transformer_of(model, identity.model)
         accepted = inspect.signature(auto_model.forward).parameters
@@ -392,38 +372,7 @@ class TextEncoder(BaseEncoder):
         return column_to_list(X, "TextEncoder")
 
     def _valid_rows(self, items: list) -> np.ndarray:
-        """Apply ``on_error`` to items that are not strings (the same in fit and transform)."""
-        bad = [i for i, item in enumerate(items) if not isinstance(item, str)]
-        valid = np.ones(len(items), dtype=bool)
-        for i, item in enumerate(items):
-            if isinstance(item, str) and not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    raise ValueError(
-                        f"TextEncoder got a text at index {i} that is not valid Unicode: it holds a lone "
-                        f"surrogate {item[exc.start]!r} at position {exc.start} ({item[max(0, exc.start - 20):exc.start + 5]!r}). "
-                        "Decode the source with errors='replace' (or 'ignore'), or fix its encoding."
-                    ) from None
-        if not bad:
-            return valid
-        if self.on_error == "raise":
-            first = bad[0]
-            kind = "a missing value" if is_missing(items[first]) else with_article(type(items[first]).__name__)
-            n_missing = sum(is_missing(items[i]) for i in bad)
-            raise ValueError(
-                f"TextEncoder expects strings, but the item at index {first} is {kind} "
-                f"({items[first]!r}); {len(bad)} of {len(items)} items are not strings"
-                + (f" ({n_missing} missing)" if n_missing else "") + ". Clean the "
-                "column (e.g. X.fillna('')), or set on_error='empty' to encode them as empty "
-                "strings or on_error='nan' to return NaN rows for them." + numbers_hint([items[i] for i in bad])
-            )
-        if self.on_error == "empty":
-            for i in bad:
-                items[i] = ""
-            return valid
-        valid[bad] = False
-        return valid
+        return check_texts(items, self.on_error, "TextEncoder")
 
     # ------------------------------------------------------------------ transform
     def transform(self, X):
@@ -444,42 +393,15 @@ class TextEncoder(BaseEncoder):
             self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
         out, _ = self._encode_column(items, valid, lambda texts, on_batch: self.encode_texts(model, texts, on_batch),
                                      dedupe_key=lambda text: text, content_key=text_key)
-        if not valid.all():
-            first = int(np.flatnonzero(~valid)[0])
-            warn_nan_rows("TextEncoder", int((~valid).sum()), len(items), first, repr(items[first]),
-                          "not a string", "on_error='nan'")
+        settle_failures("TextEncoder", [(i, items[i], "not a string") for i in np.flatnonzero(~valid)], len(items),
+                        self.on_error)
         return out
 
     def _warn_truncated(self, model, texts: set) -> None:
-        """Warn when texts are longer than the token limit, whether or not they are cached."""
-        limit = self.max_length_
         prompt = self.identity_.settings.get("prompt", "")
-        texts = {prompt + t for t in texts} if prompt else texts
-        # A token covers at least one UTF-8 byte, plus the special tokens and a SentencePiece
-        # word-start marker, so shorter texts cannot be cut and need no tokenizing.
-        budget = limit - model.tokenizer.num_special_tokens_to_add(pair=False) - 1
-        content = self.identity_.content
-        candidates = [t for t in texts if 4 * len(t) > budget and len(t.encode("utf-8", "surrogatepass")) > budget]
-        counts = {t: _TOKEN_COUNTS.get((content, t)) for t in candidates}
-        unknown = [t for t, n in counts.items() if n is None]
-        if unknown:
-            with TOKENIZER_LOCK:
-                lengths = [len(ids) for ids in model.tokenizer(unknown, truncation=False, verbose=False)["input_ids"]]
-            counts.update(zip(unknown, lengths))
-            if len(_TOKEN_COUNTS) + len(unknown) > _TOKEN_COUNTS_MAX:
-                _TOKEN_COUNTS.clear()
-            _TOKEN_COUNTS.update(((content, t), n) for t, n in zip(unknown, lengths))
-        longer = [n for n in counts.values() if n > limit]
-        if longer:
-            import warnings
-
-            warnings.warn(
-                f"TextEncoder truncated {len(longer)} distinct text(s) longer than max_length={limit} tokens "
-                f"(longest: {max(longer)} tokens). Set long_text='chunk' to encode the whole text in overlapping "
-                "windows, or raise max_length (up to the model's limit).",
-                UserWarning,
-                stacklevel=3,
-            )
+        warn_truncated("TextEncoder", model.tokenizer, {prompt + t for t in texts} if prompt else texts,
+                       self.max_length_, f". Set {setting('long_text', 'chunk')} to encode the whole text in "
+                       "overlapping windows, or raise max_length (up to the model's limit).")
 
     # ------------------------------------------------------------------ encoding strategy
     def encode_texts(self, model, texts: list, on_batch):
@@ -489,8 +411,7 @@ class TextEncoder(BaseEncoder):
         ``on_batch(positions, features)`` is called as each batch finishes, so the cache keeps
         finished work when a run is interrupted.
         """
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        batches = length_sorted_batches(texts, self.batch_size)
         out = np.empty((len(texts), self.embedding_dim_), dtype=np.float32)
         streams = self._forward_streams(len(batches))
         finished = self._encode_serially(model, texts, batches) if streams == 1 else \
@@ -562,27 +483,13 @@ class TextEncoder(BaseEncoder):
         by the process, so it is split between the streams for the duration of the call and
         restored afterwards. At most ``2 * streams`` batches are in flight, so memory stays flat.
         """
-        previous = torch.get_num_threads()
-        per_stream = max(1, previous // streams)
+        per_stream = max(1, torch.get_num_threads() // streams)
 
         def encode(index):
             # Grad mode and autocast are thread-local: every worker enters the context itself.
             with self._inference_context():
-                return self._encode_one(model, texts, index)
+                return index, self._encode_one(model, texts, index)
 
-        torch.set_num_threads(per_stream)
-        pool = ThreadPoolExecutor(streams, thread_name_prefix="sktransfer", initializer=torch.set_num_threads,
-                                  initargs=(per_stream,))
-        try:
-            pending = collections.deque()
-            for index in batches:
-                pending.append((index, pool.submit(encode, index)))
-                if len(pending) >= 2 * streams:
-                    index, future = pending.popleft()
-                    yield index, future.result()
-            while pending:
-                index, future = pending.popleft()
-                yield index, future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(previous)
+        with torch_threads(per_stream):
+            yield from ordered_map(encode, batches, workers=streams, initializer=torch.set_num_threads,
+                                   initargs=(per_stream,))
