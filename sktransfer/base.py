@@ -1,21 +1,12 @@
-"""What every sktransfer encoder shares: concrete helpers and one encoding pipeline.
+"""What every sktransfer encoder shares, in the style of scikit-learn's ``preprocessing/_encoders.py``.
 
-Each encoder ([`TextEncoder`][sktransfer.TextEncoder], [`ImageEncoder`][sktransfer.ImageEncoder]) writes its own
-short ``fit`` and ``transform`` and calls these helpers, in the style of scikit-learn's
-``preprocessing/_encoders.py``:
-
-* `BaseEncoder.read_column`: the one validation path of ``fit`` and ``transform``;
-* `BaseEncoder._set_identity`: records the resolved
-  `EncoderIdentity` and the parameters it was built from;
-* `BaseEncoder.check_unchanged`: ``transform`` refuses to run when an output-changing
-  parameter was changed after ``fit`` (``set_params`` does not refit);
-* `BaseEncoder._encode_column`: validate -> deduplicate -> cache lookup -> encode the
-  misses with the encoder's own strategy -> scatter back to input order;
-* `BaseEncoder.loaded_model`: the loaded model, through the process-level registry, under
-  the key the identity derives.
-
-Pickles carry the parameters and the identity (model name and content hash), never the weights
-nor a path of this machine; the model is found again by name where the pickle is loaded.
+An encoder's ``fit`` resolves its source (the model and its content hash) into an
+`EncoderIdentity` and records it with `BaseEncoder._set_identity`; its ``transform`` is
+`BaseEncoder._begin_transform` (the fit still holds, the column read, the model loaded through the
+registry) and one call of `BaseEncoder._encode_column` (`sktransfer._pipeline`). Each encoder
+supplies the hooks declared below: ``_valid_rows`` (its reader's checks), ``_load_model`` (its
+source) and ``_output_parameters``. Pickles carry the parameters and the identity, never weights
+nor a path of this machine: the model is found again by name where the pickle is loaded.
 """
 
 from __future__ import annotations
@@ -120,6 +111,24 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
                     f"The {name!r} parameter of {type(self).__name__} must be an int, got {value!r} (a bool)."
                 )
 
+    # ------------------------------------------------------------------ hooks each encoder supplies
+    def _items_of(self, X) -> list:
+        """The column as a list of items; an encoder that accepts more containers overrides it."""
+        return column_to_list(X, type(self).__name__)
+
+    def _valid_rows(self, items: list) -> np.ndarray:
+        """Its reader's checks: the rows to encode, with ``on_error`` applied to the others."""
+        raise NotImplementedError
+
+    def _load_model(self, identity: EncoderIdentity, device):
+        """Its source: the model the identity names, checked against the identity's content."""
+        raise NotImplementedError
+
+    def _requested_backend(self) -> str:
+        """The runner ``fit`` asks for: encoders with a ``backend`` parameter return it."""
+        return "torch"
+
+    # ------------------------------------------------------------------ fit and transform
     def _begin_fit(self, X) -> torch.device:
         """What every ``fit`` does first: validate the parameters and ``X``, resolve the device.
 
@@ -129,7 +138,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         self.read_column(X, reset=True)
-        backend = getattr(self, "backend", "torch")  # the parameter: a refit may change it
+        backend = self._requested_backend()
         if backend == "torch":
             return resolve_device(self.device)
         _backends.require(backend)

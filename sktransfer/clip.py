@@ -19,7 +19,7 @@ from ._pipeline import settle_failures
 from ._registry import model_registry
 from ._runtime import data_loader, quiet_hugging_face
 from ._texts import TOKENIZER_LOCK, check_max_length, length_sorted_batches, warn_truncated
-from .base import BaseEncoder, column_to_list, numbers_hint
+from .base import BaseEncoder, numbers_hint
 from .model_store import resolve_text_model
 
 __all__ = ["ClipEncoder"]
@@ -243,9 +243,6 @@ class ClipEncoder(BaseEncoder):
         return model.eval().requires_grad_(False).to(device), processor
 
     # ------------------------------------------------------------------ input
-    def _items_of(self, X) -> list:
-        return column_to_list(X, "ClipEncoder")
-
     def _column_modality(self, items: list) -> str:
         if self.modality != "auto":
             return self.modality

@@ -22,7 +22,7 @@ from ._registry import model_registry
 from ._runtime import ordered_map, quiet_hugging_face, torch_threads
 from ._text_head import CHUNK_OVERLAP, POOLINGS, chunk_average, output_vectors, resolve_head, sentence_vectors
 from ._texts import TOKENIZER_LOCK, check_max_length, check_texts, length_sorted_batches, warn_truncated
-from .base import BaseEncoder, column_to_list
+from .base import BaseEncoder
 from .model_store import resolve_text_model
 
 __all__ = ["TextEncoder"]
@@ -368,8 +368,8 @@ class TextEncoder(BaseEncoder):
         return getattr(config, "max_position_embeddings", None)
 
     # ------------------------------------------------------------------ input
-    def _items_of(self, X) -> list:
-        return column_to_list(X, "TextEncoder")
+    def _requested_backend(self) -> str:
+        return self.backend
 
     def _valid_rows(self, items: list) -> np.ndarray:
         return check_texts(items, self.on_error, "TextEncoder")
