@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ._runtime import quiet_hugging_face
+
 __all__ = ["make_tiny_clip"]
 
 
@@ -63,14 +65,7 @@ def make_tiny_clip(folder) -> str:
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
                                                                  crop_size={"height": 32, "width": 32}),
                               tokenizer=tokenizer)
-    from transformers.utils import logging as hf_logging
-
-    bar_was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards" for a 0.3 MB file is noise
-    try:
+    with quiet_hugging_face():  # "Writing model shards" for a 0.3 MB file is noise
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()
     return str(folder)
