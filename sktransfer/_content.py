@@ -1,26 +1,12 @@
 """Content hashes: what identifies a vector, computed from what computes it.
 
-Every hash an encoder's identity is made of comes from here, and each is taken from content,
-never from what is cheap to observe (a path string, a ``repr``, an output on a probe input):
-
-* `digest`: the SHA-256 of a JSON payload (identities, export keys), and
-  `sha256_hex` of raw bytes (exported files, tuned weights);
-* the items' cache keys: `text_key`, `bytes_key`, `pixels_key`;
-* `file_digest`, `folder_digest` and `file_content_key`: the bytes of model
-  files, model folders (symbolic links followed) and image files. Re-reading a file costs more
-  than encoding it from the cache, so results are memoised under the file's resolved location
-  and its full ``stat`` signature (device, inode, size, mtime and ctime in nanoseconds): a file
-  replaced by a copy, an edit that keeps size and mtime (``cp -p``, ``rsync -a``), a folder
-  swapped under a relative path, all change the signature, since no user tool can set ctime.
-  A file changed within the last two seconds is not memoised at all (file systems stamp times
-  at a coarser grain than nanoseconds, so two writes in one tick would look alike);
-* `object_digest`: everything a callable or a module computes with: tensors (parameters,
-  persistent and non-persistent buffers, tensors in plain attributes), the full state a pickler
-  sees (dicts, numbers, nested objects, function attributes), and the code of user functions
-  and classes with their defaults, closure cells and referenced globals. Library code (torch,
-  torchvision, NumPy, the standard library...) is named with its version. An object that
-  cannot be described raises `IdentityError`, naming the attribute, unless it carries a
-  ``__sktransfer_identity__`` string that its author vouches for.
+Every hash an encoder's identity is made of comes from here (docs/cache.md tabulates them), taken
+from content, never from a path string, a ``repr`` or an output on a probe input. Re-reading a file
+costs more than encoding it from the cache, so file hashes are memoised under the file's full
+``stat`` signature (an edit that keeps size and mtime, ``cp -p``, still changes ctime, which no
+user tool can set), never for a file changed in the last two seconds (two writes within one
+timestamp tick would look alike). What `object_digest` cannot describe raises `IdentityError`
+naming the attribute, unless it carries a ``__sktransfer_identity__`` string its author vouches for.
 """
 
 from __future__ import annotations
@@ -44,23 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = [
-    "IdentityError",
-    "NotRegularFileError",
-    "bytes_key",
-    "digest",
-    "file_content_key",
-    "file_digest",
-    "file_kind",
-    "folder_digest",
-    "module_content_hash",
-    "object_digest",
-    "open_regular_file",
-    "pixels_key",
-    "sha256_hex",
-    "stat_signature",
-    "text_key",
-]
+__all__ = ["IdentityError", "NotRegularFileError", "bytes_key", "digest", "file_content_key", "file_digest",
+           "file_kind", "folder_digest", "module_content_hash", "object_digest", "open_regular_file", "pixels_key",
+           "sha256_hex", "stat_signature", "text_key"]
 
 #: Attribute through which an object states its own identity (a string it vouches for).
 IDENTITY_ATTRIBUTE = "__sktransfer_identity__"
@@ -136,27 +108,25 @@ def stat_signature(path) -> tuple:
 
 
 class _Memo:
-    """Results keyed by stat signatures, bounded; entries of racily recent files are never kept."""
+    """Results keyed by stat signatures, bounded; results for racily recent files are never kept."""
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
         self._entries: dict = {}
         self._lock = threading.Lock()
 
-    def get(self, key):
-        return self._entries.get(key)
-
-    def keep(self, key, value, newest_ctime_ns: int, read_at_ns: int) -> None:
-        if read_at_ns - newest_ctime_ns < RACY_NS:
-            return  # changed just before it was read: the next write may keep every stamp
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    def get(self, key, newest_ctime_ns: int, compute):
+        """The result kept under ``key``, else ``compute()`` (kept unless a file changed just before)."""
+        found = self._entries.get(key)
+        if found is None:
+            read_at = time.time_ns()
+            found = compute()
+            if read_at - newest_ctime_ns >= RACY_NS:  # else the next write may keep every stamp
+                with self._lock:
+                    if len(self._entries) >= self.max_entries:
+                        self._entries.clear()
+                    self._entries[key] = found
+        return found
 
 
 _FILE_KEYS = _Memo(1_000_000)
@@ -202,31 +172,27 @@ def pixels_key(size: tuple, pixels: bytes) -> bytes:
 
 def file_content_key(path) -> bytes:
     """Cache key of an image file: a 16-byte BLAKE2b of its bytes (a renamed file keeps it)."""
-    signature = stat_signature(path)
-    key = _FILE_KEYS.get(signature)
-    if key is None:
-        read_at = time.time_ns()
+    def compute():
         hasher = hashlib.blake2b(FILE_DECODING, digest_size=16)
         _feed_file(hasher, path)
-        key = hasher.digest()
-        _FILE_KEYS.keep(signature, key, signature[-1], read_at)
-    return key
+        return hasher.digest()
+
+    signature = stat_signature(path)
+    return _FILE_KEYS.get(signature, signature[-1], compute)
 
 
 def _hash_files(root: Path, files: list) -> str:
     """SHA-256 of the files' relative names and bytes, memoised by their stat signatures."""
-    stats = [stat_signature(path) for _, path in files]
-    key = (str(root), tuple((relative, *stat[1:]) for (relative, _), stat in zip(files, stats)))
-    found = _MODEL_HASHES.get(key)
-    if found is None:
-        read_at = time.time_ns()
+    def compute():
         hasher = hashlib.sha256()
         for relative, path in files:
             hasher.update(relative.encode() + b"\0")
             _feed_file(hasher, path)
-        found = hasher.hexdigest()
-        _MODEL_HASHES.keep(key, found, max((stat[-1] for stat in stats), default=0), read_at)
-    return found
+        return hasher.hexdigest()
+
+    stats = [stat_signature(path) for _, path in files]
+    key = (str(root), tuple((relative, *stat[1:]) for (relative, _), stat in zip(files, stats)))
+    return _MODEL_HASHES.get(key, max((stat[-1] for stat in stats), default=0), compute)
 
 
 def _ignored(parts: tuple) -> bool:
@@ -272,26 +238,14 @@ def file_digest(path) -> str:
     return _hash_files(path.parent, [(path.name, path)])
 
 
-def clear_memos() -> None:
-    """Forget every memoised file hash (for tests and benchmarks of the first read)."""
-    _FILE_KEYS.clear()
-    _MODEL_HASHES.clear()
-
-
 # ---------------------------------------------------------------------- objects
-def _top_package(name) -> str:
-    return (name or "").split(".")[0]
-
-
 def _is_library(module_name) -> bool:
-    top = _top_package(module_name)
+    top = (module_name or "").split(".")[0]
     return top in LIBRARIES or top in sys.stdlib_module_names
 
 
 def _library_version(module_name) -> str:
-    top = _top_package(module_name)
-    module = sys.modules.get(top)
-    return str(getattr(module, "__version__", "")) if module is not None else ""
+    return str(getattr(sys.modules.get((module_name or "").split(".")[0]), "__version__", ""))
 
 
 def _qualified(obj) -> str:
@@ -308,6 +262,11 @@ _MODULE_SKIP = frozenset({"training"})
 _CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__annotations__",
                          "__firstlineno__", "__static_attributes__", "_abc_impl", "__parameters__",
                          "__orig_bases__", "__slotnames__"})
+
+
+#: Objects described by a tag (None: their type's name) and some of their attributes.
+_PARTS = ((types.MethodType, "method", ("__func__", "__self__")), ((staticmethod, classmethod), None, ("__func__",)),
+          (property, "property", ("fget", "fset", "fdel")), (functools.partial, "partial", ("func", "args", "keywords")))
 
 
 class _Describer:
@@ -409,17 +368,8 @@ class _Describer:
             self._array(obj, path, depth)
         elif isinstance(obj, np.generic):
             self.feed("np", obj.dtype.str, repr(obj.item()))
-        elif isinstance(obj, (list, tuple)):
-            self.feed(type(obj).__qualname__, len(obj))
-            for i, value in enumerate(obj):
-                self.describe(value, f"{path}[{i}]", depth)
-            self._subclass_state(obj, path, depth)
-        elif isinstance(obj, (dict, types.MappingProxyType)):
-            self._mapping(obj, path, depth)
-            self._subclass_state(obj, path, depth)
-        elif isinstance(obj, (set, frozenset)):
-            self._set(obj, path)
-            self._subclass_state(obj, path, depth)
+        elif isinstance(obj, (list, tuple, dict, types.MappingProxyType, set, frozenset)):
+            self._container(obj, path, depth)
         elif isinstance(obj, enum.Enum):
             self.feed("enum", _qualified(type(obj)), obj.name)
             self.describe(obj.value, f"{path}.value", depth)
@@ -431,28 +381,16 @@ class _Describer:
             self._function(obj, path, depth)
         elif isinstance(obj, types.CodeType):
             self._code(obj, path, depth)
-        elif isinstance(obj, types.MethodType):
-            self.feed("method")
-            self.describe(obj.__func__, f"{path}.__func__", depth)
-            self.describe(obj.__self__, f"{path}.__self__", depth)
+        elif parts := next((entry for entry in _PARTS if isinstance(obj, entry[0])), None):
+            self.feed(parts[1] or type(obj).__name__)
+            for name in parts[2]:
+                self.describe(getattr(obj, name), f"{path}.{name}", depth)
         elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
             self._builtin(obj, path, depth)
         elif isinstance(obj, (types.WrapperDescriptorType, types.MethodDescriptorType,
                               types.ClassMethodDescriptorType, types.GetSetDescriptorType,
                               types.MemberDescriptorType)):
             self.feed("descriptor", _qualified(obj.__objclass__), obj.__name__)
-        elif isinstance(obj, (staticmethod, classmethod)):
-            self.feed(type(obj).__name__)
-            self.describe(obj.__func__, f"{path}.__func__", depth)
-        elif isinstance(obj, property):
-            self.feed("property")
-            for part in ("fget", "fset", "fdel"):
-                self.describe(getattr(obj, part), f"{path}.{part}", depth)
-        elif isinstance(obj, functools.partial):
-            self.feed("partial")
-            self.describe(obj.func, f"{path}.func", depth)
-            self.describe(obj.args, f"{path}.args", depth)
-            self.describe(obj.keywords, f"{path}.keywords", depth)
         elif isinstance(obj, weakref.ref):
             self.feed("weakref")
             self.describe(obj(), f"{path}()", depth)
@@ -489,25 +427,25 @@ class _Describer:
         self.feed("ndarray", array.dtype.str, array.shape)
         self.feed(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
 
-    def _subclass_state(self, obj, path: str, depth: int) -> None:
-        """A subclass of a built-in container also computes with its class's code and its own attributes."""
-        if type(obj) in (list, tuple, dict, set, frozenset, types.MappingProxyType):
-            return
-        self.describe(type(obj), f"{path}.__class__", depth)
-        self.describe(getattr(obj, "default_factory", None), f"{path}.default_factory", depth)
-        if hasattr(obj, "__dict__"):
-            self.describe(dict(vars(obj)), f"{path}.__dict__", depth)
-
-    def _mapping(self, mapping, path: str, depth: int) -> None:
-        self.feed(type(mapping).__qualname__, len(mapping))
-        for name, value in list(mapping.items()):
-            self.describe(name, f"{path}[{name!r}]", depth)
-            self.describe(value, f"{path}[{name!r}]", depth)
-
-    def _set(self, values, path: str) -> None:
-        # Iteration order of a set depends on string hashing, which differs between processes.
-        parts = sorted(object_digest(value, f"{path} item") for value in values)
-        self.feed(type(values).__qualname__, *parts)
+    def _container(self, obj, path: str, depth: int) -> None:
+        if isinstance(obj, (list, tuple)):
+            self.feed(type(obj).__qualname__, len(obj))
+            for i, value in enumerate(obj):
+                self.describe(value, f"{path}[{i}]", depth)
+        elif isinstance(obj, (set, frozenset)):
+            # Iteration order of a set depends on string hashing, which differs between processes.
+            self.feed(type(obj).__qualname__, *sorted(object_digest(value, f"{path} item") for value in obj))
+        else:
+            self.feed(type(obj).__qualname__, len(obj))
+            for name, value in list(obj.items()):
+                self.describe(name, f"{path}[{name!r}]", depth)
+                self.describe(value, f"{path}[{name!r}]", depth)
+        # A subclass of a built-in container also computes with its class's code and its own attributes.
+        if type(obj) not in (list, tuple, dict, set, frozenset, types.MappingProxyType):
+            self.describe(type(obj), f"{path}.__class__", depth)
+            self.describe(getattr(obj, "default_factory", None), f"{path}.default_factory", depth)
+            if hasattr(obj, "__dict__"):
+                self.describe(dict(vars(obj)), f"{path}.__dict__", depth)
 
     def _builtin(self, function, path: str, depth: int) -> None:
         owner = getattr(function, "__self__", None)
@@ -536,14 +474,12 @@ class _Describer:
         self._code(function.__code__, f"{path}.__code__", depth)
         self.describe(function.__defaults__, f"{path}.__defaults__", depth)
         self.describe(function.__kwdefaults__, f"{path}.__kwdefaults__", depth)
-        cells = []
+        loaded, attributes = _names_used(function.__code__)
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
             try:
-                cells.append((name, cell.cell_contents))
+                value = cell.cell_contents
             except ValueError:  # an empty cell (a name assigned later)
-                cells.append((name, "<empty cell>"))
-        loaded, attributes = _names_used(function.__code__)
-        for name, value in cells:
+                value = "<empty cell>"
             self.describe(name, path, depth)
             self._read_value(value, attributes, f"{path} (closure variable {name!r})", depth)
         namespace = function.__globals__
@@ -623,9 +559,8 @@ class _Describer:
         self.describe(args, f"{path} (constructor arguments)", depth)
         state, list_items, dict_items = rest[:3]
         if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
-            dict_state, slots = state  # (__dict__, __slots__ values)
-            self.describe(dict_state, path, depth)
-            self.describe(slots, path, depth)
+            for part in state:  # (__dict__, __slots__ values)
+                self.describe(part, path, depth)
         else:
             self.describe(state, f"{path} (state)", depth)
         self._left_out_state(obj, state, path)
@@ -637,22 +572,22 @@ class _Describer:
 
 def _names_used(code) -> tuple[set, set]:
     """The global names a code object (and the code nested in it) loads, and every name it uses as an attribute."""
-    loaded, attributes = set(), set()
-    for instruction in dis.get_instructions(code):
-        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"):
-            loaded.add(instruction.argval)
-        elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "IMPORT_FROM"):
-            attributes.add(instruction.argval)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            inner_loaded, inner_attributes = _names_used(const)
-            loaded |= inner_loaded
-            attributes |= inner_attributes
+    loaded, attributes, codes = set(), set(), [code]
+    while codes:
+        code = codes.pop()
+        for instruction in dis.get_instructions(code):
+            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"):
+                loaded.add(instruction.argval)
+            elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "IMPORT_FROM"):
+                attributes.add(instruction.argval)
+        codes.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
     return loaded, attributes
 
 
 def object_digest(obj, what: str = "object") -> str:
-    """Content hash of everything ``obj`` computes with (see the module docstring).
+    """Content hash of everything ``obj`` computes with: tensors (parameters, buffers, tensors in plain
+    attributes), the full state a pickler sees, and the code of user functions and classes with their
+    defaults, closure cells and referenced globals; library code is named with its version.
 
     Parameters
     ----------
@@ -667,9 +602,8 @@ def object_digest(obj, what: str = "object") -> str:
         If part of the object has no describable content; the message names the attribute.
     """
     hasher = hashlib.sha256()
-    describer = _Describer(hasher, what)
     try:
-        describer.describe(obj, what)
+        _Describer(hasher, what).describe(obj, what)
     except RecursionError:
         raise IdentityError(f"{what} nests too deeply to be identified; give it an {IDENTITY_ATTRIBUTE} "
                             "string that you vouch for.") from None
@@ -678,6 +612,4 @@ def object_digest(obj, what: str = "object") -> str:
 
 def module_content_hash(module) -> str:
     """Hash of everything that decides a module's output: tensors, state and code (with torch's version)."""
-    import torch
-
     return digest({"module": object_digest(module, "model"), "torch": torch.__version__.split("+")[0]})

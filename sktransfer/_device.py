@@ -18,15 +18,9 @@ def _mps_available() -> bool:
 
 def device_available(device: torch.device) -> bool:
     """Return whether ``device`` can be used in this process."""
-    if device.type == "cpu":
-        return True
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return False
-        return device.index is None or device.index < torch.cuda.device_count()
-    if device.type == "mps":
-        return _mps_available()
-    return False
+        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
+    return device.type == "cpu" or (device.type == "mps" and _mps_available())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -36,22 +30,15 @@ def resolve_device(device: str) -> torch.device:
     have raises a ``ValueError`` that says so, rather than failing deep inside PyTorch.
     """
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
-        ) from exc
+        raise ValueError(f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") \
+            from exc
     if not device_available(resolved):
-        raise ValueError(
-            f"device={device!r} is not available on this machine (torch.cuda.is_available()="
-            f"{torch.cuda.is_available()}, mps={_mps_available()}). Use device='auto' or 'cpu'."
-        )
+        raise ValueError(f"device={device!r} is not available on this machine (torch.cuda.is_available()="
+                         f"{torch.cuda.is_available()}, mps={_mps_available()}). Use device='auto' or 'cpu'.")
     return resolved
 
 
@@ -63,12 +50,8 @@ def fallback_device(device: torch.device, owner: str) -> torch.device:
     """
     if device_available(device):
         return device
-    warnings.warn(
-        f"{owner} was fitted on device '{device}', which this machine does not have; "
-        "encoding on the CPU instead (same weights, same features up to float noise).",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    warnings.warn(f"{owner} was fitted on device '{device}', which this machine does not have; encoding on the CPU "
+                  "instead (same weights, same features up to float noise).", RuntimeWarning, stacklevel=3)
     return torch.device("cpu")
 
 
@@ -80,6 +63,4 @@ def autocast(device: torch.device, precision: str):
     this context; the model registry keys models by precision either way.)
     """
     dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)

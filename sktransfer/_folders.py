@@ -10,6 +10,7 @@ create there but not rename or delete what is ours). Folders sktransfer creates 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -34,10 +35,6 @@ def _private_group(gid: int) -> bool:
     return gid == os.getegid() and group.gr_name == user and set(group.gr_mem) <= {user}
 
 
-def _owner_ok(st, foreign_owner_ok: bool) -> bool:
-    return foreign_owner_ok or st.st_uid in (os.geteuid(), 0)
-
-
 def _refuse(path: Path, what: str, why: str, fix: str) -> UnsafeFolderError:
     return UnsafeFolderError(
         f"the {what} {path} {why}: another user could plant vectors or networks there that would be served as "
@@ -46,7 +43,7 @@ def _refuse(path: Path, what: str, why: str, fix: str) -> UnsafeFolderError:
 
 
 def _check(path: Path, what: str, st, *, leaf: bool, foreign_owner_ok: bool) -> None:
-    if not _owner_ok(st, foreign_owner_ok):
+    if not foreign_owner_ok and st.st_uid not in (os.geteuid(), 0):
         raise _refuse(path, what, f"belongs to another user (uid {st.st_uid})",
                       "Use a folder of your own (the default lives under your home folder).")
     writers = [who for bit, who in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "every user")) if st.st_mode & bit]
@@ -90,16 +87,12 @@ def private_folder(path, what: str, *, create: bool = True, foreign_owner_ok: bo
         existing = existing.parent
     for ancestor in reversed(existing.parents):
         _check(ancestor, what, os.stat(ancestor), leaf=False, foreign_owner_ok=True)
-    if existing == folder or not missing:
-        _check(existing, what, os.stat(existing), leaf=True, foreign_owner_ok=foreign_owner_ok)
-    else:
-        _check(existing, what, os.stat(existing), leaf=False, foreign_owner_ok=True)
+    leaf = not missing  # else the folder's nearest existing parent
+    _check(existing, what, os.stat(existing), leaf=leaf, foreign_owner_ok=foreign_owner_ok or not leaf)
     if create:
         for new in reversed(missing):
-            try:
+            with contextlib.suppress(FileExistsError):  # created concurrently: checked like any existing folder
                 os.mkdir(new, 0o700)
-            except FileExistsError:  # created concurrently: checked below like any existing folder
-                pass
             _check(new, what, os.stat(new), leaf=True, foreign_owner_ok=False)
     return folder
 

@@ -1,19 +1,11 @@
 """What makes an encoder's vectors: one immutable identity per fitted encoder.
 
-Every fitted encoder holds an `EncoderIdentity`, resolved once in ``fit``. It says
-
-* where the model came from (the name the user gave, and the folder it resolved to here);
-* a **content hash** of what computes the vectors: the files of a model folder, a checkpoint
-  file, or a module's tensors and architecture;
-* a snapshot of every **output-changing setting** (effective values: ``max_length=None`` is
-  recorded as the model's limit, ``pooling="auto"`` as what it does on each layer), plus the
-  subset that shapes the loaded model itself.
-
-Both the model registry key and the cache fingerprint are derived here and nowhere else, so the
-two can never disagree: two encoders share a registry entry or a cache entry exactly when their
-identities say they compute the same vectors. The resolved folder is a fact about this machine,
-not about the vectors: it is left out of both keys and out of pickles, and the model is found
-again by name where a pickle is loaded, then checked against the content hash.
+Every fitted encoder holds an `EncoderIdentity`, resolved once in ``fit``: where the model came
+from, a content hash of what computes the vectors, and every output-changing setting at its
+effective value (``max_length=None`` recorded as the model's limit). The model registry key and the
+cache fingerprint are both derived here and nowhere else, so they can never disagree. The resolved
+folder is a fact about this machine, not about the vectors: it is in neither key nor in pickles,
+and a loaded pickle finds the model again by name, then checks its content hash.
 """
 
 from __future__ import annotations
@@ -131,6 +123,3 @@ class EncoderIdentity:
         state = dict(self.__dict__)
         state.pop("fingerprint", None)  # a cached_property: recomputed on demand
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)

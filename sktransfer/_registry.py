@@ -1,21 +1,21 @@
 """Process-level registry of loaded models.
 
 Cloning an estimator, or fitting the clones that ``GridSearchCV`` and ``cross_validate`` make,
-must not read the weights from disk again. Encoders therefore ask this registry for their model,
-under the key their `EncoderIdentity` derives (model content, the
-settings that shape the loaded model, device). Two encoders share a model exactly when those
-agree: an edited model folder has new content and so a new entry, and precisions that run under
-autocast share one copy of the float32 weights. Models are frozen and used under
-``torch.inference_mode``, so sharing them is safe.
+must not read the weights from disk again. Encoders ask this registry for their model under the
+key their `EncoderIdentity` derives (model content, the settings that shape the loaded model,
+device), so an edited model folder gets a new entry and precisions that run under autocast share
+one copy of the float32 weights. Models are frozen and used under ``torch.inference_mode``, so
+sharing them is safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import Counter, OrderedDict
-from typing import Any
 from collections.abc import Callable, Hashable
+from typing import Any
 
 
 class ModelRegistry:
@@ -56,10 +56,8 @@ class ModelRegistry:
     def _keep(self, key, model) -> None:
         self._models[key] = model
         self._models.move_to_end(key)
-        try:
+        with contextlib.suppress(TypeError):  # objects without weak references live only in the LRU
             self._alive[key] = model
-        except TypeError:  # objects without weak references live only in the LRU
-            pass
         while len(self._models) > self.max_models:
             self._models.popitem(last=False)
 
@@ -75,12 +73,11 @@ class ModelRegistry:
         with key_lock:
             with self._lock:
                 model = self._find(key)
-                if model is not None:
-                    return model
-            model = load()
-            with self._lock:
-                self.load_counts[key] += 1
-                self._keep(key, model)
+            if model is None:
+                model = load()
+                with self._lock:
+                    self.load_counts[key] += 1
+                    self._keep(key, model)
             return model
 
     def keys(self) -> list:

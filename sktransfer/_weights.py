@@ -8,7 +8,6 @@ encoder's identity, so the registry and the cache can never confuse tuned and pr
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -62,16 +61,13 @@ def apply_weights(module: nn.Module, state: dict, owner: str) -> None:
         state[name] = own[name].float() + float(scale) * (b.float() @ a.float())
     unknown = [name for name in state if name not in own]
     if unknown:
-        raise ValueError(
-            f"{owner}: the tuned weights name {len(unknown)} tensor(s) the pretrained model does not have "
-            f"(first: {unknown[0]!r}); they were learned on another architecture. Fit again on this model."
-        )
+        raise ValueError(f"{owner}: the tuned weights name {len(unknown)} tensor(s) the pretrained model does not "
+                         f"have (first: {unknown[0]!r}); they were learned on another architecture. Fit again on "
+                         "this model.")
     for name, tensor in state.items():
         if tuple(own[name].shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{owner}: tuned tensor {name!r} has shape {tuple(tensor.shape)}, the model's has "
-                f"{tuple(own[name].shape)}. Fit again on this model."
-            )
+            raise ValueError(f"{owner}: tuned tensor {name!r} has shape {tuple(tensor.shape)}, the model's has "
+                             f"{tuple(own[name].shape)}. Fit again on this model.")
     with torch.no_grad():
         for name, tensor in state.items():
             own[name].copy_(tensor)  # state_dict tensors share storage with the module's

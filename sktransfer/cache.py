@@ -13,16 +13,14 @@ An entry's key has two parts:
 Storage is one SQLite database per cache folder (``embeddings.sqlite3``) in WAL mode: atomic
 transactions, several processes writing at once (``GridSearchCV(n_jobs=...)``), readers never
 blocked by a writer, and no pickle anywhere (vectors are raw float32 bytes with a CRC32 each, so
-loading a cache never executes code, and a damaged row is detected and re-encoded). An optional
-in-memory layer serves repeat lookups within a process.
+loading a cache never executes code). An optional in-memory layer serves repeat lookups.
 
-Faults never produce a wrong vector: a damaged database file, a full disk or a read-only folder
-raise `CacheError` (or `CacheCorruptError`) naming the file and the fix; encoders
-turn them into a warning and carry on without storing (the features they return are computed,
-never read from a damaged file). ``read_only=True`` serves a shipped cache from read-only storage.
-Only a write creates the folder: a lookup in a folder deleted underneath, or never written to,
-misses and creates nothing. A row of another width than the encoder's (an import nothing could
-check) is counted as damaged and re-encoded, like a row whose checksum does not match.
+Faults never produce a wrong vector: a row whose checksum does not match, or of another width
+than the encoder's (an import nothing could check), counts as damaged and is re-encoded; a
+damaged database file, a full disk or a read-only folder raise `CacheError` (or
+`CacheCorruptError`) naming the file and the fix, which encoders turn into a warning, carrying on
+without storing. ``read_only=True`` serves a shipped cache from read-only storage. Only a write
+creates the folder: a lookup in a folder deleted underneath, or never written to, creates nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -44,7 +43,8 @@ import numpy as np
 
 from ._folders import UnsafeFolderError, check_private_file, private_folder
 from ._messages import with_article
-from .model_store import sktransfer_home
+from ._runtime import optional_import
+from .model_store import home_folder
 
 __all__ = ["CacheCorruptError", "CacheError", "CacheStats", "EmbeddingCache", "default_cache_dir"]
 
@@ -64,22 +64,16 @@ _FILES = ("embeddings.sqlite3", "embeddings.sqlite3-wal", "embeddings.sqlite3-sh
 #: another process cleared the cache can never point at another configuration's entries.
 SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fingerprints (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    fingerprint TEXT NOT NULL UNIQUE,
-    description TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    created REAL NOT NULL,
-    last_used REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    fingerprint_id INTEGER NOT NULL,
-    item_key BLOB NOT NULL,
-    vector BLOB NOT NULL,
-    crc INTEGER NOT NULL,
-    PRIMARY KEY (fingerprint_id, item_key)
-) WITHOUT ROWID;
+# Older layouts reused fingerprint ids, and every fingerprint they hold predates the encoder
+# identity (no lookup can reach them): a database of another version starts afresh.
+_SCHEMA = f"""
+DROP TABLE IF EXISTS embeddings;
+DROP TABLE IF EXISTS fingerprints;
+CREATE TABLE fingerprints (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL, dim INTEGER NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE embeddings (fingerprint_id INTEGER NOT NULL, item_key BLOB NOT NULL, vector BLOB NOT NULL,
+    crc INTEGER NOT NULL, PRIMARY KEY (fingerprint_id, item_key)) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
 """
 # SQLite limits the number of bound parameters per statement; stay well below every build's limit.
 _CHUNK = 900
@@ -87,8 +81,7 @@ _CHUNK = 900
 
 def default_cache_dir() -> Path:
     """``$SKTRANSFER_CACHE``, else ``<sktransfer home>/cache`` (``~/.cache/sktransfer/cache``)."""
-    env = os.environ.get("SKTRANSFER_CACHE")
-    return Path(env).expanduser() if env else sktransfer_home() / "cache"
+    return home_folder("SKTRANSFER_CACHE", "cache")
 
 
 @dataclass
@@ -111,12 +104,7 @@ class _MemoryLayer:
     """An LRU of recently used vectors within one process, bounded in bytes."""
 
     def __init__(self, budget: int):
-        self.budget = budget
-        self.entries: OrderedDict = OrderedDict()
-        self.used = 0
-
-    def get(self, key):
-        return self.entries.get(key)
+        self.budget, self.used, self.entries = budget, 0, OrderedDict()
 
     def remember(self, key, vector: np.ndarray) -> None:
         if key in self.entries:
@@ -125,55 +113,65 @@ class _MemoryLayer:
         self.entries[key] = vector
         self.used += vector.nbytes
         while self.used > self.budget and self.entries:
-            _, dropped = self.entries.popitem(last=False)
-            self.used -= dropped.nbytes
+            self.used -= self.entries.popitem(last=False)[1].nbytes
 
     def forget(self, fingerprint: str | None = None) -> None:
-        """Drop every entry, or those of one fingerprint."""
-        if fingerprint is None:
-            self.entries.clear()
-            self.used = 0
-            return
-        for key in [k for k in self.entries if k[0] == fingerprint]:
+        for key in [key for key in self.entries if fingerprint in (None, key[0])]:
             self.used -= self.entries.pop(key).nbytes
 
 
-class _Store:
-    """The per-process state of one cache folder: connection, memory layers, counters.
+def _close_quietly(db: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        db.close()
 
-    Every ``EmbeddingCache`` of the folder shares the connection and the counters; each memory
-    budget has its own layer, so ``EmbeddingCache(path, memory_bytes=0)`` really reads the disk
-    even when another instance of the same folder keeps a memory layer.
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"):
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk): rolling back again
+        # would raise "no transaction is active" and hide the real cause.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+class _Store:
+    """What the live ``EmbeddingCache`` objects of one folder share in this process.
+
+    One connection, the fingerprint ids read through it, and a memory layer per budget (so
+    ``memory_bytes=0`` really reads the disk while another instance keeps a layer). It lives as
+    long as a cache of its folder does; the connection closes with it.
     """
 
-    def __init__(self, directory: Path, read_only: bool = False):
-        self.directory = directory
-        self.path = directory / "embeddings.sqlite3"
-        self.read_only = read_only
-        self._inode = None
+    def __init__(self, key: tuple, stats: CacheStats):
+        self.directory, self.read_only = Path(key[0]), key[1]
+        self.path = self.directory / _FILES[0]
+        self.stats = stats
         self.memories: dict[int, _MemoryLayer] = {}
-        self.stats = CacheStats()
         self.lock = threading.RLock()
-        self._connection = None
-        self._pid = None
+        self.warned_gone = False  # a loaded pickle has reported this folder missing
+        self._connection = self._pid = self._inode = None
+        self._closer = None
         self._fingerprint_ids: dict[str, int] = {}
 
     def memory(self, budget: int) -> _MemoryLayer | None:
-        if budget <= 0:
-            return None
-        return self.memories.setdefault(budget, _MemoryLayer(budget))
+        return self.memories.setdefault(budget, _MemoryLayer(budget)) if budget > 0 else None
 
     def forget(self, fingerprint: str | None = None) -> None:
+        """Drop the vectors this process remembers of the file (of one fingerprint), and its ids."""
         for layer in self.memories.values():
             layer.forget(fingerprint)
+        self._fingerprint_ids.clear()
 
     # -------------------------------------------------------------- connection
     def connection(self, create: bool = True) -> sqlite3.Connection | None:
-        """The open database; ``create=False`` (lookups, listings) gives None where none exists yet.
-
-        Only a write creates the folder and its database: a lookup in a folder that is gone (a
-        pickle loaded after its cache was deleted) misses without creating anything.
-        """
+        """The open database; ``create=False`` (lookups, listings: only a write creates the folder and
+        its database) gives None where none exists, e.g. a pickle loaded after its cache was deleted."""
         # A connection must not cross a fork (reconnect in a child process), nor outlive its file:
         # a database deleted or replaced underneath (the folder removed by hand) is reopened, so
         # writes never go to an unlinked file.
@@ -182,11 +180,11 @@ class _Store:
             if self._connection is not None and not forked:
                 self.forget()  # the file it was read from is gone: so is what we remember of it
             self.close()
-            self._fingerprint_ids = {}
             if not create and not self.read_only and not self.path.exists():
                 return None
             with self.translated():
                 self._connection = self._open()
+            self._closer = weakref.finalize(self, _close_quietly, self._connection)
             self._pid = os.getpid()
         return self._connection
 
@@ -206,7 +204,7 @@ class _Store:
                 check_private_file(self.path, "embedding cache file", foreign_owner_ok=True)
             if not self.path.exists():
                 raise CacheError(f"no embedding cache at {self.path} (read_only=True opens an existing cache)")
-            wal = self.path.with_name(self.path.name + "-wal")
+            wal = self.directory / _FILES[1]
             if wal.exists() and wal.stat().st_size:
                 warnings.warn(f"{wal} holds entries a read-only cache cannot see: copy a cache only after every "
                               "process writing to it has finished.", UserWarning, stacklevel=5)
@@ -227,18 +225,21 @@ class _Store:
             raise CacheError(f"cannot create the embedding cache folder {self.directory} ({exc.strerror}); "
                              "choose a writable folder, or open a shipped cache with read_only=True") from None
         db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=60000")
-        self._ensure_schema(db)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=60000"):
+            db.execute(f"PRAGMA {pragma}")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with _transaction(db):  # serialises processes that open a new cache together
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
         self._inode = os.stat(self.path).st_ino
         return db
 
     def close(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._connection.close()
-        self._connection = None
+        if self._closer is not None:
+            self._closer()
+        self._connection = self._closer = None
+        self._fingerprint_ids.clear()
 
     @contextlib.contextmanager
     def translated(self):
@@ -246,43 +247,19 @@ class _Store:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise self.error(exc) from None
-
-    def error(self, exc: Exception) -> CacheError:
-        message = str(exc)
-        if any(sign in message for sign in ("not a database", "malformed", "disk image")):
-            return CacheCorruptError(
-                f"the embedding cache at {self.path} is damaged ({message}). Delete it with `sktransfer cache "
-                f"clear --cache {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
-                "vectors are encoded again on demand."
-            )
-        if "full" in message:
-            return CacheError(f"the disk holding the embedding cache at {self.path} is full ({message}); free "
-                              "space, or limit the cache with max_bytes")
-        if "readonly" in message or "read-only" in message or "unable to open" in message:
-            return CacheError(f"cannot write the embedding cache at {self.path} ({message}); on read-only storage "
-                              "open it with EmbeddingCache(path, read_only=True)")
-        return CacheError(f"the embedding cache at {self.path} failed: {message}")
-
-    @staticmethod
-    def _ensure_schema(db: sqlite3.Connection) -> None:
-        """Create the tables, or rebuild a database of an older layout (one process at a time)."""
-        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-            return
-        db.execute("BEGIN IMMEDIATE")  # serialises processes that open a new cache together
-        try:
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                # Older layouts reused fingerprint ids, and every fingerprint they hold predates
-                # the encoder identity (no lookup can reach them): start afresh.
-                db.execute("DROP TABLE IF EXISTS embeddings")
-                db.execute("DROP TABLE IF EXISTS fingerprints")
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            message = str(exc)
+            if any(sign in message for sign in ("not a database", "malformed", "disk image")):
+                raise CacheCorruptError(
+                    f"the embedding cache at {self.path} is damaged ({message}). Delete it with `sktransfer cache "
+                    f"clear --cache {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
+                    "vectors are encoded again on demand.") from None
+            if "full" in message:
+                raise CacheError(f"the disk holding the embedding cache at {self.path} is full ({message}); free "
+                                 "space, or limit the cache with max_bytes") from None
+            if "readonly" in message or "read-only" in message or "unable to open" in message:
+                raise CacheError(f"cannot write the embedding cache at {self.path} ({message}); on read-only "
+                                 "storage open it with EmbeddingCache(path, read_only=True)") from None
+            raise CacheError(f"the embedding cache at {self.path} failed: {message}") from None
 
     def fingerprint_id(self, db: sqlite3.Connection, fingerprint: str) -> int | None:
         """The row id of ``fingerprint``, or None. Lookups check each row's width, not this row's."""
@@ -295,23 +272,20 @@ class _Store:
 
     def writing_fingerprint_id(self, db: sqlite3.Connection, fingerprint: str, description: str, dim: int,
                                encoder_width: bool) -> int:
-        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent.
+        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent, read afresh
+        inside the write transaction (another process may have cleared it since).
 
-        Called inside the write transaction, and read afresh: another process may have cleared
-        the fingerprint since. ``encoder_width``: the vectors come from an encoder, whose width
-        is the fingerprint's by definition; a stored width that differs came from an import
-        (nothing checked it), so it is corrected and the rows of that width, which no lookup
-        serves, are deleted. Otherwise (an import) a differing width raises ``ValueError``.
+        ``encoder_width``: the vectors come from an encoder, whose width is the fingerprint's by
+        definition; a stored width that differs came from an unchecked import, so it is corrected
+        and the rows no lookup serves are deleted. Otherwise (an import) it raises ``ValueError``.
         """
-        row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        select = "SELECT id, dim FROM fingerprints WHERE fingerprint = ?"
+        row = db.execute(select, (fingerprint,)).fetchone()
         if row is None:
             now = time.time()
-            db.execute(
-                "INSERT OR IGNORE INTO fingerprints (fingerprint, description, dim, created, last_used) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (fingerprint, description, dim, now, now),
-            )
-            row = db.execute("SELECT id, dim FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            db.execute("INSERT OR IGNORE INTO fingerprints (fingerprint, description, dim, created, last_used) "
+                       "VALUES (?, ?, ?, ?, ?)", (fingerprint, description, dim, now, now))
+            row = db.execute(select, (fingerprint,)).fetchone()
         fid, stored = row
         if stored != dim:
             if not encoder_width:
@@ -322,6 +296,27 @@ class _Store:
             db.execute("DELETE FROM embeddings WHERE fingerprint_id = ? AND length(vector) != ?", (fid, 4 * dim))
         self._fingerprint_ids[fingerprint] = fid
         return fid
+
+    def matching(self, db: sqlite3.Connection | None, prefix: str | None, *, required: bool = False) -> list:
+        """``(id, fingerprint, description, dim)`` of every fingerprint, or of the one ``prefix`` names
+        (``required``: it must name one)."""
+        query = "SELECT id, fingerprint, description, dim FROM fingerprints"
+        if db is None:
+            rows = []
+        else:
+            rows = (db.execute(query + " WHERE fingerprint LIKE ?", (prefix + "%",)) if prefix
+                    else db.execute(query)).fetchall()
+        if prefix and (len(rows) > 1 or required and not rows):
+            raise ValueError(f"fingerprint prefix {prefix!r} matches {len(rows)} fingerprints; give one that "
+                             "`sktransfer cache info` lists")
+        return rows
+
+
+#: The store of each folder (and read_only) that a live cache uses; released with the last of them.
+_STORES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+#: Counters outlive the stores: an encoder given a path opens a cache per call, and its counts add up.
+_COUNTS: dict[tuple, CacheStats] = {}
+_STORES_LOCK = threading.Lock()
 
 
 class EmbeddingCache:
@@ -353,9 +348,10 @@ class EmbeddingCache:
 
     Notes
     -----
-    All ``EmbeddingCache`` objects for one folder in one process share their connection and
-    counters (and, for equal ``memory_bytes``, their memory layer), so the copies that ``clone``
-    and ``GridSearchCV`` make count together.
+    The ``EmbeddingCache`` objects of one folder that exist together in one process share one
+    connection (and, for equal ``memory_bytes``, one memory layer), released with the last of
+    them; their counters are the folder's in this process, so the copies that ``clone`` and
+    ``GridSearchCV`` make, and the caches an encoder given a path opens, count together.
     A pickled cache stores only its settings. SQLite's locking needs a local filesystem (not NFS).
 
     Examples
@@ -371,10 +367,6 @@ class EmbeddingCache:
     >>> cache.stats.last
     {'hits': 2, 'misses': 0, 'corrupt': 0}
     """
-
-    _stores: dict = {}
-    _stores_lock = threading.Lock()
-    _warned_gone: set = set()  # folders whose loss this process has reported
 
     def __init__(self, path=None, *, memory_bytes: int = 256 * 2**20, max_bytes: int | None = None,
                  read_only: bool = False):
@@ -398,7 +390,7 @@ class EmbeddingCache:
 
     def __getstate__(self):
         return {"path": str(self.path), "memory_bytes": self.memory_bytes, "max_bytes": self.max_bytes,
-                "read_only": self.read_only, "written": self._database().exists()}
+                "read_only": self.read_only, "written": (self.path / _FILES[0]).exists()}
 
     def __setstate__(self, state):
         self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"],
@@ -406,27 +398,24 @@ class EmbeddingCache:
         # A cache that held entries where it was pickled, loaded where its folder is gone (deleted
         # since, or another machine): say so once, rather than silently starting a new one there.
         # A copy of a cache never written to (clone, GridSearchCV) has nothing to lose: no warning.
-        if state.get("written", True) and not self.read_only and not self._database().exists():
-            folder = str(self.path.resolve())
-            with EmbeddingCache._stores_lock:
-                first = folder not in EmbeddingCache._warned_gone
-                EmbeddingCache._warned_gone.add(folder)
+        if state.get("written", True) and not self.read_only and not (self.path / _FILES[0]).exists():
+            store = self._store  # remembers the warning while a cache of the folder lives
+            with store.lock:
+                first, store.warned_gone = not store.warned_gone, True
             if first:
                 warnings.warn(f"the embedding cache folder {self.path} of this loaded object does not exist here "
                               "(deleted, or another machine): its entries are encoded again, and the folder is "
                               "created when something is written.", UserWarning, stacklevel=2)
 
-    def _database(self) -> Path:
-        return self.path / _FILES[0]
-
     @property
     def _store(self) -> _Store:
         key = (str(self.path.resolve()), self.read_only)
-        with EmbeddingCache._stores_lock:
-            store = EmbeddingCache._stores.get(key)
+        with _STORES_LOCK:
+            store = _STORES.get(key)
             if store is None:
-                store = EmbeddingCache._stores[key] = _Store(self.path.resolve(), self.read_only)
-            return store
+                store = _STORES[key] = _Store(key, _COUNTS.setdefault(key, CacheStats()))
+        self._shared = store  # held, so that the store lives as long as this cache
+        return store
 
     @property
     def stats(self) -> CacheStats:
@@ -451,37 +440,31 @@ class EmbeddingCache:
         with store.lock, store.translated():
             pending = {}
             for i, key in enumerate(keys):
-                cached = memory.get((fingerprint, key)) if memory is not None else None
-                if cached is not None:
-                    vectors[i] = cached
-                    found[i] = True
-                else:
+                cached = memory.entries.get((fingerprint, key)) if memory is not None else None
+                if cached is None:
                     pending.setdefault(key, []).append(i)
+                else:
+                    vectors[i], found[i] = cached, True
             db = store.connection(create=False) if pending else None
             fid = store.fingerprint_id(db, fingerprint) if db is not None else None
-            if fid is not None:
-                wanted = list(pending)
-                for start in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[start : start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = db.execute(
-                        f"SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ? AND item_key IN ({marks})",
-                        (fid, *chunk),
-                    ).fetchall()
-                    for key, blob, crc in rows:
-                        # A damaged row, or one of another width (an import that nothing could check
-                        # against the encoder): a miss, which the write that follows replaces.
-                        if len(blob) != 4 * dim or zlib.crc32(blob) != crc:
-                            corrupt += 1
-                            continue
-                        vector = np.frombuffer(blob, dtype=np.float32)
-                        if memory is not None:
-                            memory.remember((fingerprint, bytes(key)), vector)
-                        for i in pending[bytes(key)]:
-                            vectors[i] = vector
-                            found[i] = True
-                if not store.read_only:
-                    db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
+            wanted = list(pending) if fid is not None else []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                rows = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ? AND "
+                                  f"item_key IN ({','.join('?' * len(chunk))})", (fid, *chunk)).fetchall()
+                for key, blob, crc in rows:
+                    # A damaged row, or one of another width (an import that nothing could check
+                    # against the encoder): a miss, which the write that follows replaces.
+                    if not _intact(blob, crc, dim):
+                        corrupt += 1
+                        continue
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if memory is not None:
+                        memory.remember((fingerprint, bytes(key)), vector)
+                    vectors[pending[bytes(key)]] = vector
+                    found[pending[bytes(key)]] = True
+            if fid is not None and not store.read_only:
+                db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
         hits = int(found.sum())
         store.stats.record(hits, len(keys) - hits, corrupt)
         return vectors, found
@@ -501,36 +484,25 @@ class EmbeddingCache:
 
     def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str,
                encoder_width: bool) -> int:
-        """Write rows in one transaction; rows written.
-
-        ``encoder_width``: an encoder's vectors, which replace the rows of their keys; otherwise an
-        import's, which never replace a row and must have the width already stored.
-        """
+        """Write rows in one transaction; rows written. ``encoder_width``: an encoder's vectors, which
+        replace the rows of their keys; otherwise an import's, which replace none and must have the
+        width already stored."""
         verb = "INSERT OR REPLACE" if encoder_width else "INSERT OR IGNORE"
         store = self._store
-        memory = store.memory(self.memory_bytes)
+        memory = store.memory(self.memory_bytes) if encoder_width else None
         with store.lock, store.translated():
             blobs = [vector.tobytes() for vector in vectors]
             db = store.connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 # The id is read inside the write lock: a clear by another process since our last
                 # write removed the fingerprint, and the rows must go under its new row.
                 fid = store.writing_fingerprint_id(db, fingerprint, description, vectors.shape[1], encoder_width)
-                rows = [(fid, key, blob, zlib.crc32(blob)) for key, blob in zip(keys, blobs)]
                 before = db.total_changes
-                db.executemany(f"{verb} INTO embeddings VALUES (?, ?, ?, ?)", rows)
+                db.executemany(f"{verb} INTO embeddings VALUES (?, ?, ?, ?)",
+                               [(fid, key, blob, zlib.crc32(blob)) for key, blob in zip(keys, blobs)])
                 written = db.total_changes - before
                 db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors (a full disk): rolling back again
-                # would raise "no transaction is active" and hide the real cause.
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                raise
-            if memory is not None and encoder_width:
+            if memory is not None:
                 for key, vector in zip(keys, vectors):
                     memory.remember((fingerprint, key), vector.copy())
         return written
@@ -562,46 +534,35 @@ class EmbeddingCache:
         item's content key) and ``vector`` (list of float32). Nothing in the file is code: reading
         it never executes anything.
         """
-        pa, pq = _pyarrow("EmbeddingCache.export")
+        pa, pq = _parquet("EmbeddingCache.export")
         fs, target = _file_system(path)
         if str(path).endswith("/") or fs.isdir(target):
             fs.makedirs(target, exist_ok=True)
-            target = f"{target.rstrip('/')}/part-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+            target = f"{target.rstrip('/')}/{export_part_name()}"
         store = self._store
         exported = damaged = 0
         with store.lock, store.translated():
             db = store.connection(create=False)  # a folder never written to exports no entries
-            query = "SELECT id, fingerprint, description, dim FROM fingerprints"
-            selected = [] if db is None else db.execute(query + (" WHERE fingerprint LIKE ?" if fingerprint else ""),
-                                                        (fingerprint + "%",) if fingerprint else ()).fetchall()
-            if fingerprint and len(selected) != 1:
-                raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(selected)} fingerprints; "
-                                 "give one that `sktransfer cache info` lists")
-            if db is not None:
-                db.execute("BEGIN")  # one snapshot: writers in other processes do not tear the export
-            try:
-                with fs.open(target, "wb") as handle, pq.ParquetWriter(handle, _export_schema()) as writer:
-                    for fid, fp, description, dim in selected:
-                        cursor = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ?",
-                                            (fid,))
-                        while rows := cursor.fetchmany(_EXPORT_ROWS):
-                            good = [(bytes(key), blob) for key, blob, crc in rows
-                                    if len(blob) == 4 * dim and zlib.crc32(blob) == crc]
-                            damaged += len(rows) - len(good)
-                            if not good:
-                                continue
-                            values = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32)
-                            offsets = np.arange(len(good) + 1, dtype=np.int32) * dim
-                            writer.write_table(pa.table({
-                                "fingerprint": pa.array([fp] * len(good), pa.string()),
-                                "description": pa.array([description] * len(good), pa.string()),
-                                "item_key": pa.array([key for key, _ in good], pa.binary()),
-                                "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
-                            }, schema=_export_schema()))
-                            exported += len(good)
-            finally:
-                if db is not None:
-                    db.execute("COMMIT")
+            selected = store.matching(db, fingerprint, required=True)
+            # One snapshot: writers in other processes do not tear the export.
+            with (_transaction(db, "BEGIN") if db is not None else contextlib.nullcontext()), \
+                    fs.open(target, "wb") as handle, pq.ParquetWriter(handle, _export_schema(pa)) as writer:
+                for fid, fp, description, dim in selected:
+                    cursor = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ?", (fid,))
+                    while rows := cursor.fetchmany(_EXPORT_ROWS):
+                        good = [(bytes(key), blob) for key, blob, crc in rows if _intact(blob, crc, dim)]
+                        damaged += len(rows) - len(good)
+                        if not good:
+                            continue
+                        values = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32)
+                        offsets = np.arange(len(good) + 1, dtype=np.int32) * dim
+                        writer.write_table(pa.table({
+                            "fingerprint": pa.array([fp] * len(good), pa.string()),
+                            "description": pa.array([description] * len(good), pa.string()),
+                            "item_key": pa.array([key for key, _ in good], pa.binary()),
+                            "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+                        }, schema=_export_schema(pa)))
+                        exported += len(good)
         if damaged:
             warnings.warn(f"EmbeddingCache.export left out {damaged} damaged entries of {self.path} (their checksum "
                           "did not match); they are encoded again where they are needed.", UserWarning, stacklevel=2)
@@ -625,25 +586,25 @@ class EmbeddingCache:
         Raises
         ------
         CacheError
-            The file is not an export (missing columns, or a column of another type: vectors
-            that are not lists of floats, keys that are not binary), a row is malformed (no
-            key, a vector of another length than its fingerprint's others or than the vectors
-            this cache holds for it, a non-finite value), or this cache is read-only. The
-            message names the file and the row; the valid rows read before it are kept.
+            The file is not an export (missing columns, vectors that are not lists of floats,
+            keys that are not binary), a row is malformed (no key, a vector of another length
+            than its fingerprint's others or than those this cache holds, a non-finite value),
+            or this cache is read-only. The message names the file and the row; the valid rows
+            read before it are kept.
 
         Notes
         -----
         Import only exports you trust, as you would a cache folder: a vector is served to any
         encoder whose fingerprint matches, and its values cannot be checked without encoding
         the item again (the checksum guards stored bytes; an import computes it over what the
-        file holds). Nor can the width of a fingerprint the cache does not hold yet: rows of
-        a wrong width are then imported, and every lookup counts them as corrupt and encodes
-        their items again, never serving them, until the encoder's first write replaces them.
+        file holds). Rows of a wrong width for a fingerprint the cache does not hold yet are
+        imported, then counted as corrupt by every lookup, never served, until the encoder's
+        first write replaces them.
         """
         if self.read_only:
             raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; import into a "
                              "writable cache")
-        _, pq = _pyarrow("EmbeddingCache.import_")
+        pa, pq = _parquet("EmbeddingCache.import_")
         fs, target = _file_system(path)
         if fs.isdir(target):
             files = sorted(fs.glob(f"{target.rstrip('/')}/**/*.parquet"))
@@ -656,7 +617,7 @@ class EmbeddingCache:
         imported = 0
         for file in files:
             with fs.open(file, "rb") as handle:
-                for fp, description, keys, vectors in _exported_rows(pq, handle, file):
+                for fp, description, keys, vectors in _exported_rows(pa, pq, handle, file):
                     try:
                         imported += self._write(fp, keys, vectors, description, encoder_width=False)
                     except ValueError as exc:  # the fingerprint already holds vectors of another width
@@ -692,12 +653,9 @@ class EmbeddingCache:
         return {
             "path": str(store.path),
             "entries": sum(f["entries"] for f in fingerprints),
-            "bytes": self._file_bytes(),
+            "bytes": sum(p.stat().st_size for p in store.directory.glob(_FILES[0] + "*") if p.exists()),
             "fingerprints": fingerprints,
         }
-
-    def _file_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._store.directory.glob("embeddings.sqlite3*") if p.exists())
 
     def clear(self, fingerprint: str | None = None, *, force: bool = False) -> int:
         """Delete every entry, or those of one fingerprint (a unique prefix is enough).
@@ -731,36 +689,14 @@ class EmbeddingCache:
                     with contextlib.suppress(FileNotFoundError):
                         (store.directory / name).unlink()
                 store.forget()
-                store._fingerprint_ids = {}
             return deleted
         with store.lock, store.translated():
             db = store.connection(create=False)
             if db is None:
                 return 0  # nothing was ever written here
-            if fingerprint is None:
-                ids = [row[0] for row in db.execute("SELECT id FROM fingerprints")]
-            else:
-                ids = [row[0] for row in db.execute("SELECT id FROM fingerprints WHERE fingerprint LIKE ?", (fingerprint + "%",))]
-                if len(ids) > 1:
-                    raise ValueError(f"fingerprint prefix {fingerprint!r} matches {len(ids)} fingerprints; give more characters")
-            deleted = self._delete(db, ids)
+            deleted = _delete(db, [row[0] for row in store.matching(db, fingerprint)])
             store.forget()
-            store._fingerprint_ids = {}
             db.execute("VACUUM")
-        return deleted
-
-    @staticmethod
-    def _delete(db, ids) -> int:
-        deleted = 0
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for fid in ids:
-                deleted += db.execute("DELETE FROM embeddings WHERE fingerprint_id = ?", (fid,)).rowcount
-                db.execute("DELETE FROM fingerprints WHERE id = ?", (fid,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return deleted
 
     def _evict(self, keep: str) -> None:
@@ -779,38 +715,44 @@ class EmbeddingCache:
                 "SELECT id, fingerprint FROM fingerprints WHERE fingerprint != ? ORDER BY last_used ASC", (keep,)
             ).fetchall()
             for fid, fingerprint in candidates:
-                self._delete(db, [fid])
-                store._fingerprint_ids.pop(fingerprint, None)
+                _delete(db, [fid])
                 store.forget(fingerprint)
                 if used() <= self.max_bytes:
                     return
-            warnings.warn(
-                f"EmbeddingCache at {self.path} holds {used():,} bytes for the current encoder alone, over "
-                f"max_bytes={self.max_bytes:,}; nothing older is left to evict.",
-                UserWarning,
-                stacklevel=3,
-            )
+            warnings.warn(f"EmbeddingCache at {self.path} holds {used():,} bytes for the current encoder alone, over "
+                          f"max_bytes={self.max_bytes:,}; nothing older is left to evict.", UserWarning, stacklevel=3)
 
 
 _EXPORT_ROWS = 10_000  # rows per Parquet row group, and per transaction on import
 _EXPORT_COLUMNS = ("fingerprint", "description", "item_key", "vector")
 
 
-def _export_schema():
-    import pyarrow as pa
+def _intact(blob: bytes, crc: int, dim: int) -> bool:
+    """Whether a stored row is undamaged and ``dim`` wide."""
+    return len(blob) == 4 * dim and zlib.crc32(blob) == crc
 
+
+def _delete(db: sqlite3.Connection, ids) -> int:
+    with _transaction(db):
+        deleted = 0
+        for fid in ids:
+            deleted += db.execute("DELETE FROM embeddings WHERE fingerprint_id = ?", (fid,)).rowcount
+            db.execute("DELETE FROM fingerprints WHERE id = ?", (fid,))
+    return deleted
+
+
+def _parquet(what: str):
+    return optional_import("pyarrow", "cli", what), optional_import("pyarrow.parquet", "cli", what)
+
+
+def _export_schema(pa):
     return pa.schema([("fingerprint", pa.string()), ("description", pa.string()), ("item_key", pa.binary()),
                       ("vector", pa.list_(pa.float32()))])
 
 
-def _pyarrow(what: str):
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(f"{what} writes and reads Parquet, which needs pyarrow: pip install pyarrow "
-                          "(or \"sktransfer[cli]\")") from None
-    return pa, pq
+def export_part_name() -> str:
+    """A new file name in an export folder, unique across hosts, processes and calls."""
+    return f"part-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
 
 
 def _file_system(path):
@@ -820,21 +762,18 @@ def _file_system(path):
     return fsspec.core.url_to_fs(os.fspath(path))
 
 
-def _check_export_types(schema, file) -> None:
+def _check_export_types(pa, schema, file) -> None:
     """Refuse columns of other types before any row is read: numbers written as strings or
     integers would otherwise be parsed into vectors, and text keys would fail mid-import."""
-    import pyarrow as pa
-
-    def is_list_of_floats(t):
-        return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and \
-            pa.types.is_floating(t.value_type)
-
+    types = pa.types
+    strings = lambda t: types.is_string(t) or types.is_large_string(t)
     expected = {
-        "fingerprint": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
-        "description": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)),
-        "item_key": ("binary", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)
-                     or pa.types.is_fixed_size_binary(t)),
-        "vector": ("a list of floats", is_list_of_floats),
+        "fingerprint": ("string", strings),
+        "description": ("string", lambda t: strings(t) or types.is_null(t)),
+        "item_key": ("binary", lambda t: types.is_binary(t) or types.is_large_binary(t)
+                     or types.is_fixed_size_binary(t)),
+        "vector": ("a list of floats", lambda t: (types.is_list(t) or types.is_large_list(t)
+                                                  or types.is_fixed_size_list(t)) and types.is_floating(t.value_type)),
     }
     for name, (wanted, accepts) in expected.items():
         found = schema.field(name).type
@@ -842,13 +781,13 @@ def _check_export_types(schema, file) -> None:
             raise CacheError(f"{file} is not an sktransfer cache export: column {name!r} holds {found}, not {wanted}")
 
 
-def _exported_rows(pq, handle, file):
+def _exported_rows(pa, pq, handle, file):
     """Yield ``(fingerprint, description, keys, vectors)`` groups of an export file, validated."""
     parquet = pq.ParquetFile(handle)
     missing = [c for c in _EXPORT_COLUMNS if c not in parquet.schema_arrow.names]
     if missing:
         raise CacheError(f"{file} is not an sktransfer cache export: it has no column(s) {missing}")
-    _check_export_types(parquet.schema_arrow, file)
+    _check_export_types(pa, parquet.schema_arrow, file)
     first_row = 0
     for batch in parquet.iter_batches(batch_size=_EXPORT_ROWS, columns=list(_EXPORT_COLUMNS)):
         columns = batch.to_pydict()
@@ -877,12 +816,17 @@ def _exported_rows(pq, handle, file):
 def forget_process_state(path) -> None:
     """Drop this process's connection, memory layers and counters for the cache folder ``path``.
 
-    The next ``EmbeddingCache(path)`` starts as a fresh process would (benchmarks and tests use it).
+    The next ``EmbeddingCache(path)`` starts as a fresh process would (benchmarks time that). Nothing
+    needs it to be correct: a store checks its file before each use and closes with its last cache.
     """
     folder = str(Path(path).expanduser().absolute().resolve())
-    with EmbeddingCache._stores_lock:
-        for key in [key for key in EmbeddingCache._stores if key[0] == folder]:
-            EmbeddingCache._stores.pop(key).close()
+    with _STORES_LOCK:
+        for key in [key for key in {*_STORES, *_COUNTS} if key[0] == folder]:
+            _COUNTS.pop(key, None)
+            store = _STORES.pop(key, None)
+            if store is not None:
+                with store.lock:
+                    store.close()
 
 
 def as_cache(cache) -> EmbeddingCache | None:

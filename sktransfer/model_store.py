@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["ModelNotFoundError", "models_dir", "resolve_text_model", "sktransfer_home"]
+__all__ = ["ModelNotFoundError", "home_folder", "models_dir", "resolve_text_model", "sktransfer_home"]
 
 
 class ModelNotFoundError(OSError):
@@ -36,26 +36,20 @@ def sktransfer_home() -> Path:
     return Path(os.environ.get("SKTRANSFER_HOME", Path.home() / ".cache" / "sktransfer")).expanduser()
 
 
+def home_folder(variable: str, name: str) -> Path:
+    """``$<variable>`` where it is set, else ``<sktransfer home>/<name>``."""
+    env = os.environ.get(variable)
+    return Path(env).expanduser() if env else sktransfer_home() / name
+
+
 def models_dir() -> Path:
     """Folder consulted by name before any hub: ``$SKTRANSFER_MODELS`` or ``<home>/models``."""
-    env = os.environ.get("SKTRANSFER_MODELS")
-    return Path(env).expanduser() if env else sktransfer_home() / "models"
+    return home_folder("SKTRANSFER_MODELS", "models")
 
 
 def _hub_repo_ids(name: str) -> list[str]:
     # sentence-transformers treats a bare name as an alias of its own organisation's model.
     return [name] if "/" in name else [f"sentence-transformers/{name}", name]
-
-
-def _local_candidates(name: str) -> list[Path]:
-    root = models_dir()
-    return [root / repo_id for repo_id in dict.fromkeys([name, *_hub_repo_ids(name)])]
-
-
-def _is_model_folder(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / marker).exists() for marker in ("modules.json", "config.json", "config_sentence_transformers.json")
-    )
 
 
 def _hub_offline() -> bool:
@@ -110,8 +104,9 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
         return str(path.resolve())
     if path.is_absolute() or name.startswith((".", "~")):
         raise ModelNotFoundError(f"Model folder {name!r} does not exist.")
-    for candidate in _local_candidates(name):
-        if _is_model_folder(candidate):
+    markers = ("modules.json", "config.json", "config_sentence_transformers.json")
+    for candidate in dict.fromkeys(models_dir() / repo_id for repo_id in [name, *_hub_repo_ids(name)]):
+        if candidate.is_dir() and any((candidate / marker).exists() for marker in markers):
             return str(candidate.resolve())
 
     from huggingface_hub import snapshot_download
@@ -141,9 +136,4 @@ def resolve_text_model(name: str, *, download: bool = True) -> str:
 def available_text_models() -> list[str]:
     """Names of the sentence-transformers models in `models_dir` (resolvable offline)."""
     root = models_dir()
-    if not root.is_dir():
-        return []
-    found = []
-    for modules in sorted(root.glob("**/modules.json")):
-        found.append(modules.parent.relative_to(root).as_posix())
-    return found
+    return [found.parent.relative_to(root).as_posix() for found in sorted(root.glob("**/modules.json"))]

@@ -19,7 +19,6 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import EmbeddingCache, ImageEncoder, TextEncoder
-from sktransfer.cache import forget_process_state
 
 TEXTS = ["a fine film", "a dull film", "", "an utterly forgettable sequel", "a fine film"]
 
@@ -148,7 +147,6 @@ def test_corrupt_rows_are_detected_and_reencoded(cache):
                "(SELECT item_key FROM embeddings LIMIT 1 OFFSET 1)")
     db.commit()
     db.close()
-    forget_process_state(cache.path)
     fresh = EmbeddingCache(cache.path, memory_bytes=0)  # read the damaged rows from disk
     out = clone(enc).set_params(cache=fresh).fit(TEXTS).transform(TEXTS)
     assert fresh.stats.last == {"hits": 2, "misses": 2, "corrupt": 2}
