@@ -7,10 +7,14 @@ layer with ``pooling=None``: through its embedding cache, so a grid over learnin
 fit reads it instead of running the lower network again. Only the top blocks and a new linear
 layer are trained, on those activations. With augmentation, every epoch decodes each image with a
 random resized crop and a flip and runs the frozen blocks on it (the slow path).
+
+`Tuner`, the contract both tuners keep, lives here too: finetune.py imports the tuners, so it cannot
+hold their base without an import cycle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -23,9 +27,54 @@ from . import _backbones
 from ._device import autocast
 from ._images import ImageDataset, collate
 from ._runtime import data_loader
+from .base import BaseEncoder
 from .image import ImageEncoder
 
-__all__ = ["ImageTuner", "trunk_blocks"]
+__all__ = ["ImageTuner", "Tuner", "seeded", "trunk_blocks"]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU generator seeded, then give the caller its own state back."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclasses.dataclass
+class Tuner:
+    """What FineTuningClassifier drives: ``start``, then ``train_epoch``, ``features``, ``snapshot``, ``restore``.
+
+    A tuner's ``start`` sets ``optimizer`` (and ``scheduler``, if any) and its ``batch_losses``
+    yields one loss a batch; the seeding and the optimiser step are the same for every tuner.
+    """
+
+    encoder: BaseEncoder
+    unfreeze: object  # int (top layers or blocks), "all" or, for texts, "lora"
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    precision: str
+    seed: int
+    scheduler = None
+
+    def new_classifier(self, n_classes: int, device) -> nn.Linear:
+        """The temporary linear layer on the embeddings, initialised from the seed."""
+        with seeded(self.seed):
+            return nn.Linear(self.encoder.embedding_dim_, n_classes).to(device)
+
+    def train_epoch(self, epoch: int, progress) -> float:
+        """One pass over the training items; returns the mean training loss."""
+        with seeded(self.seed * 1000 + epoch):  # dropout and augmentation, reproducibly
+            return float(np.mean([self._step(loss) for loss in self.batch_losses(progress)]))
+
+    def _step(self, loss: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(loss.detach())
 
 
 def trunk_blocks(network: nn.Module) -> nn.Sequential:
@@ -45,38 +94,15 @@ def _output_node(network: nn.Module, block: int) -> str:
     from torchvision.models.feature_extraction import get_graph_node_names
 
     prefix = f"features.{block}"
-    nodes = [n for n in get_graph_node_names(network)[1] if n == prefix or n.startswith(prefix + ".")]
-    return nodes[-1]
-
-
-class _Top(nn.Module):
-    """The network from block ``split`` on, its penultimate output, and a new linear layer."""
-
-    def __init__(self, network: nn.Module, split: int, n_classes: int):
-        super().__init__()
-        network.features = network.features[split:]  # a slice keeps the original block names
-        head = _backbones.last_linear(network)
-        _backbones.set_submodule(network, head, nn.Identity())
-        self.network = network
-        self.classifier = None
-        self.n_classes = n_classes
-
-    def embed(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.network(activations)
+    return [n for n in get_graph_node_names(network)[1] if n == prefix or n.startswith(prefix + ".")][-1]
 
 
 @dataclasses.dataclass
-class ImageTuner:
+class ImageTuner(Tuner):
     """Tunes the top ``unfreeze`` blocks of a fitted ImageEncoder's torchvision network."""
 
     encoder: ImageEncoder
-    unfreeze: object  # int (top blocks) or "all"
     augment: bool
-    learning_rate: float
-    batch_size: int
-    max_epochs: int
-    precision: str
-    seed: int
 
     def start(self, items: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
         """Build the frozen lower blocks and the trainable top; train on ``items[train_rows]``."""
@@ -88,14 +114,14 @@ class ImageTuner:
             raise ValueError(f"FineTuningClassifier tunes torchvision models; {encoder.model!r} is a timm backbone, "
                              "used frozen only for now: put a classifier on ImageEncoder's features, or tune a "
                              "torchvision model (e.g. 'efficientnet_b0', 'mobilenet_v2').")
+        if encoder.layer is not None:
+            raise ValueError("FineTuningClassifier tunes the network's penultimate representation; use an "
+                             "ImageEncoder with layer=None.")
         self.device = torch.device(encoder.device_)
         weights = _backbones.resolve_weights(encoder.model, encoder.weights)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # weights=None already warned in the encoder's fit
             network = _backbones.load_torchvision(encoder.model, weights)
-        if encoder.layer is not None:
-            raise ValueError("FineTuningClassifier tunes the network's penultimate representation; use an "
-                             "ImageEncoder with layer=None.")
         blocks = trunk_blocks(network)
         n_top = len(blocks) if self.unfreeze == "all" else int(self.unfreeze)
         if not 1 <= n_top <= len(blocks):
@@ -104,50 +130,40 @@ class ImageTuner:
         self.split = len(blocks) - n_top
         self.node = _output_node(network, self.split - 1) if self.split else None
         self.lower = blocks[: self.split].eval().requires_grad_(False).to(self.device)
-        self.top = _Top(network, self.split, int(labels.max()) + 1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            dim = encoder.embedding_dim_
-            self.top.classifier = nn.Linear(dim, self.top.n_classes)
-        self.top.to(self.device)
+        network.features = blocks[self.split :]  # a slice keeps the original block names
+        _backbones.set_submodule(network, _backbones.last_linear(network), nn.Identity())
+        self.network = network.to(self.device)  # the top blocks, up to the penultimate output
+        self.classifier = self.new_classifier(int(labels.max()) + 1, self.device)
         self.items, self.train_rows, self.labels = list(items), np.asarray(train_rows), np.asarray(labels)
         self.rng = np.random.default_rng(self.seed)
-        self.optimizer = torch.optim.Adam(self.top.parameters(), lr=self.learning_rate)
+        self.optimizer = torch.optim.Adam([*self.network.parameters(), *self.classifier.parameters()],
+                                          lr=self.learning_rate)
         self._activations = None
 
-    # ------------------------------------------------------------------ inputs of the top blocks
     def activations(self) -> torch.Tensor:
         """Non-augmented input of the top blocks for every item: the frozen lower output, computed once."""
-        if self._activations is not None:
-            return self._activations
-        items = self.items
-        if self.split:
-            lower = clone(self.encoder).set_params(layer=self.node, pooling=None)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*features per image.*")
-                flat = lower.fit(items[:1]).transform(items)  # through the encoder's cache, if any
-            shape = self._lower_shape()
-        else:
-            flat, shape = self._preprocessed(items), None
-        bad = np.flatnonzero(~np.isfinite(flat.reshape(len(items), -1)).all(axis=1))
-        if bad.size:
-            raise ValueError(f"FineTuningClassifier could not encode the training image at index {bad[0]}: every "
-                             "training image must be readable (fix or remove it).")
-        tensor = torch.from_numpy(np.ascontiguousarray(flat))
-        self._activations = tensor.view(len(items), *shape) if shape is not None else tensor
+        if self._activations is None:
+            if self.split:
+                lower = clone(self.encoder).set_params(layer=self.node, pooling=None)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*features per image.*")
+                    flat = lower.fit(self.items[:1]).transform(self.items)  # through the encoder's cache, if any
+                with torch.inference_mode():
+                    shape = self.lower(torch.zeros(1, 3, self._side(), self._side(), device=self.device)).shape[1:]
+                self._activations = torch.from_numpy(np.ascontiguousarray(flat)).view(len(self.items), *shape)
+            else:
+                self._activations = torch.from_numpy(self._preprocessed(self.items))
         return self._activations
 
-    def _lower_shape(self) -> tuple:
-        side = self.encoder.preprocess_.crop_size[0] if hasattr(self.encoder.preprocess_, "crop_size") else 224
-        with torch.inference_mode():
-            out = self.lower(torch.zeros(1, 3, side, side, device=self.device))
-        return tuple(out.shape[1:])
+    def _side(self) -> int:
+        preset = self.encoder.preprocess_
+        return preset.crop_size[0] if hasattr(preset, "crop_size") else 224
 
     def _preprocessed(self, items: list, transform=None) -> np.ndarray:
         # The encoder's fitted value_range: tuning reads float and 16-bit images as encoding does.
         value_range = self.encoder.identity_.settings.get("value_range")
         dataset = ImageDataset(items, transform or self.encoder.preprocess_, None, None,
-                                None if value_range is None else tuple(value_range))
+                               None if value_range is None else tuple(value_range))
         loader = data_loader(dataset, batch_size=self.batch_size, num_workers=0, device=self.device, collate_fn=collate)
         out = None
         for index, batch, errors in loader:
@@ -157,73 +173,51 @@ class ImageTuner:
             if out is None:
                 out = np.empty((len(items), *batch.shape[1:]), dtype=np.float32)
             out[index] = batch.numpy()
-        return out.reshape(len(items), -1) if self.split else out
+        return out
 
     def _augment_transform(self):
         from torchvision import transforms
 
         preset = self.encoder.preprocess_
-        side = preset.crop_size[0] if hasattr(preset, "crop_size") else 224
-        mean = getattr(preset, "mean", (0.485, 0.456, 0.406))
-        std = getattr(preset, "std", (0.229, 0.224, 0.225))
         return transforms.Compose([
-            transforms.RandomResizedCrop(side), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(mean, std),
+            transforms.RandomResizedCrop(self._side()), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(getattr(preset, "mean", (0.485, 0.456, 0.406)),
+                                 getattr(preset, "std", (0.229, 0.224, 0.225))),
         ])
 
-    # ------------------------------------------------------------------ training
-    def train_epoch(self, epoch: int, progress) -> float:
-        """One pass over the training images; returns the mean training loss."""
-        self.top.train()
+    def batch_losses(self, progress):
+        self.network.train()
         labels = torch.as_tensor(self.labels)
-        losses = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1000 + epoch)  # dropout and augmentation, reproducibly
-            if self.augment:
-                images = torch.from_numpy(self._augmented_inputs())
-            else:
-                images = self.activations()[torch.as_tensor(self.train_rows)]
-            order = self.rng.permutation(len(self.train_rows))
-            for start in progress(range(0, len(order), self.batch_size)):
-                batch = torch.as_tensor(order[start : start + self.batch_size])
-                inputs = images[batch].to(self.device)
-                if self.augment and self.split:
-                    with torch.no_grad(), autocast(self.device, self.precision):
-                        inputs = self.lower(inputs).float()
-                with autocast(self.device, self.precision):
-                    logits = self.top.classifier(self.top.embed(inputs).float())
-                    loss = nn.functional.cross_entropy(logits.float(), labels[batch].to(self.device))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                losses.append(float(loss.detach()))
-        self.top.eval()
-        return float(np.mean(losses))
-
-    def _augmented_inputs(self) -> np.ndarray:
-        """Each training image decoded with a fresh random crop and flip (seeded by the caller)."""
-        split, self.split = self.split, 0  # keep the (N, C, H, W) layout
-        try:
-            return self._preprocessed([self.items[i] for i in self.train_rows], self._augment_transform())
-        finally:
-            self.split = split
+        if self.augment:  # each training image decoded with a fresh random crop and flip
+            images = torch.from_numpy(self._preprocessed([self.items[i] for i in self.train_rows],
+                                                         self._augment_transform()))
+        else:
+            images = self.activations()[torch.as_tensor(self.train_rows)]
+        order = self.rng.permutation(len(self.train_rows))
+        for start in progress(range(0, len(order), self.batch_size)):
+            batch = torch.as_tensor(order[start : start + self.batch_size])
+            inputs = images[batch].to(self.device)
+            if self.augment and self.split:
+                with torch.no_grad(), autocast(self.device, self.precision):
+                    inputs = self.lower(inputs).float()
+            with autocast(self.device, self.precision):
+                logits = self.classifier(self.network(inputs).float())
+                loss = nn.functional.cross_entropy(logits.float(), labels[batch].to(self.device))
+            yield loss
 
     def features(self) -> np.ndarray:
         """Penultimate features of every item with the top blocks as tuned so far."""
-        self.top.eval()
+        self.network.eval()
         inputs = self.activations()
-        out = []
         with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, len(inputs), 64):
-                out.append(self.top.embed(inputs[start : start + 64].to(self.device)).float().cpu())
+            out = [self.network(inputs[s : s + 64].to(self.device)).float().cpu() for s in range(0, len(inputs), 64)]
         return torch.cat(out).numpy()
 
     def restore(self, state: dict) -> None:
         """Put back the tensors of an earlier `snapshot` (the best epoch)."""
-        prefix = len("features.")
-        self.top.network.features.load_state_dict({name[prefix:]: tensor for name, tensor in state.items()})
+        self.network.load_state_dict(state)
 
     def snapshot(self) -> dict:
-        """The top blocks' tensors (BatchNorm statistics included), named as in the full network."""
-        return {f"features.{name}": tensor.detach().clone()
-                for name, tensor in self.top.network.features.state_dict().items()}
+        """Every tensor of the trained top: its blocks (BatchNorm statistics included) and any head layers
+        before the replaced linear one (VGG's, ConvNeXt's), named as in the full network."""
+        return {name: tensor.detach().clone() for name, tensor in self.network.state_dict().items()}

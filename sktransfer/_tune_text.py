@@ -1,13 +1,15 @@
 """Fine-tuning a sentence-transformers model on labelled texts (used by FineTuningClassifier).
 
-Two objectives, both with sentence-transformers' own model and losses and torch's optimiser:
+Two objectives, both on the encoder's own head (its pooling, layers and normalisation, as
+``TextEncoder`` computes it) with torch's AdamW:
 
 * ``"contrastive"`` (the default): the SetFit recipe. Pairs of training texts are labelled 1.0 when
-  they share a class and 0.0 otherwise, and ``CosineSimilarityLoss`` pulls the pairs' embeddings
-  to that cosine. Each epoch samples fresh pairs: for every text, one positive and one negative
-  partner, `PAIR_ROUNDS` times (SetFit's ``num_iterations``).
+  they share a class and 0.0 otherwise, and sentence-transformers' ``CosineSimilarityLoss`` pulls
+  the pairs' embeddings to that cosine. Each epoch samples fresh pairs: for every text, one positive
+  and one negative partner, `PAIR_ROUNDS` times (SetFit's ``num_iterations``).
 * ``"classification"``: a temporary linear softmax layer on the sentence embedding, trained with
-  the unfrozen layers by cross-entropy (plain top-k fine-tuning).
+  the unfrozen layers by torch's cross-entropy (plain top-k fine-tuning; sentence-transformers'
+  ``SoftmaxLoss`` classifies pairs of texts, not texts).
 
 sentence-transformers' ``SentenceTransformerTrainer`` needs ``datasets`` and ``accelerate`` and
 owns the epoch loop; the estimator needs to score every epoch on its validation split and stop,
@@ -21,10 +23,15 @@ import math
 
 import numpy as np
 import torch
+from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+from sentence_transformers.util import batch_to_device
 from torch import nn
 
 from ._device import autocast
+from ._runtime import optional_import
 from ._text_head import output_vectors
+from ._tune_images import Tuner, seeded
+from ._weights import apply_weights
 from .text import TOKENIZER_LOCK, TextEncoder
 
 __all__ = ["TextTuner", "PAIR_ROUNDS"]
@@ -69,17 +76,11 @@ def contrastive_pairs(labels: np.ndarray, rounds: int, rng: np.random.Generator,
 
 
 @dataclasses.dataclass
-class TextTuner:
+class TextTuner(Tuner):
     """Tunes a fresh float32 copy of a fitted TextEncoder's model; the encoder itself stays frozen."""
 
     encoder: TextEncoder
-    unfreeze: object  # int (top layers), "all" or "lora"
     objective: str
-    learning_rate: float
-    batch_size: int
-    max_epochs: int
-    precision: str
-    seed: int
 
     def start(self, texts: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
         """Load a trainable copy of the model; train on ``texts[train_rows]`` with ``labels``."""
@@ -96,16 +97,16 @@ class TextTuner:
         self.all_texts = list(texts)
         self.texts, self.labels = [self.all_texts[i] for i in train_rows], np.asarray(labels)
         self.rng = np.random.default_rng(self.seed)
-        self.classifier = None
-        if self.objective == "classification":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                self.classifier = nn.Linear(self.encoder.embedding_dim_, int(self.labels.max()) + 1).to(self.model.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.classifier is not None:
+        if self.objective == "classification":
+            self.classifier = self.new_classifier(int(self.labels.max()) + 1, self.model.device)
             params += list(self.classifier.parameters())
+            examples = len(self.texts)
+        else:
+            self.pair_loss = CosineSimilarityLoss(self.model)
+            examples = min(2 * PAIR_ROUNDS * len(self.texts), MAX_PAIRS_PER_EPOCH)
         self.optimizer = torch.optim.AdamW(params, lr=self.learning_rate)
-        steps = self.max_epochs * math.ceil(self._examples_per_epoch() / self.batch_size)
+        steps = self.max_epochs * math.ceil(examples / self.batch_size)
         warmup = max(1, int(0.1 * steps))  # SetFit's warmup_proportion
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
@@ -114,15 +115,12 @@ class TextTuner:
 
     def _add_lora(self) -> None:
         """Wrap every linear layer of the transformer in a LoRA adapter (peft); only adapters train."""
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError:
-            raise ImportError('unfreeze="lora" needs the peft package: pip install "sktransfer[lora]"') from None
+        peft = optional_import("peft", "lora", 'unfreeze="lora"')
         module = self.model[0]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # the adapters' A matrices start random (B at zero)
-            config = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.1, target_modules="all-linear")
-            module.auto_model = get_peft_model(module.auto_model, config)
+        with seeded(self.seed):  # the adapters' A matrices start random (B at zero)
+            config = peft.LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.1,
+                                     target_modules="all-linear")
+            module.auto_model = peft.get_peft_model(module.auto_model, config)
 
     def _lora_layers(self):
         """``(pretrained weight name, LoRA layer)`` for every adapter, named as in the unwrapped model."""
@@ -133,60 +131,35 @@ class TextTuner:
                 # peft nests the transformer as <where it was>.base_model.model.<its own names>
                 yield f"{name.replace('base_model.model.', '', 1)}.weight", layer
 
-    def _examples_per_epoch(self) -> int:
-        return min(2 * PAIR_ROUNDS * len(self.texts), MAX_PAIRS_PER_EPOCH) if self.objective == "contrastive" else len(self.texts)
-
     def _tokenize(self, texts: list) -> dict:
-        from sentence_transformers.util import batch_to_device
-
         with TOKENIZER_LOCK:
             features = self.model.preprocess(texts, prompt=self.encoder.identity_.settings.get("prompt") or None,
                                              processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
         return batch_to_device(features, self.model.device)
 
-    def train_epoch(self, epoch: int, progress) -> float:
-        """One pass; returns the mean training loss."""
+    def _embed(self, texts: list) -> torch.Tensor:
+        return output_vectors(self.model, self._tokenize(texts), self.encoder.identity_.settings)
 
+    def batch_losses(self, progress):
         self.model.train()
         device = self.model.device
-        losses = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1000 + epoch)  # dropout masks, reproducibly
-            if self.objective == "contrastive":
-                pairs = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH)
-                batches = [pairs[s : s + self.batch_size] for s in range(0, len(pairs), self.batch_size)]
-                for batch in progress(batches):
-                    left = self._tokenize([self.texts[i] for i, _, _ in batch])
-                    right = self._tokenize([self.texts[j] for _, j, _ in batch])
-                    target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
-                    with autocast(self.model.device, self.precision):
-                        # sentence-transformers' CosineSimilarityLoss, on the encoder's own head
-                        # (its pooling, layers and normalisation).
-                        similarity = nn.functional.cosine_similarity(self._embed(left), self._embed(right))
-                        loss = nn.functional.mse_loss(similarity.float(), target)
-                    losses.append(self._step(loss))
-            else:
-                order = self.rng.permutation(len(self.texts))
-                batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-                for batch in progress(batches):
-                    features = self._tokenize([self.texts[i] for i in batch])
-                    target = torch.as_tensor(self.labels[batch], device=device)
-                    with autocast(self.model.device, self.precision):
-                        embeddings = self._embed(features)
-                        loss = nn.functional.cross_entropy(self.classifier(embeddings.float()), target)
-                    losses.append(self._step(loss))
-        self.model.eval()
-        return float(np.mean(losses))
-
-    def _embed(self, features: dict) -> torch.Tensor:
-        return output_vectors(self.model, features, self.encoder.identity_.settings)
-
-    def _step(self, loss: torch.Tensor) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
+        if self.objective == "contrastive":
+            pairs = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH)
+            for batch in progress([pairs[s : s + self.batch_size] for s in range(0, len(pairs), self.batch_size)]):
+                target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
+                with autocast(device, self.precision):
+                    left = self._embed([self.texts[i] for i, _, _ in batch])
+                    right = self._embed([self.texts[j] for _, j, _ in batch])
+                    loss = self.pair_loss.compute_loss_from_embeddings([left, right], target)
+                yield loss
+        else:
+            order = self.rng.permutation(len(self.texts))
+            for batch in progress([order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]):
+                target = torch.as_tensor(self.labels[batch], device=device)
+                with autocast(device, self.precision):
+                    logits = self.classifier(self._embed([self.texts[i] for i in batch]).float())
+                    loss = nn.functional.cross_entropy(logits, target)
+                yield loss
 
     def features(self) -> np.ndarray:
         """Embeddings of every text by the model as tuned so far (eval mode, the encoder's pipeline)."""
@@ -198,15 +171,13 @@ class TextTuner:
 
     def restore(self, state: dict) -> None:
         """Put back the tensors of an earlier `snapshot` (the best epoch)."""
-        from ._weights import apply_weights
-
         if not self.lora:
             apply_weights(self.model, state, "TextEncoder")
             return
         with torch.no_grad():
             for weight, layer in self._lora_layers():
-                layer.lora_A["default"].weight.copy_(state[f"{weight}.lora_A"])
-                layer.lora_B["default"].weight.copy_(state[f"{weight}.lora_B"])
+                for factor in ("lora_A", "lora_B"):
+                    getattr(layer, factor)["default"].weight.copy_(state[f"{weight}.{factor}"])
 
     def snapshot(self) -> dict:
         """The tensors tuning changed, named as in the pretrained model's ``state_dict``.
@@ -214,12 +185,12 @@ class TextTuner:
         With LoRA, each adapted weight ``W`` gets its two factors and scale (``W + scale * B @ A``
         is what the tuned model computes), so the state is the adapters only.
         """
-        if self.lora:
-            state = {}
-            for weight, layer in self._lora_layers():
-                state[f"{weight}.lora_A"] = layer.lora_A["default"].weight.detach().clone()
-                state[f"{weight}.lora_B"] = layer.lora_B["default"].weight.detach().clone()
-                state[f"{weight}.lora_scale"] = torch.tensor(float(layer.scaling["default"]))
-            return state
-        state = self.model.state_dict()
-        return {name: state[name].detach().clone() for name in self.trainable}
+        if not self.lora:
+            state = self.model.state_dict()
+            return {name: state[name].detach().clone() for name in self.trainable}
+        state = {}
+        for weight, layer in self._lora_layers():
+            for factor in ("lora_A", "lora_B"):
+                state[f"{weight}.{factor}"] = getattr(layer, factor)["default"].weight.detach().clone()
+            state[f"{weight}.lora_scale"] = torch.tensor(float(layer.scaling["default"]))
+        return state

@@ -13,8 +13,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.extmath import _approximate_mode  # how a stratified split shares out each class
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -24,6 +24,7 @@ from ._device import PRECISIONS
 from ._weights import weights_to_bytes
 from .base import BaseEncoder, DocLinkMixin, column_to_list, is_missing, read_once
 from .cache import EmbeddingCache
+from .clip import ClipEncoder
 from .image import ImageEncoder
 from .text import TextEncoder
 
@@ -53,6 +54,24 @@ def _head_has(attribute):
         return hasattr(head, attribute)
 
     return check
+
+
+def stratified_train_counts(counts: np.ndarray, n_train: int, seed: int) -> np.ndarray:
+    """Items of each class in the training part of ``train_test_split(..., stratify=, random_state=seed)``,
+    without splitting: the floor of each class's share, and the items left to the largest remainders, ties
+    drawn by ``RandomState(seed)`` (the split's own apportionment; a test checks the two agree)."""
+    rng = np.random.RandomState(seed)
+    share = counts / counts.sum() * n_train
+    taken = np.floor(share)
+    remainder, left = share - taken, int(n_train - taken.sum())
+    for value in np.unique(remainder)[::-1]:
+        if left == 0:
+            break
+        tied = np.flatnonzero(remainder == value)
+        chosen = rng.choice(tied, size=min(len(tied), left), replace=False)
+        taken[chosen] += 1
+        left -= len(chosen)
+    return taken.astype(int)
 
 
 class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -174,24 +193,9 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         "cache": [None, str, os.PathLike, EmbeddingCache],
     }
 
-    def __init__(
-        self,
-        encoder,
-        *,
-        unfreeze="auto",
-        objective="auto",
-        max_epochs=None,
-        learning_rate=None,
-        batch_size=None,
-        validation_fraction=0.2,
-        early_stopping=True,
-        head=None,
-        augment="auto",
-        precision="fp32",
-        random_state=None,
-        show_progress=False,
-        cache=None,
-    ):
+    def __init__(self, encoder, *, unfreeze="auto", objective="auto", max_epochs=None, learning_rate=None,
+                 batch_size=None, validation_fraction=0.2, early_stopping=True, head=None, augment="auto",
+                 precision="fp32", random_state=None, show_progress=False, cache=None):
         self.encoder = encoder
         self.unfreeze = unfreeze
         self.objective = objective
@@ -242,8 +246,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             frozen.set_params(cache=self.cache)
         frozen.fit(X)
         items, valid = frozen.read_column(X, reset=False)  # the encoder's on_error applied
-        if len(items) != len(y):
-            raise ValueError(f"y must be one label per item: got shape {y.shape} for {len(items)} items.")
         if not valid.all():
             first = int(np.flatnonzero(~valid)[0])
             raise ValueError(
@@ -325,7 +327,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         raise TypeError(
             f"FineTuningClassifier adapts a TextEncoder or an ImageEncoder, got {type(self.encoder).__name__}"
             + (" (a ClipEncoder is used frozen: put a classifier on its features, or use ZeroShotClassifier "
-               "without labels)." if type(self.encoder).__name__ == "ClipEncoder" else ".")
+               "without labels)." if isinstance(self.encoder, ClipEncoder) else ".")
         )
 
     def _setting(self, name: str, modality: str):
@@ -337,8 +339,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         return value
 
     def _seed(self) -> int:
-        from sklearn.utils import check_random_state
-
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _objective(self, modality: str) -> str:
@@ -392,35 +392,36 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             )
 
     def _split(self, codes: np.ndarray, seed: int, objective: str):
-        """The stratified training and validation rows, or a ValueError saying which class cannot be split."""
+        """The stratified training and validation rows, or a ValueError naming the class and what works."""
         rows = np.arange(len(codes))
         if self.validation_fraction == 0:
             return rows, rows[:0]
         n, counts = len(codes), np.bincount(codes)
         n_classes = len(counts)
         n_val = math.ceil(self.validation_fraction * n)
+        needed = 2 if objective == "contrastive" else 1  # a same-class partner for every text; the head sees each class
+        fallback = "set validation_fraction=0 (no validation: no frozen fallback)."
+
+        def advice(label_more: str, none_works: str) -> str:
+            works = self._working_sizes(counts, seed, needed)
+            if works:
+                return f"Use validation_fraction {self._fractions(works, n)}, {label_more}"
+            return f"No validation_fraction works: {none_works}. L{label_more[1:]}"
+
         if n_val < n_classes or n - n_val < 2 * n_classes:
-            needed = 2 if objective == "contrastive" else 1
-            works = self._working_sizes(counts, seed, needed) if n >= 3 * n_classes else []
             if n < 3 * n_classes:
-                fix = (f"{n} items cannot hold both ({3 * n_classes} are needed for {n_classes} classes): label more, "
-                       "or set validation_fraction=0 (no validation: no frozen fallback).")
-            elif works:
-                fix = (f"Use validation_fraction {self._fractions(works, n)}, label more, or set validation_fraction=0 "
-                       "(no validation: no frozen fallback).")
+                fix = f"{n} items cannot hold both ({3 * n_classes} are needed for {n_classes} classes): label more"
             else:
-                fix = (f"No validation_fraction works: no stratified split of these {n} items gives at least "
-                       f"{n_classes} validation items and leaves every class {needed} training items. Label more, "
-                       "or set validation_fraction=0 (no validation: no frozen fallback).")
+                fix = advice("label more", f"no stratified split of these {n} items gives at least {n_classes} "
+                             f"validation items and leaves every class {needed} training items")
             raise ValueError(
                 f"FineTuningClassifier: validation_fraction={self.validation_fraction} of {n} items gives {n_val} "
                 f"validation items and {n - n_val} training items for {n_classes} classes "
                 f"({self._class_counts(counts)}): too few for a stratified split, which needs as many validation "
-                f"items as classes ({n_classes}) and 2 training items per class ({2 * n_classes}). {fix}"
+                f"items as classes ({n_classes}) and 2 training items per class ({2 * n_classes}). {fix}, or {fallback}"
             )
         train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=seed)
         # Stratifying rounds each class's share: a small class can lose its training items to validation.
-        needed = 2 if objective == "contrastive" else 1  # a same-class partner for every text; the head sees each class
         kept = np.bincount(codes[train], minlength=n_classes)
         short = np.flatnonzero(kept < needed)
         if short.size:
@@ -428,19 +429,13 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             label = self._label(k)
             why = "contrastive tuning pairs every text with another of its class" if needed == 2 else \
                 "the head must see every class in training"
-            works = self._working_sizes(counts, seed, needed)
-            if works:
-                fix = f"Use validation_fraction {self._fractions(works, n)}, label more items of class {label!r}"
-            else:
-                fix = (f"No validation_fraction works: every split with {n_classes} to {n - 2 * n_classes} "
-                       f"validation items leaves some class fewer than {needed} training items. Label more items of "
-                       f"class {label!r}")
+            fix = advice(f"label more items of class {label!r}", f"every split with {n_classes} to "
+                         f"{n - 2 * n_classes} validation items leaves some class fewer than {needed} training items")
             raise ValueError(
                 f"FineTuningClassifier: the stratified validation split (validation_fraction="
                 f"{self.validation_fraction}) leaves {kept[k]} of the {counts[k]} items of class {label!r} for "
                 f"training, and {why} ({needed} needed). {fix}"
-                + (", use objective='classification'" if needed == 2 else "")
-                + ", or set validation_fraction=0 (no validation: no frozen fallback)."
+                + (", use objective='classification'" if needed == 2 else "") + f", or {fallback}"
             )
         if n_val < SMALL_VALIDATION:
             warnings.warn(
@@ -453,16 +448,14 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         return np.sort(train), np.sort(val)
 
     def _label(self, k: int):
-        """Class ``k`` as a Python value (``'a'``, ``1``), for messages; labels may be strings in an object array."""
-        return np.asarray(self.classes_).tolist()[k]
+        return np.asarray(self.classes_).tolist()[k]  # a Python value ('a', 1) for messages
 
     @staticmethod
     def _working_sizes(counts: np.ndarray, seed: int, needed: int) -> list:
-        """The validation sizes whose stratified split (as train_test_split makes it, same seed) keeps every class
-        at least ``needed`` training items."""
+        """The validation sizes whose split (this seed) leaves every class ``needed`` training items."""
         n, n_classes = int(counts.sum()), len(counts)
         return [m for m in range(n_classes, n - 2 * n_classes + 1)
-                if _approximate_mode(counts, n - m, np.random.RandomState(seed)).min() >= needed]
+                if stratified_train_counts(counts, n - m, seed).min() >= needed]
 
     @staticmethod
     def _fractions(sizes: list, n: int) -> str:
@@ -489,22 +482,17 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         return shown + (f", and {len(counts) - 8} more" if len(counts) > 8 else "")
 
     def _make_tuner(self, modality: str, encoder: BaseEncoder, seed: int):
-        common = {
-            "unfreeze": self._setting("unfreeze", modality),
-            "learning_rate": float(self._setting("learning_rate", modality)),
-            "batch_size": int(self._setting("batch_size", modality)),
-            "max_epochs": int(self._setting("max_epochs", modality)),
-            "precision": self.precision,
-            "seed": seed,
-        }
+        unfreeze = self._setting("unfreeze", modality)
+        common = dict(unfreeze=unfreeze, learning_rate=float(self._setting("learning_rate", modality)),
+                      batch_size=int(self._setting("batch_size", modality)),
+                      max_epochs=int(self._setting("max_epochs", modality)), precision=self.precision, seed=seed)
         if modality == "text":
             from ._tune_text import TextTuner
 
             return TextTuner(encoder, objective=self._objective(modality), **common)
         from ._tune_images import ImageTuner
 
-        augment = common["unfreeze"] == "all" if self.augment == "auto" else bool(self.augment)
-        return ImageTuner(encoder, augment=augment, **common)
+        return ImageTuner(encoder, augment=unfreeze == "all" if self.augment == "auto" else bool(self.augment), **common)
 
     def _new_head(self):
         return clone(self.head) if self.head is not None else LogisticRegression(max_iter=1000)
@@ -512,21 +500,15 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     def _validation_score(self, X_train, y_train, X_val, y_val) -> tuple:
         """(accuracy, -log loss) of the head on the validation split: compared in that order."""
         head = self._new_head().fit(X_train, y_train)
-        accuracy = accuracy_score(y_val, head.predict(X_val))
-        if hasattr(head, "predict_proba"):
-            loss = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_)
-        else:
-            loss = math.nan
-        return (float(accuracy), -float(loss) if not math.isnan(loss) else -math.inf)
+        accuracy = float(accuracy_score(y_val, head.predict(X_val)))
+        loss = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_) if hasattr(head, "predict_proba") \
+            else math.nan
+        return accuracy, -math.inf if math.isnan(loss) else -float(loss)
 
     def _record(self, epoch, loss, score, seconds) -> None:
-        self.history_.append({
-            "epoch": epoch,
-            "train_loss": float(loss),
-            "val_accuracy": math.nan if score is None else score[0],
-            "val_log_loss": math.nan if score is None else -score[1],
-            "seconds": round(seconds, 3),
-        })
+        self.history_.append({"epoch": epoch, "train_loss": float(loss),
+                              "val_accuracy": math.nan if score is None else score[0],
+                              "val_log_loss": math.nan if score is None else -score[1], "seconds": round(seconds, 3)})
 
     def _batch_progress(self, iterable):
         return tqdm(iterable, desc="batches", unit="batch", leave=False, disable=not self.show_progress)

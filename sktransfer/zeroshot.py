@@ -8,9 +8,11 @@ import string
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted
 
 from .base import DocLinkMixin
+from .clip import ClipEncoder
 
 __all__ = ["ZeroShotClassifier"]
 
@@ -19,11 +21,7 @@ DEFAULT_TEMPERATURE = 0.01
 
 
 def _template_problem(template: str) -> str | None:
-    """What keeps ``template.format(description)`` from filling the template exactly once, if anything.
-
-    The rule: exactly one ``{}`` (no name, index, conversion or format spec), and literal braces
-    written twice (``{{`` and ``}}``), as ``str.format`` reads them.
-    """
+    """What keeps ``template`` from holding exactly one plain ``{}`` (literal braces doubled), if anything."""
     try:
         fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
@@ -132,8 +130,8 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
                 "filled with each label's description (e.g. 'a photo of a {}.'); write a literal brace twice ('{{' "
                 "or '}}'), or pass template=None to use the descriptions as they are."
             )
-        fill = (lambda text: self.template.format(text)) if self.template is not None else (lambda text: text)
-        prompts = [[fill(text) for text in texts] for texts in descriptions]
+        prompts = [[text if self.template is None else self.template.format(text) for text in texts]
+                   for texts in descriptions]
         owner = {}  # the same texts embed to the same point: the first class would win every tie
         for cls, texts, filled in zip(classes, descriptions, prompts):
             other = owner.setdefault(frozenset(filled), cls)
@@ -164,7 +162,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         classes, prompts = self._class_prompts()
         self.encoder_ = clone(self.encoder).fit(X)
         flat = [text for texts in prompts for text in texts]
-        if type(self.encoder_).__name__ == "ClipEncoder":
+        if isinstance(self.encoder_, ClipEncoder):
             # The items' encoder may be fitted on images: label texts go through a text twin
             # (the same model and settings, so the same space and registry entry).
             text_encoder = clone(self.encoder).set_params(modality="text").fit(flat)
@@ -224,10 +222,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        logits = self.similarities(X) / self.temperature_
-        logits -= logits.max(axis=1, keepdims=True)
-        weights = np.exp(logits)
-        return weights / weights.sum(axis=1, keepdims=True)
+        return softmax(self.similarities(X) / self.temperature_, copy=False)
 
     def predict(self, X):
         """The class whose label text is most similar to each item.
@@ -240,7 +235,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        scores = self.similarities(X)  # checks the fit first
+        scores = self.similarities(X)  # checks the fit first (before classes_ is read)
         return self.classes_[scores.argmax(axis=1)]
 
     def __sklearn_tags__(self):

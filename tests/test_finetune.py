@@ -100,6 +100,22 @@ def test_contrastive_pairs_follow_the_labels():
         assert i != j and target == float(labels[i] == labels[j])
 
 
+def test_stratified_train_counts_are_the_splits_own():
+    """The split advice tries every validation size without splitting: its counts must be the split's."""
+    from sklearn.model_selection import train_test_split
+
+    from sktransfer.finetune import stratified_train_counts
+
+    for counts in ([2, 2, 2], [3, 20], [5, 5, 2], [7, 7, 7, 2], [4, 4], [2, 3, 4, 11]):
+        codes = np.repeat(np.arange(len(counts)), counts)
+        n = len(codes)
+        for seed in range(5):
+            for m in range(len(counts), n - len(counts) + 1):
+                train, _ = train_test_split(np.arange(n), test_size=m, stratify=codes, random_state=seed)
+                np.testing.assert_array_equal(stratified_train_counts(np.array(counts), n - m, seed),
+                                              np.bincount(codes[train], minlength=len(counts)))
+
+
 # ---------------------------------------------------------------------- text
 def test_text_tuning_changes_vectors_and_identity(tuned_text, texts):
     X, y = texts
@@ -198,6 +214,28 @@ def test_tuner_features_match_the_tuned_encoder(photos):
     assert clf.tuned_ and {name.split(".")[1] for name in state} == {"17", "18"}  # top 2 of 19 blocks
     tuner.restore(state)
     a, b = tuner.features(), clf.transform(X)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.9999
+
+
+def test_head_layers_before_the_last_linear_one_are_tuned_state(photos):
+    """MobileNetV3 (like VGG and ConvNeXt) has trained layers between its trunk and its last linear layer: the
+    tuned encoder must compute with them as trained, not as pretrained."""
+    from sktransfer._tune_images import ImageTuner
+    from sktransfer._weights import weights_to_bytes
+
+    X, y = photos[0][10:14], photos[1][10:14]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # weights=None: a seeded random initialisation
+        encoder = image_encoder(model="mobilenet_v3_small", weights=None).fit(X)
+    tuner = ImageTuner(encoder, unfreeze=1, augment=False, learning_rate=1e-2, batch_size=4, max_epochs=1,
+                       precision="fp32", seed=0)
+    tuner.start(X, np.arange(len(X)), y)
+    tuner.train_epoch(1, lambda batches: batches)
+    state = tuner.snapshot()
+    assert "classifier.0.weight" in state
+    encoder.adopt_tuned_weights(weights_to_bytes(state))
+    a, b = pickle.loads(pickle.dumps(encoder)).transform(X), tuner.features()
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.9999
 
