@@ -30,7 +30,7 @@ from torch import nn
 from ._device import autocast
 from ._runtime import optional_import
 from ._text_head import output_vectors
-from ._tune_images import Tuner, seeded
+from ._tuning import Tuner, seeded
 from ._weights import apply_weights
 from .text import TOKENIZER_LOCK, TextEncoder
 

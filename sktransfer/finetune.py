@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ._device import PRECISIONS
 from ._weights import weights_to_bytes
-from .base import BaseEncoder, DocLinkMixin, column_to_list, is_missing, read_once
+from ._columns import column_to_list, is_missing, read_once
+from .base import BaseEncoder, DocLinkMixin
 from .cache import EmbeddingCache
 from .clip import ClipEncoder
 from .image import ImageEncoder
