@@ -1,5 +1,5 @@
-"""What the Dask and Ray helpers share: checking the encoder on the client, preparing it on a worker,
-encoding one partition, and naming the failing item in the input's own terms.
+"""What the Dask and Ray helpers share: checking the encoder on the client, and encoding one piece
+of the input on a worker, with a failing item named in the whole input's terms.
 
 Nothing here imports dask or ray: `sktransfer.dask` and `sktransfer.ray` do, and
 ``import sktransfer`` imports neither.
@@ -7,16 +7,13 @@ Nothing here imports dask or ray: `sktransfer.dask` and `sktransfer.ray` do, and
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import resolve_device
+from ._messages import ItemError
 from .base import BaseEncoder
-
-_POSITION = re.compile(r"at index (\d+)")
 
 
 def check_fitted_encoder(encoder, helper: str) -> None:
@@ -32,13 +29,6 @@ def check_fitted_encoder(encoder, helper: str) -> None:
             "fit learns nothing from the data, it resolves the model and the settings that are shipped to workers)."
         ) from None
     encoder.check_unchanged()
-
-
-def feature_names(encoder, column_name) -> list[str]:
-    """Output column names: the encoder's, prefixed with the input column's name when it has one."""
-    if isinstance(column_name, str):
-        return list(encoder.get_feature_names_out([column_name]))
-    return list(encoder.get_feature_names_out())
 
 
 def prepare_on_worker(encoder):
@@ -57,27 +47,30 @@ def prepare_on_worker(encoder):
     return encoder
 
 
-def encode_items(encoder, items) -> np.ndarray:
-    """``encoder.transform(items)`` as a float32 array, whatever ``set_output`` the encoder has."""
-    if len(items) == 0:
-        return np.empty((0, encoder.embedding_dim_), dtype=np.float32)
-    return np.asarray(encoder.transform(items), dtype=np.float32)
+def encode_piece(encoder, items, where: str, label_of) -> np.ndarray:
+    """One piece of the input encoded on a worker (float32, whatever ``set_output`` says); an error
+    is re-raised with ``where`` (the partition) and the item's ``label_of`` (`locate_error`)."""
+    encoder = prepare_on_worker(encoder)
+    try:
+        if len(items) == 0:
+            return np.empty((0, encoder.embedding_dim_), dtype=np.float32)
+        return np.asarray(encoder.transform(items), dtype=np.float32)
+    except Exception as exc:
+        locate_error(exc, where, label_of)
+        raise
 
 
-def locate_error(exc: BaseException, where: str, label_of=None) -> BaseException:
+def locate_error(exc: BaseException, where: str, label_of) -> BaseException:
     """Add where a failing item sits in the whole input to the encoder's own message.
 
-    The encoder names the item's position within the piece it was given ("at index 3"); a user
-    needs the position (or index label) in the whole column, and which partition failed.
-    ``label_of(position)`` turns a position within the piece into that label. The exception keeps
-    its type (and stays picklable: only ``args`` changes), so ``except ValueError`` still works on
-    the client.
+    An `ItemError` knows the item's position within the piece the encoder was given; a user needs
+    the position (or index label) in the whole column, and which partition failed.
+    ``label_of(position)`` turns a position within the piece into that label; any other error gets
+    ``where`` alone. The exception keeps its type (and stays picklable: only ``args`` changes), so
+    ``except ValueError`` still works on the client.
     """
-    message = str(exc.args[0]) if exc.args else str(exc)
-    match = _POSITION.search(message)
-    note = where
-    if match is not None and label_of is not None:
-        position = int(match.group(1))
-        note += f"; index {position} there is {label_of(position)}"
-    exc.args = (f"{message} [{note}]", *exc.args[1:])
+    if isinstance(exc, ItemError):
+        at = exc.index
+        return exc.located(where if at is None else f"{where}; index {at} there is {label_of(at)}")
+    exc.args = (f"{exc.args[0] if exc.args else exc} [{where}]", *exc.args[1:])
     return exc

@@ -5,12 +5,9 @@ Usage (``reviews`` a dask DataFrame; the result is a lazy dask DataFrame)::
     from sktransfer.dask import transform
     features = transform(TextEncoder().fit(["a"]), reviews, column="text")
 
-The fitted encoder is small (about 1.5 kB: its identity and settings, never the weights), so
-it travels as one key of the graph, fetched by each worker that runs a partition like any other
-input; each worker process loads the model once through its model registry (keyed by the
-encoder's identity) and keeps it for every partition it encodes. Nothing is computed until the
-result is, and nothing is sent anywhere before: a worker that is dying or restarting is the
-scheduler's to route around, as for any Dask computation.
+The fitted encoder (about 1.5 kB: its identity and settings, never the weights) is one key of the
+graph; each worker process loads the model once (its model registry is keyed by the encoder's
+identity) for every partition it encodes. Nothing is computed or sent before the result is.
 
 Needs the ``dask`` extra: ``pip install "sktransfer[dask]"``. ``import sktransfer`` does not
 import dask.
@@ -22,19 +19,12 @@ import uuid
 
 import numpy as np
 
-from ._cluster import check_fitted_encoder, encode_items, feature_names, locate_error, prepare_on_worker
+from ._cluster import check_fitted_encoder, encode_piece
 from ._messages import with_article
+from ._runtime import optional_import
 
-try:
-    import dask
-    import dask.array as da
-    import dask.bag as db
-    import dask.dataframe as dd
-    import pandas as pd
-except ImportError as exc:  # pragma: no cover - the message is the point
-    raise ImportError(
-        f"sktransfer.dask needs Dask ({exc.name} is missing): pip install \"sktransfer[dask]\""
-    ) from None
+dask, da, db, dd, pd = (optional_import(name, "dask", "sktransfer.dask")
+                        for name in ("dask", "dask.array", "dask.bag", "dask.dataframe", "pandas"))
 
 __all__ = ["transform"]
 
@@ -83,24 +73,19 @@ def transform(encoder, data, *, column=None):
         data = _column_of(data, column)
     elif column is not None:
         raise TypeError(f"column= selects a column of a dask DataFrame; {_HELPER} got {with_article(type(data).__name__)}")
-    if isinstance(data, dd.Series):
-        return _transform_series(encoder, data)
-    if isinstance(data, db.Bag):
-        return _transform_bag(encoder, data)
-    if isinstance(data, da.Array):
-        return _transform_array(encoder, data)
+    for collection, encode in [(dd.Series, _transform_series), (db.Bag, _transform_bag), (da.Array, _transform_array)]:
+        if isinstance(data, collection):
+            return encode(encoder, data)
     raise TypeError(
         f"{_HELPER} takes a dask DataFrame (with column=), Series, Bag or 1-D Array, got {type(data).__name__}; "
-        "for in-memory data call encoder.transform directly"
-    )
+        "for in-memory data call encoder.transform directly")
 
 
 def _column_of(frame, column):
-    if column is None:
-        if len(frame.columns) != 1:
-            raise ValueError(f"the dask DataFrame has {len(frame.columns)} columns {list(frame.columns)[:8]}; "
-                             "choose the one to encode with column=")
-        column = frame.columns[0]
+    if column is None and len(frame.columns) != 1:
+        raise ValueError(f"the dask DataFrame has {len(frame.columns)} columns {list(frame.columns)[:8]}; "
+                         "choose the one to encode with column=")
+    column = frame.columns[0] if column is None else column
     if column not in frame.columns:
         raise KeyError(f"the dask DataFrame has no column {column!r}; columns: {list(frame.columns)[:20]}")
     return frame[column]
@@ -119,48 +104,36 @@ def _ship(encoder):
 
 # ------------------------------------------------------------------ DataFrame and Series
 def _transform_series(encoder, series):
-    names = feature_names(encoder, series.name)
-    meta = pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), columns=names, index=series._meta.index)
+    names = list(encoder.get_feature_names_out([series.name] if isinstance(series.name, str) else None))
+    meta = pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), columns=names,
+                        index=dd.utils.make_meta(series).index)
     return series.map_partitions(_encode_partition, _ship(encoder), names, series.npartitions,
                                  meta=meta, align_dataframes=False)
 
 
 def _encode_partition(series, encoder, names, n_partitions, partition_info=None):
     number = partition_info["number"] if partition_info else "?"
-    encoder = prepare_on_worker(encoder)
-    try:
-        features = encode_items(encoder, series)
-    except Exception as exc:
-        index = series.index
-        locate_error(exc, f"sktransfer.dask: partition {number} of {n_partitions}",
-                     lambda i: f"the row with index label {index[i:i + 1].tolist()[0]!r}")
-        raise
-    return pd.DataFrame(features, index=series.index, columns=names)
+    index = series.index
+    features = encode_piece(encoder, series, f"sktransfer.dask: partition {number} of {n_partitions}",
+                            lambda i: f"the row with index label {index[i:i + 1].tolist()[0]!r}")
+    return pd.DataFrame(features, index=index, columns=names)
 
 
 # ------------------------------------------------------------------ Bag and Array
 def _transform_bag(encoder, bag):
-    shipped = _ship(encoder)
+    shipped, dim = _ship(encoder), encoder.embedding_dim_
     encode = dask.delayed(_encode_bag_partition, pure=True)
-    parts = [
-        da.from_delayed(encode(part, shipped, number, bag.npartitions),
-                        shape=(np.nan, encoder.embedding_dim_), dtype=np.float32)
-        for number, part in enumerate(bag.to_delayed())
-    ]
+    parts = [da.from_delayed(encode(part, shipped, number, bag.npartitions), shape=(np.nan, dim), dtype=np.float32)
+             for number, part in enumerate(bag.to_delayed())]
     if not parts:  # a bag of no partitions (db.from_delayed([])): nothing to concatenate
-        return da.empty((0, encoder.embedding_dim_), dtype=np.float32, chunks=((0,), (encoder.embedding_dim_,)))
+        return da.empty((0, dim), dtype=np.float32, chunks=((0,), (dim,)))
     return da.concatenate(parts, axis=0)
 
 
 def _encode_bag_partition(items, encoder, number, n_partitions):
-    encoder = prepare_on_worker(encoder)
     items = list(items)
-    try:
-        return encode_items(encoder, items)
-    except Exception as exc:
-        locate_error(exc, f"sktransfer.dask: bag partition {number} of {n_partitions}",
-                     lambda i: f"item {i} of that partition ({items[i]!r:.80})")
-        raise
+    return encode_piece(encoder, items, f"sktransfer.dask: bag partition {number} of {n_partitions}",
+                        lambda i: f"item {i} of that partition ({items[i]!r:.80})")
 
 
 def _transform_array(encoder, array):
@@ -178,10 +151,5 @@ def _encode_array_block(block, encoder, n_blocks, block_info=None):
     location = block_info[0] if block_info else {}
     number = location.get("chunk-location", ("?",))[0]
     start = location.get("array-location", [(0, 0)])[0][0]
-    encoder = prepare_on_worker(encoder)
-    try:
-        return encode_items(encoder, list(block))
-    except Exception as exc:
-        locate_error(exc, f"sktransfer.dask: block {number} of {n_blocks}",
-                     lambda i: f"row {start + i} of the array")
-        raise
+    return encode_piece(encoder, list(block), f"sktransfer.dask: block {number} of {n_blocks}",
+                        lambda i: f"row {start + i} of the array")

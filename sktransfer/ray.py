@@ -6,12 +6,10 @@ Usage (``photos`` a Ray Dataset with a ``path`` column; the result is a lazy Ray
     encoded = transform(ImageEncoder().fit([photos.take(1)[0]["path"]]), photos, column="path")
 
 Each actor receives the fitted encoder once (about 1.5 kB, inline), loads the model once, and
-encodes the batches Ray Data streams to it. Four things that go wrong with a plain
-``map_batches`` are handled here: rows keep the input's order (Ray Data does not keep it by
-default); a dataset held in a few big blocks (``ray.data.from_pandas`` makes one) is split so
-that every actor gets work; the actors leave a CPU free for the read and write stages (actors on
-every CPU next to a repartition can stall: ray-project/ray#44687); and an empty dataset keeps
-its columns (Ray Data runs no batch of it, so nothing would say what they are).
+encodes the batches Ray Data streams to it. Unlike a plain ``map_batches``, rows keep the input's
+order, a dataset held in a few big blocks is split so that every actor gets work, the actors leave
+a CPU free for the read and write stages (ray-project/ray#44687), and an empty dataset keeps its
+columns.
 
 Needs the ``ray`` extra: ``pip install "sktransfer[ray]"``. ``import sktransfer`` does not import
 ray.
@@ -23,13 +21,11 @@ import numbers
 
 import numpy as np
 
-from ._cluster import check_fitted_encoder, encode_items, locate_error, prepare_on_worker
+from ._cluster import check_fitted_encoder, encode_piece, prepare_on_worker
+from ._runtime import optional_import
 
-try:
-    import ray
-    import ray.data  # noqa: F401  (Ray Data is an extra of ray: fail here, not on first use)
-except ImportError as exc:  # pragma: no cover - the message is the point
-    raise ImportError(f"sktransfer.ray needs Ray Data ({exc.name} is missing): pip install \"sktransfer[ray]\"") from None
+ray = optional_import("ray", "ray", "sktransfer.ray")
+optional_import("ray.data", "ray", "sktransfer.ray")  # Ray Data is an extra of ray: fail here, not on first use
 
 __all__ = ["transform"]
 
@@ -88,40 +84,30 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
         raise KeyError(f"the Ray Dataset has no column {column!r}; columns: {names[:20]}")
     if output_column in names:
         raise ValueError(f"the Ray Dataset already has a column {output_column!r}; choose another output_column=")
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    resources = ray.cluster_resources()
+    cpus, available_gpus = resources.get("CPU", 1), resources.get("GPU", 0)
     gpus = _gpus_per_actor(encoder, num_gpus)
-    cpus = ray.cluster_resources().get("CPU", 1)
     if concurrency is None:
-        concurrency = int(ray.cluster_resources().get("GPU", 0)) if gpus else int(cpus) - 1
-        concurrency = max(1, concurrency)
-    elif not isinstance(concurrency, numbers.Integral) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive int (number of actors), got {concurrency!r}")
-    available_gpus = ray.cluster_resources().get("GPU", 0)
+        concurrency = max(1, int(available_gpus) if gpus else int(cpus) - 1)
+    for name, value, what in [("batch_size", batch_size, ""), ("concurrency", concurrency, " (number of actors)")]:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int{what}, got {value!r}")
     if gpus and gpus * concurrency > available_gpus:
         raise ValueError(
             f"{concurrency} actor(s) x num_gpus={gpus:g} need {gpus * concurrency:g} GPU(s), and this Ray cluster "
             f"has {available_gpus:g}: the job would wait forever. Lower concurrency or num_gpus, or set the "
-            "encoder's device to 'cpu' (or 'auto', which uses GPUs only where the cluster has them)."
-        )
+            "encoder's device to 'cpu' (or 'auto', which uses GPUs only where the cluster has them).")
     if concurrency >= cpus:
         # Each actor holds a CPU; the stage that splits blocks needs one more, or the job waits
         # forever (seen here with 2 actors on ray.init(num_cpus=2); ray-project/ray#44687).
         raise ValueError(
             f"concurrency={concurrency} actors would hold every CPU of this Ray cluster ({cpus:g}), leaving none "
             f"for the stage that feeds them, and the job would hang. Use concurrency <= {max(1, int(cpus) - 1)}, "
-            "or start Ray with more CPUs."
-        )
+            "or start Ray with more CPUs.")
     encoded = dataset.repartition(target_num_rows_per_block=batch_size).map_batches(
-        _EncodeBatches,
         # The encoder pickles to a few hundred bytes (never the weights): it travels inline.
-        fn_constructor_args=(encoder, column, output_column),
-        batch_format="numpy",
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=1,
-        num_gpus=gpus,
-    )
+        _EncodeBatches, fn_constructor_args=(encoder, column, output_column), batch_format="numpy",
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, num_gpus=gpus)
     # Ray Data calls no UDF on an empty block, so an empty dataset came back with no columns at
     # all; one empty block built like the actors' output keeps the input's columns and the
     # embedding column (and adds no row) whatever the input holds.
@@ -170,28 +156,18 @@ def _gpus_per_actor(encoder, num_gpus) -> float:
     if num_gpus is not None:
         return num_gpus
     device = str(encoder.device)
-    if device.startswith("cuda"):
-        return 1
-    if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
-        return 1
-    return 0
+    return int(device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0))
 
 
 class _EncodeBatches:
     """A Ray Data actor: one copy of the encoder and one loaded model per actor process."""
 
     def __init__(self, encoder, column, output_column):
-        self.encoder = prepare_on_worker(encoder)
-        self.column = column
-        self.output_column = output_column
+        self.encoder, self.column, self.output_column = prepare_on_worker(encoder), column, output_column
         self.encoder.loaded_model()  # load now: the first batch should not pay for it
 
     def __call__(self, batch: dict) -> dict:
         items = list(batch[self.column])
-        try:
-            features = encode_items(self.encoder, items)
-        except Exception as exc:
-            locate_error(exc, f"sktransfer.ray: a batch of {len(items)} rows of column {self.column!r}",
-                         lambda i: f"{items[i]!r:.200}")
-            raise
-        return {**batch, self.output_column: np.asarray(features, dtype=np.float32)}
+        features = encode_piece(self.encoder, items, f"sktransfer.ray: a batch of {len(items)} rows of column "
+                                f"{self.column!r}", lambda i: f"{items[i]!r:.200}")
+        return {**batch, self.output_column: features}

@@ -1,15 +1,7 @@
 """Mixed tables: numeric, categorical, text and image-path columns in one ColumnTransformer.
 
-`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and
-a column of image paths needs, so that one ``Pipeline`` and one ``GridSearchCV`` cover it:
-
->>> import pandas as pd
->>> from sktransfer import make_table_encoder
->>> table = pd.DataFrame({"price": [9.5, 12.0], "colour": ["red", "blue"],
-...                       "name": ["red cotton shirt", "blue denim jeans"]})
->>> encoder = make_table_encoder(text="name").fit(table)
->>> encoder.get_feature_names_out()[[0, 383, 384, -1]].tolist()
-['name_000', 'name_383', 'colour_blue', 'price']
+`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and a column
+of image paths needs, so that one ``Pipeline`` and one ``GridSearchCV`` cover it.
 """
 
 from __future__ import annotations
@@ -29,32 +21,8 @@ from .text import TextEncoder
 __all__ = ["make_table_encoder"]
 
 
-def _as_columns(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return list(value)
-
-
-def _other_columns(dtypes, exclude: list):
-    """A picklable selector of ``dtypes`` columns whose name is not in ``exclude``."""
-    pattern = None
-    if exclude:
-        pattern = "^(?!(?:" + "|".join(re.escape(str(c)) for c in exclude) + ")$)"
-    return make_column_selector(pattern=pattern, dtype_include=dtypes)
-
-
-def make_table_encoder(
-    *,
-    text=None,
-    images=None,
-    categorical="auto",
-    numeric="auto",
-    text_encoder=None,
-    image_encoder=None,
-    cache=None,
-):
+def make_table_encoder(*, text=None, images=None, categorical="auto", numeric="auto", text_encoder=None,
+                       image_encoder=None, cache=None):
     """Build a ColumnTransformer for a table with tabular, text and image-path columns.
 
     Every text column gets its own [`TextEncoder`][sktransfer.TextEncoder] and every image column its
@@ -112,40 +80,33 @@ def make_table_encoder(
     >>> encoder.fit_transform(table).shape
     (3, 387)
     """
-    text, images = _as_columns(text), _as_columns(images)
-    for name, template, kind in [("text_encoder", text_encoder, TextEncoder),
-                                 ("image_encoder", image_encoder, ImageEncoder)]:
-        if template is not None and not isinstance(template, kind):
-            raise TypeError(f"{name} must be {with_article(kind.__name__)}, got {type(template).__name__}.")
+    text, images = ([] if c is None else [c] if isinstance(c, str) else list(c) for c in (text, images))
     overlap = set(text) & set(images)
     if overlap:
         raise ValueError(f"Columns {sorted(overlap)} are listed both as text and as images; pick one.")
-    encoded = text + images
 
     transformers = []
-    for columns, template, kind in [(text, text_encoder or TextEncoder(), "text"),
-                                    (images, image_encoder or ImageEncoder(), "image")]:
+    for columns, template, kind, cls in [(text, text_encoder, "text", TextEncoder),
+                                         (images, image_encoder, "image", ImageEncoder)]:
+        if template is not None and not isinstance(template, cls):
+            raise TypeError(f"{kind}_encoder must be {with_article(cls.__name__)}, got {type(template).__name__}.")
         for column in columns:
-            encoder = clone(template)
+            encoder = clone(template or cls())
             if cache is not None:
                 encoder.set_params(cache=cache)
             # A column given by name reaches the encoder as a named Series: names follow it.
             transformers.append((f"{kind}_{column}", encoder, column))
 
-    if categorical == "auto":
-        categorical = _other_columns(["object", "string", "category", "bool"], encoded)
-    if numeric == "auto":
-        numeric = _other_columns("number", encoded)
-    if categorical is not None and not (isinstance(categorical, list) and not categorical):
-        transformers.append((
-            "categorical",
-            OneHotEncoder(handle_unknown="ignore", sparse_output=False),  # dense: pandas output works
-            categorical,
-        ))
-    if numeric is not None and not (isinstance(numeric, list) and not numeric):
-        transformers.append((
-            "numeric",
-            make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
-            numeric,
-        ))
+    # "auto": a picklable selector of the columns of these dtypes that are not encoded above.
+    others = "^(?!(?:" + "|".join(re.escape(str(c)) for c in text + images) + ")$)" if text + images else None
+    for name, columns, dtypes, transformer in [
+        ("categorical", categorical, ["object", "string", "category", "bool"],
+         OneHotEncoder(handle_unknown="ignore", sparse_output=False)),  # dense: pandas output works
+        ("numeric", numeric, "number",
+         make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())),
+    ]:
+        if columns == "auto":
+            columns = make_column_selector(pattern=others, dtype_include=dtypes)
+        if columns is not None and not (isinstance(columns, list) and not columns):
+            transformers.append((name, transformer, columns))
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)

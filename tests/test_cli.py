@@ -141,6 +141,19 @@ def test_unreadable_image_exits_naming_the_file_or_gives_nan_rows(photo_folder, 
     assert "sktransfer: warning:" in result.stderr and "broken.jpg" in result.stderr
 
 
+def test_a_float_image_outside_its_range_names_the_value_range_flag(tmp_path, capsys):
+    # The advice is built while the command runs (in flag style), wherever the image is decoded.
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.linspace(0, 200, 400, dtype=np.float32).reshape(20, 20), mode="F").save(photos / "f.tif")
+    result = sktransfer_in_process(capsys, "embed", str(photos), "-o", str(tmp_path / "x.npy"), "--no-cache",
+                                   *IMAGE_FLAGS)
+    assert_one_line_error(result, 1, "f.tif", "pass --value-range 0,255", "--on-error nan")
+    assert "value_range" not in result.stderr and "on_error" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "arguments, code, fragments",
     [
