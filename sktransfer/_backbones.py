@@ -1,7 +1,15 @@
-"""torchvision backbones as frozen feature extractors: weights, preprocessing, layers, pooling."""
+"""torchvision backbones, and what every ImageEncoder source shares: preprocessing, layers, pooling.
+
+A *source* is what ``ImageEncoder(model=...)`` names: `TorchvisionSource` (a model name and its
+weights), `ModuleSource` (the user's own module) or ``_timm.TimmSource``. Each gives its identity
+(``name``, ``content()``), where its weights are (``location``, for the mismatch message), the
+network (``create()``), its default preprocessing, and the `Backbone` built on the network.
+"""
 
 from __future__ import annotations
 
+import copy
+import difflib
 import math
 import os
 import warnings
@@ -12,24 +20,46 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._content import digest, file_digest, module_content_hash, object_digest
+from ._messages import setting
 from .model_store import ModelNotFoundError
 
-__all__ = ["Backbone", "build_backbone", "load_torchvision", "pool", "preprocessing_for", "resolve_weights", "network_content", "preprocessing_settings"]
+__all__ = ["Backbone", "DescribedPreprocess", "ModuleSource", "TorchvisionSource", "load_torchvision", "pool",
+           "preprocessing_settings", "resolve_weights"]
 
 #: Pooling names accepted by ImageEncoder (``None`` means flatten).
 POOLINGS = {"auto", "avg", "max", "avgmax", "cls"}
 
+#: Random initialisation (``weights=None``) is seeded, so the same encoder gives the same
+#: features in every process and after unpickling (for one torch version).
+RANDOM_INIT_SEED = 0
 
+
+def random_init(model: str, make):
+    """``make()`` under the seeded generator (the caller's is left alone), with a warning that says so."""
+    warnings.warn(
+        f"ImageEncoder(model={model!r}, weights=None) uses randomly initialised weights (seeded: the same in every "
+        f"process): the features are not pretrained and carry little information. Pass {setting('weights', 'DEFAULT')}"
+        " or a named checkpoint for transfer learning.", UserWarning, stacklevel=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return make()
+
+
+# ---------------------------------------------------------------------- torchvision
 def resolve_weights(model: str, weights):
-    """Return the torchvision weights enum member named by ``weights`` (or None)."""
-    from torchvision.models import WeightsEnum, get_model_weights
+    """The torchvision weights enum member named by ``weights`` (a name, a member, ``"DEFAULT"``), or None."""
+    from torchvision.models import WeightsEnum, get_model_weights, list_models
 
-    if weights is None:
-        return None
     try:
         enum = get_model_weights(model)
     except (ValueError, KeyError):
-        raise ValueError(_unknown_model_message(model)) from None
+        close = difflib.get_close_matches(model, list_models(), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"model={model!r} is not a torchvision classification model.{hint} See "
+                         "torchvision.models.list_models().") from None
+    if weights is None:
+        return None
     if isinstance(weights, WeightsEnum):
         if not isinstance(weights, enum):
             raise ValueError(f"weights={weights} do not belong to model {model!r} ({enum.__name__}).")
@@ -40,17 +70,6 @@ def resolve_weights(model: str, weights):
     except KeyError:
         choices = ", ".join(["DEFAULT", *(member.name for member in enum)])
         raise ValueError(f"weights={weights!r} is not available for {model!r}; choose one of: {choices}, or None.") from None
-
-
-def _unknown_model_message(model: str) -> str:
-    import difflib
-
-    from torchvision.models import list_models
-
-    names = list_models()
-    close = difflib.get_close_matches(model, names, n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return f"model={model!r} is not a torchvision classification model.{hint} See torchvision.models.list_models()."
 
 
 def checkpoint_path(weights) -> Path:
@@ -65,111 +84,145 @@ def offline_weights(model: str) -> list[str]:
     return [member.name for member in get_model_weights(model) if checkpoint_path(member).exists()]
 
 
-def preprocessing_for(weights, model: str, image_size, crop):
-    """Build the weights' own preprocessing, with optional overrides.
+def load_torchvision(model: str, weights) -> nn.Module:
+    """A torchvision model with ``weights`` (a member, or None: seeded random init); failed downloads say what to do."""
+    from torchvision.models import get_model
 
-    ``image_size`` is the side of the square the network sees; ``crop`` the fraction of the
-    shorter side kept by the centre crop. Defaults come from the weights (224/256 for most
-    ImageNet models, 299/342 for Inception v3, 384/384 for some ViTs), never a fixed 224.
-    """
-    from torchvision.models import get_model_weights
-    from torchvision.transforms._presets import ImageClassification
-
-    reference = weights
-    if reference is None:  # random init: still use the architecture's usual input geometry
-        reference = get_model_weights(model).DEFAULT
-    preset = reference.transforms()
-    crop_size = int(image_size or preset.crop_size[0])
-    ratio = float(crop) if crop is not None else preset.crop_size[0] / preset.resize_size[0]
-    return ImageClassification(
-        crop_size=crop_size,
-        resize_size=int(round(crop_size / ratio)),
-        mean=tuple(preset.mean),
-        std=tuple(preset.std),
-        interpolation=preset.interpolation,
-    )
-
-
-def default_preprocessing(image_size, crop):
-    """ImageNet preprocessing for a user's own module when no callable is given."""
-    from torchvision.transforms._presets import ImageClassification
-
-    crop_size = int(image_size or 224)
-    return ImageClassification(crop_size=crop_size, resize_size=int(round(crop_size / (crop or 0.875))))
+    if weights is None:
+        return random_init(model, lambda: get_model(model, weights=None))
+    try:
+        return get_model(model, weights=weights)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a corrupt file a RuntimeError
+        local = [name for name in offline_weights(model) if name != weights.name]
+        also = (f" Weights of {model!r} available offline here: {', '.join(local)} (pass {setting('weights', local[0])}"
+                "; 'sktransfer models' lists what is on this machine)." if local else "")
+        raise ModelNotFoundError(
+            f"Could not load {weights} for {model!r}: {type(exc).__name__}: {exc}. Remedies: (1) give this "
+            f"machine network access to {weights.url.split('/')[2]} so torchvision downloads it once, or "
+            f"(2) place the official checkpoint file at {checkpoint_path(weights)}.{also}"
+        ) from None
 
 
 def last_linear(module: nn.Module):
-    last = None
-    for name, child in module.named_modules():
-        if isinstance(child, nn.Linear):
-            last = name
-    return last
+    """The name of the last ``nn.Linear`` in ``module`` (a torchvision model's classifier head), or None."""
+    return next((name for name, child in reversed(list(module.named_modules())) if isinstance(child, nn.Linear)), None)
 
 
 def set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
-#: Random initialisation (``weights=None``) is seeded, so the same encoder gives the same
-#: features in every process and after unpickling (for one torch version).
-RANDOM_INIT_SEED = 0
+def _classification(crop_size: int, crop: float, **preset):
+    """torchvision's evaluation preset: resize the shorter side to ``crop_size / crop``, centre-crop ``crop_size``."""
+    from torchvision.transforms._presets import ImageClassification
+
+    return ImageClassification(crop_size=crop_size, resize_size=int(round(crop_size / crop)), **preset)
 
 
-def network_content(model: str, weights) -> str:
-    """Content hash of a torchvision network before loading it: the checkpoint file's bytes.
+class TorchvisionSource:
+    """A torchvision classification model by name, with its weights (an enum member) or None."""
 
-    With ``weights=None`` the network is the seeded random initialisation of that torch and
-    torchvision version. Architecture code is torchvision's, so its version is part of the hash.
-    A missing checkpoint is fetched (or reported) by torchvision's own loader first.
-    """
-    import torchvision
+    def __init__(self, model: str, weights):
+        self.model, self.weights = model, resolve_weights(model, weights)
+        self.name = model if self.weights is None else f"{model} {self.weights}"
 
-    from ._content import digest, file_digest
+    @property
+    def location(self) -> str:
+        return "a seeded random initialisation" if self.weights is None else str(checkpoint_path(self.weights))
 
-    versions = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
-    if weights is None:
-        return digest({"model": model, "random_init_seed": RANDOM_INIT_SEED, **versions})
-    path = checkpoint_path(weights)
-    if not path.exists():
-        load_torchvision(model, weights)  # downloads it once, or raises ModelNotFoundError
-    return digest({"model": model, "checkpoint": file_digest(path), "torchvision": versions["torchvision"]})
+    def content(self) -> str:
+        """The checkpoint file's digest (fetched first if absent) and torchvision's version (the architecture
+        code); with no weights, the seeded random initialisation of this torch and torchvision."""
+        import torchvision
+
+        versions = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
+        if self.weights is None:
+            return digest({"model": self.model, "random_init_seed": RANDOM_INIT_SEED, **versions})
+        path = checkpoint_path(self.weights)
+        if not path.exists():
+            self.create()  # downloads it once, or raises ModelNotFoundError
+        return digest({"model": self.model, "checkpoint": file_digest(path), "torchvision": versions["torchvision"]})
+
+    def create(self) -> nn.Module:
+        return load_torchvision(self.model, self.weights)
+
+    def preprocessing(self, image_size, crop):
+        """The weights' own (224/256 for most, 299/342 for Inception v3), never a fixed 224; random init
+        keeps the architecture's usual geometry (its DEFAULT weights')."""
+        from torchvision.models import get_model_weights
+
+        preset = (self.weights or get_model_weights(self.model).DEFAULT).transforms()
+        ratio = float(crop) if crop is not None else preset.crop_size[0] / preset.resize_size[0]
+        return _classification(int(image_size or preset.crop_size[0]), ratio, mean=tuple(preset.mean),
+                               std=tuple(preset.std), interpolation=preset.interpolation)
+
+    def build(self, network: nn.Module, layers) -> Backbone:
+        return build_backbone(network, layers, head=True)
+
+
+class ModuleSource:
+    """The user's own module: used as given (its output, pooled if spatial), told apart by its content."""
+
+    location = "the module passed as model"
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.name = f"<module {type(module).__module__}.{type(module).__qualname__}>"
+
+    def content(self) -> str:
+        return module_content_hash(self.module)
+
+    def create(self) -> nn.Module:
+        """A deep copy to run frozen, so the estimator's parameter is never modified in place."""
+        shared = {}  # state that cannot be copied is shared: the module vouched for its identity
+        for child in self.module.modules():
+            for name, value in vars(child).items():
+                if name not in ("_parameters", "_buffers", "_modules"):
+                    try:
+                        copy.deepcopy(value)
+                    except Exception:  # a lock, an open file
+                        shared[id(value)] = value
+        return copy.deepcopy(self.module, shared)
+
+    def preprocessing(self, image_size, crop):
+        return _classification(int(image_size or 224), crop or 0.875)  # ImageNet's
+
+    def build(self, network: nn.Module, layers) -> Backbone:
+        return build_backbone(network, layers, head=False)
+
+
+# ---------------------------------------------------------------------- preprocessing
+class DescribedPreprocess:
+    """A preprocessing object that describes itself for the identity (timm's): `settings` is what it does."""
+
+    def settings(self) -> dict:
+        raise NotImplementedError
 
 
 def preprocessing_settings(preprocess) -> dict:
     """What a preprocessing callable does, for the encoder's identity.
 
-    torchvision presets and timm's preprocessing are described by their settings. Any other
-    callable by itself: its code, closure cells, defaults, referenced globals and, for objects,
-    their full state (`object_digest`), so two closures of one
-    factory differ, and so does a ``Compose`` whose steps were edited. It must also give the same
-    output twice on a probe image (a check of determinism, not part of the identity).
+    torchvision presets and `DescribedPreprocess` objects are described by their settings. Any
+    other callable by itself: its code, closure cells, defaults, referenced globals and, for
+    objects, their full state (`object_digest`), so two closures of one factory differ, and so does
+    a ``Compose`` whose steps were edited. It must also give the same output twice on a probe image
+    (a check of determinism, not part of the identity).
     """
     from torchvision.transforms._presets import ImageClassification
 
-    from ._content import object_digest
-    from ._timm import TimmPreprocess
-
-    if isinstance(preprocess, TimmPreprocess):
+    if isinstance(preprocess, DescribedPreprocess):
         return preprocess.settings()
     if isinstance(preprocess, ImageClassification):
-        return {
-            "crop_size": list(preprocess.crop_size),
-            "resize_size": list(preprocess.resize_size),
-            "mean": list(preprocess.mean),
-            "std": list(preprocess.std),
-            "interpolation": str(preprocess.interpolation),
-            "antialias": preprocess.antialias,
-        }
+        return {"crop_size": list(preprocess.crop_size), "resize_size": list(preprocess.resize_size),
+                "mean": list(preprocess.mean), "std": list(preprocess.std),
+                "interpolation": str(preprocess.interpolation), "antialias": preprocess.antialias}
     name = getattr(preprocess, "__qualname__", type(preprocess).__qualname__)
     first, second = (preprocess(probe_image()) for _ in range(2))
     arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32) for out in (first, second)]
     if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
-        raise ValueError(
-            f"{name} returned different outputs for the same image; preprocessing must be deterministic "
-            "(move random augmentation out of the encoder's preprocess)."
-        )
+        raise ValueError(f"{name} returned different outputs for the same image; preprocessing must be deterministic "
+                         "(move random augmentation out of the encoder's preprocess).")
     return {"callable": f"{getattr(preprocess, '__module__', '')}.{name}",
             "content": object_digest(preprocess, "preprocess")}
 
@@ -196,6 +249,7 @@ def probe_image():
     return Image.fromarray(pixels, "RGB")
 
 
+# ---------------------------------------------------------------------- layers and pooling
 @dataclass
 class Backbone:
     """A frozen network ready to encode: returns ``{layer_name: tensor}`` for a batch."""
@@ -214,42 +268,15 @@ class Backbone:
             out = out.logits
         return {self.layers[0]: out}
 
-
-def load_torchvision(model: str, weights) -> nn.Module:
-    """Load a torchvision model, turning a failed download into an actionable error."""
-    from torchvision.models import get_model
-
-    if weights is None:
-        warnings.warn(
-            f"ImageEncoder(model={model!r}, weights=None) uses randomly initialised weights (seeded: the "
-            "same in every process): the features are not pretrained and carry little information. Pass "
-            "weights='DEFAULT' or a named checkpoint for transfer learning.",
-            UserWarning,
-            stacklevel=4,
-        )
-        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
-            torch.manual_seed(RANDOM_INIT_SEED)
-            return get_model(model, weights=None)
-    try:
-        return get_model(model, weights=weights)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a corrupt file a RuntimeError
-        target = checkpoint_path(weights)
-        local = offline_weights(model)
-        also = f" Weights of {model!r} available offline here: {', '.join(local)}." if local else ""
-        raise ModelNotFoundError(
-            f"Could not load {weights} for {model!r}: {type(exc).__name__}: {exc}. Remedies: (1) give this "
-            f"machine network access to {weights.url.split('/')[2]} so torchvision downloads it once, or "
-            f"(2) place the official checkpoint file at {target}.{also}"
-        ) from None
+    def pooled(self, tensor: torch.Tensor, pooling) -> torch.Tensor:
+        return pool(tensor, pooling, class_token=self.class_token, channels_last_maps=self.channels_last_maps)
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
     """Fold inference-mode BatchNorm into the preceding convolution (``torch.fx`` fusion).
 
-    Frozen BatchNorm is an affine map, so merging it into the convolution's weights gives the
-    same outputs (within 1e-5) without a separate memory-bound pass per layer: measured 1.3x on
-    MobileNetV2 in NCHW and, together with channels_last, 3.7x over a plain NCHW forward on this
-    project's CPU. Networks that ``torch.fx`` cannot trace are returned unchanged.
+    The same outputs (within 1e-5) without a memory-bound pass per layer: 1.3x on MobileNetV2 in
+    NCHW, 3.7x with channels_last over a plain NCHW forward on this project's CPU.
     """
     from torch.fx.experimental.optimization import fuse
 
@@ -263,8 +290,6 @@ def check_layer_names(layers, available: list, what: str, listing: str) -> None:
     """Raise a ``ValueError`` for the first requested layer not in ``available``, with close names."""
     missing = [name for name in layers if name not in available]
     if missing:
-        import difflib
-
         close = difflib.get_close_matches(missing[0], available, n=3)
         raise ValueError(
             f"layer {missing[0]!r} is not {what}" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
@@ -272,17 +297,16 @@ def check_layer_names(layers, available: list, what: str, listing: str) -> None:
         )
 
 
-def build_backbone(network: nn.Module, layer, *, is_torchvision: bool) -> Backbone:
-    """Wrap ``network`` so that it returns the requested layers (default: the penultimate one)."""
+def build_backbone(network: nn.Module, layer, *, head: bool) -> Backbone:
+    """``network`` frozen, returning the requested layers; by default the penultimate representation (the
+    input of its classifier head, when ``head`` says to look for one) or else its output."""
     network = network.eval().requires_grad_(False)
     class_token = hasattr(network, "class_token")
     channels_last_maps = type(network).__name__.startswith("SwinTransformer")
     if layer is None:
-        head = last_linear(network) if is_torchvision else None
-        if head is not None:
-            # The penultimate representation is the input of the classifier head: drop the head.
-            # (The network was loaded for this backbone alone, so editing it in place is safe.)
-            set_submodule(network, head, nn.Identity())
+        name = last_linear(network) if head else None
+        if name is not None:  # the network was loaded for this backbone alone: editing it in place is safe
+            set_submodule(network, name, nn.Identity())
             return Backbone(fold_batchnorm(network), ("penultimate",), False, channels_last_maps)
         return Backbone(fold_batchnorm(network), ("output",), class_token, channels_last_maps)
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
@@ -296,30 +320,33 @@ def build_backbone(network: nn.Module, layer, *, is_torchvision: bool) -> Backbo
     return Backbone(fold_batchnorm(extractor), layers, class_token, channels_last_maps)
 
 
+def effective_pooling(output: torch.Tensor, pooling, class_token: bool):
+    """What ``pooling`` does to one layer's output: None when it is already a vector."""
+    if output.ndim == 2:
+        return None
+    if pooling == "auto":
+        return "cls" if output.ndim == 3 and class_token else "avg"
+    return "flatten" if pooling is None else pooling
+
+
 def pool(tensor: torch.Tensor, pooling, *, class_token: bool, channels_last_maps: bool) -> torch.Tensor:
     """Reduce one layer's output to ``(N, features)``.
 
     4-D maps are ``(N, C, H, W)`` (``(N, H, W, C)`` for Swin); 3-D outputs are token sequences
     ``(N, L, D)``. ``"auto"`` averages maps and takes the class token of ViT-style sequences.
     """
-    if tensor.ndim == 2:
+    pooling = effective_pooling(tensor, pooling, class_token)
+    if pooling is None:
         return tensor
-    if pooling is None or pooling == "flatten":
+    if pooling == "flatten":
         return tensor.flatten(1)
-    if tensor.ndim == 4:
-        dims = (1, 2) if channels_last_maps else (2, 3)
-    elif tensor.ndim == 3:
-        dims = (1,)
-    else:
+    if tensor.ndim not in (3, 4):
         raise ValueError(f"cannot pool an output of shape {tuple(tensor.shape)}; use pooling=None to flatten it")
-    if pooling == "auto":
-        pooling = "cls" if tensor.ndim == 3 and class_token else "avg"
+    dims = (1,) if tensor.ndim == 3 else (1, 2) if channels_last_maps else (2, 3)
     if pooling == "cls":
         if tensor.ndim != 3:
-            raise ValueError(
-                f"pooling='cls' takes the class token of a token sequence (N, L, D); this layer "
-                f"outputs shape {tuple(tensor.shape)}. Use 'avg', 'max' or 'avgmax'."
-            )
+            raise ValueError(f"pooling='cls' takes the class token of a token sequence (N, L, D); this layer "
+                             f"outputs shape {tuple(tensor.shape)}. Use 'avg', 'max' or 'avgmax'.")
         return tensor[:, 0]
     if pooling == "avg":
         return tensor.mean(dim=dims)

@@ -1,22 +1,17 @@
 """Inference backends: the same frozen network run by ONNX Runtime or OpenVINO instead of torch.
 
 An encoder with ``backend="onnx"`` or ``"openvino"`` still resolves, loads and checks its torch
-model through its identity; the network part (everything up to the token vectors or feature
-maps) is then exported once, from those same resolved weights, into a per-user folder keyed by
-the identity's content, the settings that shape the network, the input layout and the versions of
-torch and of the runtime. Every later fit, clone, fold or process loads that file instead of
-exporting again. Tokenizing, preprocessing, pooling and normalisation stay in sktransfer's own
-torch code, so a backend changes how the network's arithmetic is scheduled, never what the
-features mean.
-
-Neither runtime is imported by ``import sktransfer``: `require` imports one when an
-encoder asks for it, and names the extra to install when it is missing.
+model through its identity; the network part (up to the token vectors or feature maps) is then
+exported once, from those same weights, into a per-user folder keyed by the identity's content, the
+settings that shape the network, the input layout and the versions of torch and of the runtime;
+every later fit, clone, fold or process loads it from there. Tokenizing, preprocessing, pooling and
+normalisation stay in sktransfer's torch code: a backend changes how the arithmetic is scheduled,
+never what the features mean. Neither runtime is imported until an encoder asks for it (`require`).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 import os
@@ -24,7 +19,6 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,41 +27,26 @@ import torch
 
 from ._content import digest, sha256_hex
 from ._folders import check_private_file, private_folder
+from ._runtime import optional_import
 from .model_store import sktransfer_home
 
-__all__ = ["BACKENDS", "ExportMismatchError", "ExportSpec", "Network", "exported_network", "exports_dir", "require", "resolve_device"]
+__all__ = ["BACKENDS", "ExportMismatchError", "ExportSpec", "Network", "check_precision", "exported_network",
+           "fallback_device", "require", "resolve_device"]
 
 #: Accepted values of the encoders' ``backend`` parameter.
 BACKENDS = ("torch", "onnx", "openvino")
 
-_RUNTIMES = {"onnx": ("onnxruntime", "ONNX Runtime"), "openvino": ("openvino", "OpenVINO")}
+_RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 #: OpenVINO's inference precision hint for each ``precision``.
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-
-#: Exports written in this process and exported files loaded, by export key (for tests and diagnostics).
-export_counts: Counter = Counter()
-load_counts: Counter = Counter()
 
 _EXPORT_LOCK = threading.Lock()
 
 
 def require(backend: str):
     """Import the runtime of ``backend``, or raise an ``ImportError`` naming the extra to install."""
-    module_name, label = _RUNTIMES[backend]
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(
-            f"backend={backend!r} runs the network with {label}, which is not installed here: "
-            f'pip install "sktransfer[{backend}]" (or use backend="torch").'
-        ) from exc
-
-
-def runtime_version(backend: str) -> str:
-    """``<runtime>-<version>``: part of the export key, so an upgrade exports again."""
-    module = require(backend)
-    return f"{module.__name__}-{module.__version__}"
+    return optional_import(_RUNTIMES[backend], backend, f"backend={backend!r}")
 
 
 def exports_dir() -> Path:
@@ -95,16 +74,15 @@ def _openvino_devices() -> list:
 def resolve_device(backend: str, device: str) -> str:
     """The device a backend runs on, from the encoders' ``device`` parameter.
 
-    ONNX Runtime: ``"cpu"``, or ``"cuda"``/``"cuda:N"`` through its CUDA execution provider
-    (``onnxruntime-gpu``); ``"auto"`` takes CUDA when that provider is there. OpenVINO:
-    ``"cpu"``, or ``"gpu"``/``"gpu.N"`` for its GPU plugin (Intel GPUs); ``"auto"`` takes a GPU
-    when OpenVINO sees one. Anything else raises a ``ValueError`` that says what would work.
+    ONNX Runtime: ``"cpu"``, ``"cuda[:N]"`` (its CUDA execution provider, ``onnxruntime-gpu``);
+    OpenVINO: ``"cpu"``, ``"gpu[.N]"`` (Intel GPUs); ``"auto"`` takes the GPU when there is one.
+    Anything else raises a ``ValueError`` that says what would work.
     """
+    if device == "cpu":
+        return "cpu"
     if backend == "onnx":
         if device == "auto":
             return "cuda:0" if _cuda_provider_available() else "cpu"
-        if device == "cpu":
-            return "cpu"
         if device == "cuda" or device.startswith("cuda:"):
             if not _cuda_provider_available():
                 raise ValueError(
@@ -117,8 +95,6 @@ def resolve_device(backend: str, device: str) -> str:
     devices = _openvino_devices()
     if device == "auto":
         return "gpu" if "GPU" in devices or any(d.startswith("GPU.") for d in devices) else "cpu"
-    if device == "cpu":
-        return "cpu"
     if device.lower() == "gpu" or device.lower().startswith("gpu."):
         if device.upper() not in devices and not (device.lower() == "gpu" and any(d.startswith("GPU") for d in devices)):
             raise ValueError(f"device={device!r}: OpenVINO sees no such device here (it sees {devices}); use 'cpu'.")
@@ -138,12 +114,9 @@ def fallback_device(backend: str, device: str, owner: str) -> str:
     try:
         return resolve_device(backend, device)
     except (ValueError, ImportError):
-        warnings.warn(
-            f"{owner} was fitted on device '{device}' with backend={backend!r}, which this machine does not have; "
-            "encoding on the CPU instead (same network, same features up to float noise).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"{owner} was fitted on device '{device}' with backend={backend!r}, which this machine does not "
+                      "have; encoding on the CPU instead (same network, same features up to float noise).",
+                      RuntimeWarning, stacklevel=3)
         return "cpu"
 
 
@@ -160,24 +133,13 @@ def check_precision(backend: str, precision: str) -> None:
 # ---------------------------------------------------------------------- export
 @dataclass(frozen=True)
 class ExportSpec:
-    """How to export one network: its torch module, example inputs and which axes vary.
+    """How to export one network: its torch module, example inputs and which axes vary."""
 
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Takes the inputs positionally and returns a tensor or a tuple of tensors.
-    example : tuple of torch.Tensor
-        One example input per argument.
-    input_names, output_names : tuple of str
-    dynamic_axes : tuple of tuple of int
-        The axes of each input whose size varies between calls (the batch; the tokens).
-    """
-
-    module: torch.nn.Module
-    example: tuple
+    module: torch.nn.Module  # takes the inputs positionally, returns a tensor or a tuple of tensors
+    example: tuple  # one example tensor per input
     input_names: tuple
     output_names: tuple
-    dynamic_axes: tuple
+    dynamic_axes: tuple  # per input, the axes whose size varies between calls (the batch, the tokens)
 
 
 #: Bumped when sktransfer changes what it exports for a payload (the wrapper modules, their
@@ -190,10 +152,11 @@ MANIFEST = "manifest.json"
 
 
 def export_key(backend: str, payload: dict) -> str:
-    """Key of one export: what the network computes, its input layout, torch's and the runtime's versions."""
-    full = {"network": payload, "backend": backend, "runtime": runtime_version(backend), "torch": torch.__version__,
-            "format": EXPORT_FORMAT}
-    return digest(full)[:32]
+    """Key of one export: what the network computes, its input layout, torch's and the runtime's versions
+    (so an upgrade exports again)."""
+    runtime = require(backend)
+    return digest({"network": payload, "backend": backend, "runtime": f"{runtime.__name__}-{runtime.__version__}",
+                   "torch": torch.__version__, "format": EXPORT_FORMAT})[:32]
 
 
 def _model_file(backend: str, folder: Path) -> Path:
@@ -226,11 +189,8 @@ class ExportMismatchError(RuntimeError):
 
 
 def _read_verified(backend: str, folder: Path, key: str) -> dict:
-    """The export's files as bytes, each checked against the manifest's SHA-256 (read once: no later swap).
-
-    Raises `ExportMismatchError` naming the first file that differs, is missing, or is
-    not private to this user.
-    """
+    """The export's files as bytes, each checked against the manifest's SHA-256 (read once: no later swap);
+    `ExportMismatchError` names the first that differs, is missing, or is not private to this user."""
     manifest_path = folder / MANIFEST
     try:
         check_private_file(manifest_path, "export manifest")
@@ -261,26 +221,19 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
 def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
     """The network ``payload`` describes, exported once and loaded by ``backend``.
 
-    The export folder is owner-only (an unsafe one raises `UnsafeFolderError`). Its files
-    are read once and checked against the manifest written with them; an export that does not
-    match (edited, replaced, truncated, or of another key) is never served: it is made again,
-    with a warning.
+    The export folder is owner-only (an unsafe one raises `UnsafeFolderError`). Its files are read
+    once and checked against the manifest written with them; one that does not match (edited,
+    truncated, of another key) is never served: it is exported again, with a warning.
 
-    Parameters
-    ----------
-    backend : {"onnx", "openvino"}
-    payload : dict
-        Everything that decides the network's output (content hash, network-shaping settings,
-        input layout); with the versions of torch and the runtime it keys the export folder.
-    build : callable
-        Returns the `ExportSpec`; called only when no matching export is on disk.
-    device, precision : str
-        Where and how the runtime runs the network (not part of the export).
+    ``payload`` is everything that decides the network's output (content hash, shaping settings,
+    input layout): with torch's and the runtime's versions it keys the folder. ``build()`` returns
+    the `ExportSpec`, called only when no matching export is on disk. ``device`` and ``precision``
+    say where and how the runtime runs it (not part of the export).
     """
-    require(backend)
     key = export_key(backend, payload)
     root = private_folder(exports_dir(), "export folder")
     folder = private_folder(root / backend, "export folder") / key
+    contents = None
     with _EXPORT_LOCK:
         if folder.exists():
             private_folder(folder, "export folder", create=False)
@@ -290,15 +243,11 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
                 warnings.warn(f"The exported network in {folder} does not match what was exported: {exc}. "
                               "Exporting it again (the files found there are not used).", UserWarning, stacklevel=3)
                 shutil.rmtree(folder, ignore_errors=True)
-                contents = None
-        else:
-            contents = None
-        if contents is None:
+        exported = contents is None
+        if exported:
             _export_into(backend, key, folder, build, payload)
             contents = _read_verified(backend, folder, key)
-    network = Network(backend, folder, contents, device=device, precision=precision)
-    load_counts[key] += 1
-    return network
+    return Network(backend, folder, contents, device=device, precision=precision, exported=exported)
 
 
 def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> None:
@@ -319,21 +268,20 @@ def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> 
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    export_counts[key] += 1
 
 
 class Network:
     """An exported network loaded by its runtime; call `run` with NumPy inputs.
 
     Sessions (ONNX Runtime) or compiled models (OpenVINO) are made per thread count, because
-    both runtimes fix their thread pool when they load a model.
+    both runtimes fix their thread pool when they load a model. ``exported`` says whether its
+    files were exported for it (True) or found on disk from an earlier export (False).
     """
 
-    def __init__(self, backend: str, folder: Path, contents: dict, *, device: str, precision: str):
-        self.backend = backend
+    def __init__(self, backend: str, folder: Path, contents: dict, *, device: str, precision: str,
+                 exported: bool = False):
+        self.backend, self.device, self.precision, self.exported = backend, device, precision, exported
         self.path = _model_file(backend, Path(folder))
-        self.device = device
-        self.precision = precision
         # The verified bytes, not the path: every later session is made from exactly what was checked.
         if backend == "onnx":
             self._source = contents[self.path.name]
@@ -346,7 +294,6 @@ class Network:
         self._loaded: dict = {}
         self._lock = threading.Lock()
         self._idle_requests: dict = {}  # OpenVINO: thread count -> infer requests not in use
-        self.effective_precision = precision
         self._runner(None)  # load now: a broken file fails in fit, not in the middle of transform
 
     def _runner(self, n_threads):
@@ -371,11 +318,9 @@ class Network:
                 names = list(self._external)
                 options.add_external_initializers_from_files_in_memory(
                     names, [self._external[n] for n in names], [self._external[n].size for n in names])
+            providers = ["CPUExecutionProvider"]
             if self.device.startswith("cuda"):
-                index = int(self.device.partition(":")[2] or 0)
-                providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-            else:
-                providers = ["CPUExecutionProvider"]
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(self.device.partition(":")[2] or 0)}))
             return ort.InferenceSession(self._source, options, providers=providers)
         config = {"INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         if n_threads and self.device == "cpu":
@@ -387,10 +332,7 @@ class Network:
             warnings.warn(
                 f"OpenVINO runs this network in {effective} on {self.device.upper()}: the device has no "
                 f"{self.precision} arithmetic, so precision={self.precision!r} gives float32 features (and speed) here.",
-                UserWarning,
-                stacklevel=2,
-            )
-            self.effective_precision = "fp32"
+                UserWarning, stacklevel=2)
         return compiled
 
     def __del__(self):

@@ -1,15 +1,12 @@
 """Reading every kind of image a user has into RGB, the way a careful person would.
 
-``to_rgb`` is the single entry point: it accepts a path, raw bytes, a PIL image or a NumPy array
-and returns an 8-bit RGB ``PIL.Image``. Every source takes the same route to the network, so the
-same picture gives the same features whether it arrives as a file, a uint8 array or floats.
-
-Data that are not 8-bit are scaled to 8 bits (pretrained networks were trained on 8-bit images)
-from a range that comes from their container, never guessed from their values (a guess reads a
-dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats 0-1, or the ``value_range`` the caller states (which
-in-memory Pillow ``I`` images, 8- or 16-bit by origin, need). Values outside that range
-are an error, never clipped. Failures raise `ImageReadError` with a reason a user can act
-on; callers add the index.
+`to_rgb` turns a path, raw bytes, a PIL image or a NumPy array into an 8-bit RGB ``PIL.Image``:
+one route to the network, so one picture gives the same features as a file, a uint8 array or floats.
+Data that are not 8-bit are scaled to 8 bits from their container's range, never guessed from their
+values (a guess reads a dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats
+0-1, or the ``value_range`` the caller states (in-memory Pillow ``I`` images need it). Values
+outside that range are an error, never clipped. Failures raise `ImageReadError` with a reason a
+user can act on; callers add the index. `ImageDataset` reads and preprocesses for a DataLoader.
 """
 
 from __future__ import annotations
@@ -23,40 +20,26 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._columns import numbers_hint
 from ._content import NotRegularFileError, bytes_key, file_content_key, open_regular_file, pixels_key
+from ._messages import ItemError, setting
 from ._runtime import ordered_map
 
-__all__ = [
-    "ImageDataset",
-    "collate",
-    "decode_ahead",
-    "ImageReadError",
-    "check_resized_size",
-    "check_value_range",
-    "content_key",
-    "describe_item",
-    "is_image_item",
-    "item_key",
-    "to_rgb",
-    "unsupported_reason",
-]
+__all__ = ["ImageDataset", "ImageReadError", "check_images", "check_value_range", "collate", "content_key",
+           "decode_ahead", "describe_item", "is_image_item", "item_key", "to_rgb", "unsupported_reason"]
 
 #: Transparent pixels are composited onto this colour (white, as image viewers show them).
 BACKGROUND = (255, 255, 255)
 
 #: The range each container's values are read in when no ``value_range`` is given.
-SIXTEEN_BIT = (0.0, 65535.0)
-UNIT = (0.0, 1.0)
-EIGHT_BIT = (0.0, 255.0)
+SIXTEEN_BIT, UNIT = (0.0, 65535.0), (0.0, 1.0)
 
 #: PIL modes whose pixels are not 8-bit: scaled by `_scaled`, not by ``Image.convert``.
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
-CLOSED = (
-    "the PIL image was closed before its pixels were read (its `with Image.open(...)` block ended, or "
-    ".close() was called); read it while it is open (im.load() inside the block, or pass im.copy()), or "
-    "pass the file path instead"
-)
+CLOSED = ("the PIL image was closed before its pixels were read (its `with Image.open(...)` block ended, or "
+          ".close() was called); read it while it is open (im.load() inside the block, or pass im.copy()), or "
+          "pass the file path instead")
 
 
 class ImageReadError(ValueError):
@@ -103,12 +86,9 @@ def check_value_range(value_range) -> tuple[float, float] | None:
 
 
 def item_key(item):
-    """Key under which identical items are encoded once per call.
-
-    Paths are keyed by their resolved location and bytes by their value (equal bytes, one
-    encoding; never a truncated hash, which could merge two different files); in-memory images by
-    object identity (hashing every pixel array would cost more than it saves here).
-    """
+    """Key under which identical items are encoded once per call: a path's resolved location, bytes by
+    value (never a truncated hash, which could merge two files), in-memory images by identity (hashing
+    every pixel array would cost more than it saves)."""
     if isinstance(item, (str, os.PathLike)):
         return ("path", os.path.realpath(os.fspath(item)))
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -119,13 +99,9 @@ def item_key(item):
 def content_key(item, value_range=None) -> bytes | None:
     """Digest of an item's content for the embedding cache, or None if it cannot be read.
 
-    A file and its bytes share a key (same content, same vector); a renamed file keeps its key
-    and an edited one gets a new one (a file is re-hashed when its stat signature changes, so any
-    replacement or write is seen: see `sktransfer._content`). A path that is not a regular
-    file (a named pipe, a device) is never read. In-memory images (PIL images, arrays) are keyed
-    by the 8-bit RGB pixels that `to_rgb` makes of them with the same ``value_range``,
-    which is exactly what the network sees: palette, transparency, EXIF orientation, frame and
-    bit depth all count, and nothing else does.
+    A file and its bytes share a key; a renamed file keeps it, an edited one gets a new one (see
+    `sktransfer._content`); a path that is not a regular file is never read. In-memory images are
+    keyed by the 8-bit RGB pixels `to_rgb` makes of them under ``value_range``: what the network sees.
     """
     try:
         if isinstance(item, (str, os.PathLike)):
@@ -136,13 +112,26 @@ def content_key(item, value_range=None) -> bytes | None:
             rgb = to_rgb(item, value_range=value_range)
             return pixels_key(rgb.size, rgb.tobytes())
     except (OSError, ValueError):
-        return None  # unreadable: not cached, and the encoder reports the failure
+        pass  # unreadable: not cached, and the encoder reports the failure
     return None
 
 
 def is_image_item(item) -> bool:
     """Whether ``item`` is of a kind `to_rgb` reads (its content is checked later)."""
     return isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
+
+
+def check_images(items: list, on_error: str, owner: str) -> np.ndarray:
+    """The rows of a kind `to_rgb` reads; with ``on_error="raise"`` any other item (None, a number) raises
+    an `ItemError` naming the first."""
+    valid = np.fromiter((is_image_item(item) for item in items), dtype=bool, count=len(items))
+    if on_error == "raise" and not valid.all():
+        bad = np.flatnonzero(~valid)
+        item, reason = items[bad[0]], unsupported_reason(items[bad[0]])
+        raise ItemError(f"{owner} could not read the item at index {bad[0]} ({describe_item(item)}): {reason}. Fix "
+                        f"or remove it, or set {setting('on_error', 'nan')} to get NaN rows for such items."
+                        + numbers_hint([items[i] for i in bad]), int(bad[0]), item, reason)
+    return valid
 
 
 # ---------------------------------------------------------------------- files and bytes
@@ -174,11 +163,10 @@ def _bomb(message: str) -> str:
 
 
 def _check_pixel_limit(size) -> None:
-    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, as Pillow refuses those over twice the limit.
+    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, where Pillow only warns (up to twice the limit).
 
-    Between one and two times the limit Pillow only warns and decodes anyway; here the limit means
-    what it says. The size is checked on the opened image, not through the warning: warning filters
-    are process-wide, and decoding runs in threads.
+    Checked on the opened image, not through the warning: warning filters are process-wide, and
+    decoding runs in threads.
     """
     limit = Image.MAX_IMAGE_PIXELS
     pixels = max(1, size[0]) * max(1, size[1])  # Pillow's own count
@@ -191,31 +179,27 @@ def _check_pixel_limit(size) -> None:
 
 def _decode(source, draft_size: int | None) -> Image.Image:
     """Open and load one image from an open binary file; the caller closes ``source``."""
+    image = None
     try:
         image = Image.open(source)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under -W error
-        raise ImageReadError(_bomb(str(exc))) from None
-    except UnidentifiedImageError:
-        raise ImageReadError("not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"unreadable or truncated image ({exc})") from None
-    try:
         _check_pixel_limit(image.size)
         if draft_size and image.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when the file is much larger than the model's input:
             # the DCT does the downscaling, far cheaper than decoding everything and resizing.
             image.draft(image.mode if image.mode in ("CMYK", "L") else "RGB", (draft_size, draft_size))
         image.load()
-    except ImageReadError:
-        image.close()
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        image.close()
-        raise ImageReadError(_bomb(str(exc))) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        image.close()
+        return image
+    except (ImageReadError, Image.DecompressionBombError, Image.DecompressionBombWarning,  # the warning: -W error
+            OSError, SyntaxError, ValueError, EOFError) as exc:
+        if image is not None:
+            image.close()
+        if isinstance(exc, ImageReadError):
+            raise
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise ImageReadError(_bomb(str(exc))) from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageReadError("not a readable image (unknown or corrupt format)") from None
         raise ImageReadError(f"unreadable or truncated image ({exc})") from None
-    return image
 
 
 def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
@@ -231,12 +215,9 @@ def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
 
 
 # ---------------------------------------------------------------------- PIL images
-def check_resized_size(image: Image.Image, resize_side: int | None, where: str = "") -> None:
-    """Refuse an image whose resize would exceed the decompression-bomb limit.
-
-    The shorter side is resized to ``resize_side``, so a thin image (1x20000) grows to a huge one
-    (256x5,120,000): the limit that guards decoding must guard the resize too.
-    """
+def _check_resized_size(image: Image.Image, resize_side: int | None) -> None:
+    """Refuse an image whose resize would exceed the decompression-bomb limit: a thin image (1x20000)
+    resized to a 256-pixel shorter side is a huge one (256x5,120,000)."""
     limit = Image.MAX_IMAGE_PIXELS
     if resize_side is None or limit is None:
         return
@@ -244,7 +225,7 @@ def check_resized_size(image: Image.Image, resize_side: int | None, where: str =
     resized = resize_side * int(long * resize_side / short)
     if resized > limit:
         raise ImageReadError(
-            f"the {image.width}x{image.height} image{where} would be resized to {resized:,} pixels (shorter side "
+            f"the {image.width}x{image.height} image would be resized to {resized:,} pixels (shorter side "
             f"{resize_side}), above Pillow's decompression-bomb limit of {limit:,}; crop or pad it to a less "
             "extreme aspect ratio, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
         )
@@ -259,7 +240,7 @@ def _is_closed(image: Image.Image) -> bool:
     except ValueError:
         return True
     except AssertionError:
-        return False
+        pass
     return False
 
 
@@ -306,8 +287,8 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
                 f"an in-memory PIL image of mode I (32-bit integer, no file format: made by convert('I'), copy() "
                 f"or Image.fromarray) has values spanning [{int(values.min())}, {int(values.max())}] and no range "
                 "of its own: convert('I') keeps 0-255 of 8-bit data and 0-65535 of 16-bit data, which its values "
-                "cannot tell apart. Set ImageEncoder's value_range=(0, 255) for 8-bit data or "
-                "value_range=(0, 65535) for 16-bit data (or the file path, whose format says)"
+                f"cannot tell apart. Set {_range_advice((0, 255), None)} for 8-bit data or "
+                f"{_range_advice((0, 65535), None)} for 16-bit data (or pass the file path, whose format says)"
             )
         else:
             default, what = None, "in-memory I (32-bit integer) image"
@@ -323,23 +304,27 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
 
 
 # ---------------------------------------------------------------------- ranges
+def _range_advice(value_range=None, owner: str | None = "ImageEncoder") -> str:
+    """``ImageEncoder(value_range=(0, 255))`` as advice names it; ``(low, high)`` when None."""
+    if value_range is None:
+        return setting("value_range", None, owner=owner, shown="(low, high)")
+    return setting("value_range", tuple(int(v) if float(v).is_integer() else v for v in value_range), owner=owner)
+
+
 def _suggested_range(low: float, high: float) -> str:
     """A hint for values outside their container's range: the usual range that holds them, if any."""
     if low >= 0.0:
         for top, data in ((255, "8-bit values"), (4095, "12-bit data"), (65535, "16-bit data")):
             if high <= top:
-                return f"if they are {data}, pass ImageEncoder(value_range=(0, {top}))"
+                return f"if they are {data}, pass {_range_advice((0, top))}"
     if low >= -1.0 and high <= 1.0:
-        return "if they were normalised to [-1, 1], pass ImageEncoder(value_range=(-1, 1))"
-    return "pass ImageEncoder(value_range=(low, high)) with the range they come from"
+        return f"if they were normalised to [-1, 1], pass {_range_advice((-1, 1))}"
+    return f"pass {_range_advice()} with the range they come from"
 
 
 def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.ndarray:
-    """``values`` mapped onto [0, 1] from ``value_range``, else from their container's ``default`` range.
-
-    Values outside the range are an error, not clipped: the data do not come from that range,
-    and a clipped image would be encoded as a different picture without a word.
-    """
+    """``values`` mapped onto [0, 1] from ``value_range``, else from their container's ``default`` range;
+    values outside it are an error: clipped, the image would be a different picture without a word."""
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{what} contains NaN or infinity; replace those pixels (np.nan_to_num) first")
@@ -348,13 +333,11 @@ def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.nd
     if low < lo or high > hi:
         span = f"{what} values span [{low:.6g}, {high:.6g}]"
         if value_range is not None:
-            raise ImageReadError(
-                f"{span}, outside value_range=({lo:g}, {hi:g}); values are never clipped: set value_range "
-                "to the range the data come from"
-            )
+            raise ImageReadError(f"{span}, outside {_range_advice(value_range, None)}; values "
+                                 f"are never clipped: pass {_range_advice()} with the range the data come from")
         raise ImageReadError(
-            f"{span}, outside [{lo:g}, {hi:g}], the range of {what}s unless value_range says otherwise (it is "
-            f"never guessed from the values); {_suggested_range(low, high)}"
+            f"{span}, outside [{lo:g}, {hi:g}], the range of {what}s when no range is given (it is never guessed "
+            f"from the values); {_suggested_range(low, high)}"
         )
     return (values - lo) / (hi - lo)
 
@@ -369,9 +352,7 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ImageReadError(
-            f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)"
-        )
+        raise ImageReadError(f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)")
     if array.size == 0:
         raise ImageReadError(f"array of shape {array.shape} has no pixels")
     if array.dtype == np.uint8:
@@ -386,14 +367,12 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
         default = None  # the range comes from value_range
     elif kind in "iu":
         raise ImageReadError(
-            f"array dtype {array.dtype} has no standard range; pass ImageEncoder(value_range=(low, high)) with "
-            "the range its values come from (such as (0, 255)), or convert it to uint8 or uint16"
+            f"array dtype {array.dtype} has no standard range; pass {_range_advice()} with the range its values "
+            "come from (such as (0, 255)), or convert it to uint8 or uint16"
         )
     else:
-        raise ImageReadError(
-            f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
-            "other ranges with value_range)"
-        )
+        raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
+                             f"other ranges with {_range_advice()})")
     array = _scaled(array, value_range, default, f"{array.dtype} array")  # alpha shares the range
     if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
         alpha = array[:, :, 3:4]
@@ -402,32 +381,14 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
 
 
 def to_rgb(item, draft_size: int | None = None, value_range=None):
-    """Read one item as an 8-bit RGB ``PIL.Image``.
+    """Read one item as an 8-bit RGB ``PIL.Image``: EXIF orientation applied, first frame of animations,
+    alpha composited onto white.
 
-    Parameters
-    ----------
-    item : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
-        A file path (a regular file: a named pipe or a device is refused, not read), the encoded
-        bytes of a file, an image, or an array (uint8 HxW / HxWx3 / HxWx4, uint16, float, or
-        another integer type with ``value_range``).
-    draft_size : int or None, default=None
-        Let JPEG files decode at a reduced scale, no smaller than this on either side.
-    value_range : tuple of (float, float) or None, default=None
-        The range the values of data that are not 8-bit come from (16-bit and float images and
-        arrays, Pillow I and F images), mapped onto black to white. ``None``: each container's
-        own range (16-bit 0-65535, float 0-1); an in-memory I image has none and is refused
-        without it. 8-bit data are 0-255.
-
-    Returns
-    -------
-    image : PIL.Image.Image
-        Mode RGB, EXIF orientation applied, first frame of animations, alpha composited onto white.
-
-    Raises
-    ------
-    ImageReadError
-        Missing file, not a regular file, unreadable or truncated data, decompression bomb,
-        values outside the range, a closed PIL image, an unsupported array.
+    ``item`` is a path of a regular file (a pipe or a device is refused, not read), encoded bytes,
+    a PIL image or an array (uint8 HxW / HxWx3 / HxWx4, uint16, float, other integers with
+    ``value_range``). ``draft_size`` lets JPEG files decode at a reduced scale, no smaller than it
+    on either side. ``value_range`` is the range data that are not 8-bit come from (the module
+    docstring); ``None``: the container's own. Raises `ImageReadError` saying why not.
     """
     if isinstance(item, Image.Image):
         if getattr(item, "tile", None):  # opened lazily (Image.open): decoding it is still to come
@@ -449,11 +410,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
-        self.items = items
-        self.preprocess = preprocess
-        self.draft_size = draft_size
-        self.resize_side = resize_side
-        self.value_range = value_range
+        self.items, self.preprocess, self.value_range = items, preprocess, value_range
+        self.draft_size, self.resize_side = draft_size, resize_side
         self.pixel_limit = Image.MAX_IMAGE_PIXELS
 
     def __len__(self):
@@ -463,10 +421,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if torch.utils.data.get_worker_info() is not None:  # a decoding process of ours, not the user's
             Image.MAX_IMAGE_PIXELS = self.pixel_limit
         try:
-            # value_range only when set: the default call stays to_rgb(item, draft), as before it existed.
-            ranged = {} if self.value_range is None else {"value_range": self.value_range}
-            image = to_rgb(self.items[index], self.draft_size, **ranged)
-            check_resized_size(image, self.resize_side)
+            image = to_rgb(self.items[index], self.draft_size, self.value_range)
+            _check_resized_size(image, self.resize_side)
             tensor = self.preprocess(image)
         except ImageReadError as exc:
             return index, None, str(exc)
@@ -485,12 +441,8 @@ def collate(samples):
 
 
 def decode_ahead(dataset: ImageDataset, batch_size: int, ahead: int = 2):
-    """Collated batches in order while one thread decodes the next ``ahead`` ones.
-
-    Used when no decoding process runs: PIL's decoding and resizing and the runtimes' (and
-    torch's) forward passes release the GIL, so the next batch decodes while the network runs
-    this one. At most ``ahead`` batches wait, so memory stays flat.
-    """
+    """Collated batches in order while one thread decodes the next ``ahead`` ones (when no decoding process
+    runs): decoding, resizing and the forward pass release the GIL, and memory stays flat."""
     def decode(start):
         return collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 

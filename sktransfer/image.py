@@ -1,9 +1,7 @@
-"""ImageEncoder: any torchvision backbone (or your own module) as a frozen feature extractor."""
+"""ImageEncoder: any torchvision or timm backbone (or your own module) as a frozen feature extractor."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import inspect
 import numbers
@@ -17,14 +15,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from . import _backbones, _backends, _timm
+from ._backbones import Backbone, effective_pooling, probe_image
+from ._columns import column_to_list
 from ._device import autocast
-from ._content import module_content_hash
 from ._identity import EncoderIdentity
-from ._images import (ImageDataset, check_value_range, collate, content_key, decode_ahead, describe_item, is_image_item,
+from ._images import (ImageDataset, check_images, check_value_range, collate, content_key, decode_ahead, describe_item,
                       item_key, unsupported_reason)
+from ._pipeline import settle_failures
 from ._registry import model_registry
 from ._runtime import data_loader, ordered_map
-from .base import BaseEncoder, column_to_list, indexed_names, numbers_hint, warn_nan_rows
+from .base import BaseEncoder, indexed_names
 
 __all__ = ["ImageEncoder"]
 
@@ -36,32 +36,19 @@ LARGE_OUTPUT = 100_000
 MAX_RESIZE_SIDE = 4096
 
 
+def _source(model, weights):
+    """What ``model`` names: the user's module, a timm network or a torchvision model."""
+    if isinstance(model, nn.Module):
+        return _backbones.ModuleSource(model)
+    if _timm.is_timm(model):
+        return _timm.TimmSource(model, weights)
+    return _backbones.TorchvisionSource(model, weights)
+
+
 def _resize_side(preprocess):
-    """The shorter side a torchvision preset resizes to, or None for other callables."""
+    """The shorter side a torchvision preset (or timm's) resizes to, or None for other callables."""
     size = getattr(preprocess, "resize_size", None)
     return int(size[0]) if size else None
-
-
-def _effective_pooling(output: torch.Tensor, pooling, class_token: bool):
-    """What ``pooling`` does to one layer's output: None when it is already a vector."""
-    if output.ndim == 2:
-        return None
-    if pooling == "auto":
-        return "cls" if output.ndim == 3 and class_token else "avg"
-    return "flatten" if pooling is None else pooling
-
-
-def _private_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of a user's module to run frozen; state that cannot be copied (a lock) is shared."""
-    shared = {}
-    for child in module.modules():
-        for name, value in vars(child).items():
-            if name not in ("_parameters", "_buffers", "_modules"):
-                try:
-                    copy.deepcopy(value)
-                except Exception:  # a lock, an open file: the module vouched for its identity
-                    shared[id(value)] = value
-    return copy.deepcopy(module, shared)
 
 
 class _ExportedOutputs(nn.Module):
@@ -77,15 +64,8 @@ class _ExportedOutputs(nn.Module):
         return tuple(outputs[name] for name in self._backbone.layers)
 
 
-@dataclasses.dataclass
-class _BackendBackbone:
-    """A Backbone whose network runs in ONNX Runtime or OpenVINO: same layers, same pooling."""
-
-    network: _backends.Network
-    layers: tuple
-    class_token: bool
-    channels_last_maps: bool
-    output_dims: dict = dataclasses.field(default_factory=dict)
+class _BackendBackbone(Backbone):
+    """A Backbone whose ``network`` is a `_backends.Network` (ONNX Runtime, OpenVINO): same layers, same pooling."""
 
     def __call__(self, batch: torch.Tensor, n_threads=None) -> dict:
         outputs = self.network.run([batch.numpy()], n_threads)
@@ -103,11 +83,11 @@ class ImageEncoder(BaseEncoder):
         own module, or ``"timm:<name>"`` for any timm model (``timm.create_model(name,
         pretrained=True, num_classes=0)`` with timm's own data config for preprocessing; needs
         ``pip install "sktransfer[timm]"``). A module is used as given (its output, pooled if
-        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told apart by everything
-        ``forward`` can read: every tensor (non-persistent buffers and plain tensor attributes
-        included), their state (function attributes, dicts, hooks) and the code of your own
-        classes; state with no content (a lock) raises ``IdentityError`` unless the module states
-        ``__sktransfer_identity__ = "..."``.
+        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told
+        apart by everything ``forward`` can read: every tensor (non-persistent buffers and plain
+        tensor attributes included), their state (function attributes, dicts, hooks) and the code
+        of your own classes; state with no content (a lock) raises ``IdentityError`` unless the
+        module states ``__sktransfer_identity__ = "..."``.
     weights : str, torchvision WeightsEnum or None, default="DEFAULT"
         Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best),
         a name such as ``"IMAGENET1K_V1"``, or ``None`` for random initialisation (warns: the
@@ -155,9 +135,9 @@ class ImageEncoder(BaseEncoder):
         values: floats 0-1 (torchvision's convention), 16-bit 0-65535; an ``I`` image made in
         memory has none (``convert("I")`` keeps 0-255 or 0-65535) and is refused without it.
         Values outside the range are an error naming the index and the values' span, never
-        clipped: floats holding 0-255 need
-        ``value_range=(0, 255)``, 12-bit data ``(0, 4095)``. 8-bit images (uint8 arrays, 8-bit
-        files and modes) are always 0-255. Part of the fingerprint when set.
+        clipped: floats holding 0-255 need ``value_range=(0, 255)``, 12-bit data ``(0, 4095)``.
+        8-bit images (uint8 arrays, 8-bit files and modes) are always 0-255. Part of the
+        fingerprint when set.
     num_workers : int or "auto", default="auto"
         Processes that decode and preprocess while the network runs. ``"auto"``: with a GPU,
         one per core beyond the first (at most 8); on a CPU, whose cores already run the network,
@@ -257,28 +237,10 @@ class ImageEncoder(BaseEncoder):
     _output_parameters = ("model", "weights", "layer", "pooling", "image_size", "crop", "preprocess",
                           "jpeg_draft", "value_range", "precision", "backend")
 
-    def __init__(
-        self,
-        model="mobilenet_v2",
-        *,
-        weights="DEFAULT",
-        layer=None,
-        pooling="auto",
-        image_size=None,
-        crop=None,
-        preprocess=None,
-        on_error="raise",
-        jpeg_draft=True,
-        value_range=None,
-        num_workers="auto",
-        device="auto",
-        backend="torch",
-        batch_size=32,
-        precision="fp32",
-        show_progress=False,
-        n_threads=None,
-        cache=None,
-    ):
+    def __init__(self, model="mobilenet_v2", *, weights="DEFAULT", layer=None, pooling="auto", image_size=None,
+                 crop=None, preprocess=None, on_error="raise", jpeg_draft=True, value_range=None, num_workers="auto",
+                 device="auto", backend="torch", batch_size=32, precision="fp32", show_progress=False, n_threads=None,
+                 cache=None):
         self.model = model
         self.weights = weights
         self.layer = layer
@@ -318,30 +280,25 @@ class ImageEncoder(BaseEncoder):
         device = self._begin_fit(X)
         value_range = check_value_range(self.value_range)
         layers = self._layers()
-        if isinstance(self.model, nn.Module):
-            name = f"<module {type(self.model).__module__}.{type(self.model).__qualname__}>"
-            content = module_content_hash(self.model)
-        elif _timm.is_timm(self.model):
-            timm_name, pretrained = _timm.resolve_name(self.model, self.weights)
-            name = f"{_timm.PREFIX}{timm_name}" + ("" if pretrained else " (random init)")
-            content = _timm.content(timm_name, pretrained)
-        else:
-            weights = _backbones.resolve_weights(self.model, self.weights)
-            name = self.model if weights is None else f"{self.model} {weights}"
-            content = _backbones.network_content(self.model, weights)
+        source = _source(self.model, self.weights)
+        name, content = source.name, source.content()
         draft = EncoderIdentity("ImageEncoder", name, content, {"layers": layers}, ("layers",))
-        backbone = model_registry.get(draft.registry_key(str(device)), lambda: self._load_model(draft, device))
-        preprocess = self._build_preprocess()
+        backbone = model_registry.get(draft.registry_key(str(device)), lambda: self._load_torch(draft, device))
+        preprocess = self.preprocess
+        if preprocess is None:
+            preprocess = source.preprocessing(self.image_size, self.crop)
+            side = _resize_side(preprocess)
+            if side is not None and side > MAX_RESIZE_SIDE:
+                raise ValueError(
+                    f"image_size={self.image_size} with crop={self.crop} resizes every image to a "
+                    f"{side}-pixel shorter side (limit {MAX_RESIZE_SIDE}); raise crop or lower image_size."
+                )
         pooling = self._probe(backbone, preprocess, device)
         self.preprocess_ = preprocess
         described = _backbones.preprocessing_settings(preprocess)
-        settings = {
-            "layers": layers,
-            "pooling": pooling,
-            "preprocess": described,
-            "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
-            "precision": self.precision,
-        }
+        settings = {"layers": layers, "pooling": pooling, "preprocess": described,
+                    "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
+                    "precision": self.precision}
         if value_range is not None:  # absent by default, so default fingerprints stay those of earlier versions
             settings["value_range"] = list(value_range)
         summary = {"preprocess": _backbones.preprocessing_summary(described)}
@@ -362,47 +319,32 @@ class ImageEncoder(BaseEncoder):
         return layers
 
     def _load_model(self, identity: EncoderIdentity, device):
-        """Build the backbone the identity names, checking its content first."""
-        if "backend" in identity.model_settings:  # not the torch model the export is made from
+        """The backbone the identity names: torch's, or an export of it run by the identity's backend."""
+        if "backend" in identity.model_settings:
             return self._load_backend(identity, device)
-        layers = identity.settings["layers"]
-        if isinstance(self.model, nn.Module):
-            identity.check_content(module_content_hash(self.model), "the module passed as model")
-            network = _private_copy(self.model)  # never modify the estimator's parameter in place
-        elif _timm.is_timm(self.model):
-            timm_name, pretrained = _timm.resolve_name(self.model, self.weights)
-            where = str(_timm.weight_file(timm_name) or "timm's random initialisation")
-            identity.check_content(_timm.content(timm_name, pretrained), where)
-            network = _timm.create(timm_name, pretrained)
-        else:
-            weights = _backbones.resolve_weights(self.model, self.weights)
-            where = "a seeded random initialisation" if weights is None else str(_backbones.checkpoint_path(weights))
-            identity.check_content(_backbones.network_content(self.model, weights), where)
-            network = _backbones.load_torchvision(self.model, weights)
+        return self._load_torch(identity, device)
+
+    def _load_torch(self, identity: EncoderIdentity, device: torch.device) -> Backbone:
+        """The torch backbone the identity names, its content checked first."""
+        source = _source(self.model, self.weights)
+        identity.check_content(source.content(), source.location)
+        network = source.create()
         tuned = self._tuned_state(identity)
         if tuned is not None:  # tuned tensors of the full network, applied before BatchNorm is folded
             from ._weights import apply_weights
 
             apply_weights(network, tuned, "ImageEncoder")
-        if _timm.is_timm(self.model):
-            backbone = _timm.build(network, layers)
-        else:
-            backbone = _backbones.build_backbone(network, layers, is_torchvision=not isinstance(self.model, nn.Module))
-        backbone.network.to(device)
-        if device.type != "mps":
-            backbone.network.to(memory_format=torch.channels_last)
+        backbone = source.build(network, identity.settings["layers"])
+        memory_format = torch.channels_last if device.type != "mps" else torch.preserve_format
+        backbone.network.to(device, memory_format=memory_format)
         return backbone
 
     def _load_backend(self, identity: EncoderIdentity, device: str) -> _BackendBackbone:
-        """The backbone run by the identity's backend, from its export (made now if absent).
-
-        The torch backbone of the same identity is loaded (or taken from the registry) for the
-        layer layout, and exported only when no export of it exists yet.
-        """
+        """The identity's backend running an export of its torch backbone (exported now if none exists yet)."""
         torch_identity = self._torch_identity(identity)
         cpu = torch.device("cpu")
-        backbone = model_registry.get(torch_identity.registry_key("cpu"), lambda: self._load_model(torch_identity, cpu))
-        input_shape = tuple(self.preprocess_(_backbones.probe_image()).shape)
+        backbone = model_registry.get(torch_identity.registry_key("cpu"), lambda: self._load_torch(torch_identity, cpu))
+        input_shape = tuple(self.preprocess_(probe_image()).shape)
 
         def export_spec():
             # Batch 2: exporters specialise sizes 0 and 1, and the batch axis must stay free.
@@ -412,30 +354,11 @@ class ImageEncoder(BaseEncoder):
         network = _backends.exported_network(
             identity.settings["backend"], self._network_payload(identity, input=list(input_shape)), export_spec,
             device=device, precision=identity.settings["precision"])
-        return _BackendBackbone(network, backbone.layers, backbone.class_token, backbone.channels_last_maps,
-                                backbone.output_dims)
+        return _BackendBackbone(**{**vars(backbone), "network": network})  # the same layout, one output_dims
 
-    def _build_preprocess(self):
-        if self.preprocess is not None:
-            return self.preprocess
-        if isinstance(self.model, nn.Module):
-            preprocess = _backbones.default_preprocessing(self.image_size, self.crop)
-        elif _timm.is_timm(self.model):
-            preprocess = _timm.preprocessing(_timm.resolve_name(self.model, self.weights)[0], self.image_size, self.crop)
-        else:
-            weights = _backbones.resolve_weights(self.model, self.weights)
-            preprocess = _backbones.preprocessing_for(weights, self.model, self.image_size, self.crop)
-        side = _resize_side(preprocess)
-        if side is not None and side > MAX_RESIZE_SIDE:
-            raise ValueError(
-                f"image_size={self.image_size} with crop={self.crop} resizes every image to a "
-                f"{side}-pixel shorter side (limit {MAX_RESIZE_SIDE}); raise crop or lower image_size."
-            )
-        return preprocess
-
-    def _probe(self, backbone, preprocess, device) -> dict:
+    def _probe(self, backbone: Backbone, preprocess, device) -> dict:
         """Output sizes and the pooling each layer really gets, from one forward pass on a probe."""
-        probe = preprocess(_backbones.probe_image())
+        probe = preprocess(probe_image())
         if not isinstance(probe, torch.Tensor) or probe.ndim != 3:
             raise ValueError(f"preprocess returned {type(probe).__name__}, expected a (C, H, W) tensor")
         # Output sizes depend on the input size and pooling only; clones share the answer.
@@ -444,49 +367,38 @@ class ImageEncoder(BaseEncoder):
         if known is None:
             with torch.inference_mode(), autocast(device, self.precision):
                 outputs = backbone(probe.unsqueeze(0).to(device))
-                known = {
-                    name: (int(self._pool(backbone, outputs[name], self.pooling).shape[1]),
-                           _effective_pooling(outputs[name], self.pooling, backbone.class_token))
-                    for name in backbone.layers
-                }
+                known = {name: (int(backbone.pooled(outputs[name], self.pooling).shape[1]),
+                                effective_pooling(outputs[name], self.pooling, backbone.class_token))
+                         for name in backbone.layers}
             backbone.output_dims[probe_key] = known
         self.layer_dims_ = {name: dim for name, (dim, _) in known.items()}
         self.embedding_dim_ = sum(self.layer_dims_.values())
         if self.embedding_dim_ > LARGE_OUTPUT:
-            warnings.warn(
-                f"ImageEncoder outputs {self.embedding_dim_:,} features per image "
-                f"({self.embedding_dim_ * 4 / 2**20:.1f} MiB per image as float32) with pooling=None; "
-                "use pooling='avg' (or 'max', 'avgmax') unless you need the full map.",
-                UserWarning,
-                stacklevel=3,
-            )
+            warnings.warn(f"ImageEncoder outputs {self.embedding_dim_:,} features per image "
+                          f"({self.embedding_dim_ * 4 / 2**20:.1f} MiB per image as float32) with pooling=None; "
+                          "use pooling='avg' (or 'max', 'avgmax') unless you need the full map.", UserWarning,
+                          stacklevel=3)
         already_vectors = [name for name, (_, effective) in known.items() if effective is None]
         if already_vectors and self.pooling != "auto":
             raise ValueError(
                 f"pooling={self.pooling!r} has nothing to pool: the output of {already_vectors[0]!r} is already a "
                 "vector (the network pooled it). Keep pooling='auto', or choose a layer that outputs a feature map "
                 "(e.g. the last feature block; list them with "
-                "torchvision.models.feature_extraction.get_graph_node_names(model)[1])."
-            )
+                "torchvision.models.feature_extraction.get_graph_node_names(model)[1]).")
         return {name: effective for name, (_, effective) in known.items()}
 
-    @staticmethod
-    def _pool(backbone, tensor, pooling):
-        return _backbones.pool(
-            tensor, pooling, class_token=backbone.class_token, channels_last_maps=backbone.channels_last_maps
-        )
-
     # ------------------------------------------------------------------ input
+    def _requested_backend(self) -> str:
+        return self.backend
+
     def _items_of(self, X) -> list:
         if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
             if X.ndim == 3 and (X.shape[-1] in (3, 4) or X.shape[0] in (3, 4)):
                 layout = "(H, W, channels)" if X.shape[-1] in (3, 4) else "(channels, H, W)"
-                raise ValueError(
-                    f"ImageEncoder got one array of shape {X.shape}, which looks like a single "
-                    f"{layout} image rather than a stack of grayscale images. Wrap it in a "
-                    "list ([image]) for one image (channels last), pass a stack (N, H, W, C), or "
-                    "list(stack) for 3 or 4 grayscale images or images 3 or 4 pixels wide."
-                )
+                raise ValueError(f"ImageEncoder got one array of shape {X.shape}, which looks like a single "
+                                 f"{layout} image rather than a stack of grayscale images. Wrap it in a "
+                                 "list ([image]) for one image (channels last), pass a stack (N, H, W, C), or "
+                                 "list(stack) for 3 or 4 grayscale images or images 3 or 4 pixels wide.")
             return list(X)  # a stack of images: (N, H, W) or (N, H, W, C)
         if isinstance(X, (Image.Image, os.PathLike)):
             raise ValueError("ImageEncoder expects a sequence of images (one per sample); wrap a single image in a list.")
@@ -498,16 +410,7 @@ class ImageEncoder(BaseEncoder):
         super()._check_columns(X, reset=reset)
 
     def _valid_rows(self, items: list) -> np.ndarray:
-        """Items of a kind no image reader accepts (None, numbers...), by ``on_error``."""
-        valid = np.fromiter((is_image_item(item) for item in items), dtype=bool, count=len(items))
-        if self.on_error == "raise" and not valid.all():
-            first = int(np.flatnonzero(~valid)[0])
-            raise ValueError(
-                f"ImageEncoder could not read the item at index {first} ({describe_item(items[first])}): "
-                f"{unsupported_reason(items[first])}. Fix or remove it, or set "
-                "on_error='nan' to get NaN rows for such items." + numbers_hint([items[i] for i in np.flatnonzero(~valid)])
-            )
-        return valid
+        return check_images(items, self.on_error, "ImageEncoder")
 
     # ------------------------------------------------------------------ transform
     def transform(self, X):
@@ -531,10 +434,8 @@ class ImageEncoder(BaseEncoder):
             items, valid, lambda images, on_batch: self._encode_images(backbone, images, on_batch),
             dedupe_key=item_key, content_key=keyed,
         )
-        failures += [(row, items[row], unsupported_reason(items[row]))
-                     for row in np.flatnonzero(~valid)]
-        if failures:
-            self._handle_failures(sorted(failures, key=lambda failure: failure[0]), len(items))
+        failures += [(row, items[row], unsupported_reason(items[row])) for row in np.flatnonzero(~valid)]
+        settle_failures("ImageEncoder", failures, len(items), self.on_error, describe=describe_item)
         return out
 
     def __setstate__(self, state):
@@ -551,31 +452,7 @@ class ImageEncoder(BaseEncoder):
         found = self.identity_.settings.get("value_range")
         return None if found is None else tuple(found)
 
-    def _handle_failures(self, failures: list, n_items: int) -> None:
-        """``on_error``: the first failure becomes an error naming its index, or NaN rows and a warning."""
-        row, item, reason = failures[0]
-        if self.on_error == "raise":
-            raise ValueError(
-                f"ImageEncoder could not read the item at index {row} ({describe_item(item)}): {reason}. Fix or "
-                "remove it, or set on_error='nan' to get NaN rows for such items (then impute or filter them)."
-            )
-        warn_nan_rows("ImageEncoder", len(failures), n_items, row, describe_item(item), reason, "on_error='nan'")
-
     # ------------------------------------------------------------------ encoding strategy
-    def _runtime_streams(self, on_torch: bool) -> tuple:
-        """Batches in the network at once, and threads for each.
-
-        Torch: one batch on all its threads. A runtime on a CPU: two batches at once, each on
-        half the threads (``n_threads``, else torch's count): single-threaded convolutions waste
-        less than two threads sharing one batch, and the decoding thread fills the gaps
-        (398 hymenoptera photos on 2 cores, ONNX Runtime: 83 img/s against 70 with one batch).
-        """
-        if on_torch or self.device_ != "cpu":
-            return 1, self.n_threads
-        threads = self.n_threads or torch.get_num_threads()
-        streams = 2 if threads >= 2 else 1
-        return streams, max(1, threads // streams)
-
     def _encode_images(self, backbone, items, on_batch):
         """Decode and preprocess ahead (worker processes, else a thread) while the network encodes."""
         device = self._torch_device()
@@ -600,16 +477,17 @@ class ImageEncoder(BaseEncoder):
             batches = loader
         # Torch runs channels-last convolutions faster; the runtimes take plain NCHW arrays.
         memory_format = torch.channels_last if on_torch and device.type != "mps" else torch.contiguous_format
-        streams, per_stream = self._runtime_streams(on_torch)
-        forward = backbone if on_torch else functools.partial(backbone, n_threads=per_stream)
+        forward, streams = backbone, 1
+        if not on_torch and self.device_ == "cpu":
+            # A runtime on a CPU: two batches at once, each on half the threads. Single-threaded
+            # convolutions waste less than two threads sharing one batch (398 hymenoptera photos on
+            # 2 cores, ONNX Runtime: 83 img/s against 70 with one batch).
+            threads = self.n_threads or torch.get_num_threads()
+            streams = 2 if threads >= 2 else 1
+            forward = functools.partial(backbone, n_threads=max(1, threads // streams))
+        elif not on_torch:
+            forward = functools.partial(backbone, n_threads=self.n_threads)
         pooling = settings["pooling"]
-
-        def finish(index, outputs):
-            features = torch.cat([self._pool(backbone, outputs[name], pooling[name]) for name in backbone.layers], dim=1)
-            # Move each batch off the accelerator as it finishes: memory stays flat.
-            out[index] = features.float().cpu().numpy()
-            if on_batch is not None:
-                on_batch(index, out[index])
 
         def ready():
             for index, batch, errors in self._progress(batches, total=len(loader)):
@@ -625,7 +503,10 @@ class ImageEncoder(BaseEncoder):
         try:
             with torch.inference_mode(), autocast(device, settings["precision"] if on_torch else "fp32"):
                 for index, outputs in results:
-                    finish(index, outputs)
+                    features = torch.cat([backbone.pooled(outputs[name], pooling[name]) for name in backbone.layers], 1)
+                    out[index] = features.float().cpu().numpy()  # off the accelerator batch by batch: memory stays flat
+                    if on_batch is not None:
+                        on_batch(index, out[index])
         finally:
             results.close()
             if batches is not loader:
@@ -635,7 +516,4 @@ class ImageEncoder(BaseEncoder):
     def _feature_names(self, prefix):
         if len(self.layer_dims_) == 1:
             return super()._feature_names(prefix)
-        names = []
-        for layer, dim in self.layer_dims_.items():
-            names.extend(indexed_names(f"{prefix}_{layer}", dim))
-        return names
+        return [name for layer, dim in self.layer_dims_.items() for name in indexed_names(f"{prefix}_{layer}", dim)]

@@ -3,7 +3,7 @@
 Each backend runs an export of the very network the torch backend runs (same resolved weights,
 layers, preprocessing, tokenizer and pooling), so at fp32 its features must match torch's to a
 cosine of 0.9999. The export is made once per identity and runtime version, into the folder
-conftest.py points ``SKTRANSFER_EXPORTS`` at; these tests count exports and loads.
+conftest.py points ``SKTRANSFER_EXPORTS`` at; a loaded network says whether it was exported for it.
 """
 
 import pickle
@@ -94,29 +94,28 @@ def test_export_is_made_once_then_loaded_by_clones_refits_and_other_processes(ba
                                                                               monkeypatch):
     monkeypatch.setenv("SKTRANSFER_EXPORTS", str(tmp_path / "exports"))  # an empty export folder
     model_registry.clear()  # and no network loaded in this process yet
-    exports, loads = sum(_backends.export_counts.values()), sum(_backends.load_counts.values())
     encoder = image_encoder(backend=backend).fit(photos[:2])
-    assert sum(_backends.export_counts.values()) == exports + 1
+    assert encoder.model_.network.exported
     first = encoder.transform(photos[:3])
     # Clones and refits (a grid search's folds) share the loaded network: no export, no load.
     for _ in range(3):
-        clone(encoder).fit(photos[:2]).transform(photos[:1])
-    assert sum(_backends.export_counts.values()) == exports + 1
-    assert sum(_backends.load_counts.values()) == loads + 1
+        twin = clone(encoder).fit(photos[:2])
+        assert twin.model_ is encoder.model_
+        twin.transform(photos[:1])
     # A fresh registry (as in a new process) loads the export from disk instead of exporting again.
     model_registry.clear()
-    np.testing.assert_allclose(clone(encoder).fit(photos[:2]).transform(photos[:3]), first, atol=1e-6)
-    assert sum(_backends.export_counts.values()) == exports + 1
-    assert sum(_backends.load_counts.values()) == loads + 2
+    fresh = clone(encoder).fit(photos[:2])
+    assert fresh.model_ is not encoder.model_ and not fresh.model_.network.exported
+    np.testing.assert_allclose(fresh.transform(photos[:3]), first, atol=1e-6)
     script = (
-        "from sktransfer import ImageEncoder, _backends\n"
+        "from sktransfer import ImageEncoder\n"
         f"e = ImageEncoder(weights='IMAGENET1K_V1', device='cpu', backend={backend!r}).fit({photos[:1]!r})\n"
-        "print(sum(_backends.export_counts.values()), sum(_backends.load_counts.values()))\n"
+        "print(e.model_.network.exported)\n"
     )
     env = {**__import__("os").environ, "SKTRANSFER_EXPORTS": str(tmp_path / "exports")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "1"]  # another process: loaded, not exported
+    assert done.stdout.split() == ["False"]  # another process: loaded, not exported
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -219,8 +218,7 @@ def test_a_damaged_export_is_made_again_with_a_warning(backend, photos, tmp_path
     (model_file,) = (tmp_path / "exports" / backend).glob("*/model.*ml" if backend == "openvino" else "*/model.onnx")
     model_file.write_bytes(model_file.read_bytes()[:200])  # truncated, as by a full disk
     model_registry.clear()
-    exports = sum(_backends.export_counts.values())
     with pytest.warns(UserWarning, match="(?s)does not match what was exported: .* Exporting it again"):
         encoder = image_encoder(backend=backend).fit(photos[:2])
-    assert sum(_backends.export_counts.values()) == exports + 1
+    assert encoder.model_.network.exported
     np.testing.assert_allclose(encoder.transform(photos[:2]), expected, atol=1e-6)

@@ -247,11 +247,11 @@ def test_batch_size_and_num_workers_do_not_change_outputs(photos, photo_features
 
 
 def test_duplicates_are_decoded_once_and_order_is_kept(encoder, photos, photo_features, monkeypatch):
-    from sktransfer import image as image_module
+    from sktransfer import _images
 
     calls = []
-    original = image_module.to_rgb
-    monkeypatch.setattr(image_module, "to_rgb", lambda item, draft=None: calls.append(item) or original(item, draft))
+    original = _images.to_rgb
+    monkeypatch.setattr(_images, "to_rgb", lambda item, *args: calls.append(item) or original(item, *args))
     X = [photos[2], photos[0], photos[2], photos[1], photos[0]]
     out = encoder.transform(X)
     assert sorted(calls) == sorted(set(X))
