@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -50,7 +51,9 @@ def ordered_map(function: Callable, items: Iterable, *, workers: int, ahead: int
     try:
         pending = collections.deque()
         for item in items:
-            pending.append(pool.submit(function, item))
+            # Each call runs in the caller's context, so context-local settings (the CLI's flag
+            # style of advice) hold in the workers too.
+            pending.append(pool.submit(contextvars.copy_context().run, function, item))
             if len(pending) > ahead:
                 yield pending.popleft().result()
         while pending:
