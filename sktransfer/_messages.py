@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-__all__ = ["ItemError", "flag_style", "setting", "with_article"]
+__all__ = ["ItemError", "flag_style", "flags_on", "setting", "with_article"]
 
 _FLAGS = contextvars.ContextVar("sktransfer_flag_style", default=False)
 
@@ -26,10 +26,15 @@ def with_article(word: str) -> str:
     return f"a {word}"
 
 
+def flags_on() -> bool:
+    """Whether advice is being written as command-line flags (inside `flag_style`)."""
+    return _FLAGS.get()
+
+
 @contextlib.contextmanager
-def flag_style():
+def flag_style(on: bool = True):
     """Within this block, `setting` names command-line flags (the CLI's messages and warnings)."""
-    token = _FLAGS.set(True)
+    token = _FLAGS.set(on)
     try:
         yield
     finally:

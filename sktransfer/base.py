@@ -310,6 +310,16 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
             self.model_ = model  # a cache of the registry's object, never pickled
         return model
 
+    def run_on(self, device: str) -> None:
+        """Run this fitted encoder on ``device`` from now on (a cluster worker's own GPU or CPU).
+
+        The device is not part of the identity (it changes vectors by float noise only), so the
+        fingerprint stays; the model is loaded again there through the registry.
+        """
+        if device != self.device_:
+            self.device_ = device
+            self.__dict__.pop("model_", None)
+
     # ------------------------------------------------------------------ the shared pipeline
     def _encode_column(self, items: list, valid: np.ndarray, encode, *, dedupe_key, content_key):
         """`sktransfer._pipeline.encode_column` with this encoder's identity, cache and ``n_threads``."""
