@@ -39,34 +39,12 @@ def _deduplicate(items: list, rows: np.ndarray, key: Callable[[Any], Hashable]):
 
 def encode_column(items: list, valid: np.ndarray, encode, *, dim: int, identity, cache: EmbeddingCache | None,
                   dedupe_key, content_key, owner: str):
-    """Encode the valid rows of one column; invalid rows and failures are NaN.
+    """Encode the valid rows of one column; returns ``(out, failures)``, invalid and failed rows NaN.
 
-    Parameters
-    ----------
-    items : list
-        The column.
-    valid : ndarray of bool
-        Rows to encode.
-    encode : callable
-        ``encode(distinct_items, on_batch) -> (features, {position: reason})``: the encoder's own
-        strategy; it calls ``on_batch(positions, features)`` as each batch finishes.
-    dim : int
-        Width of a vector.
-    identity : EncoderIdentity
-        What makes the vectors; its fingerprint keys the cache.
-    cache : EmbeddingCache or None
-        Where vectors are looked up and stored.
-    dedupe_key, content_key : callable
-        Key of an item within one call, and digest of its content for the cache (None: not
-        cacheable).
-    owner : str
-        The encoder's name, for cache-fault warnings.
-
-    Returns
-    -------
-    out : ndarray of shape (len(items), dim), float32
-    failures : list of (row, item, reason)
-        Items the strategy could not encode, in row order (their rows are NaN).
+    ``encode(distinct_items, on_batch) -> (features, {position: reason})`` is the encoder's own
+    strategy; it calls ``on_batch(positions, features)`` as each batch finishes, so the cache keeps
+    finished work. ``dedupe_key`` keys an item within the call, ``content_key`` its content for the
+    cache (None: not cacheable). ``failures`` lists ``(row, item, reason)`` in row order.
     """
     rows = np.flatnonzero(valid)
     if not rows.size:

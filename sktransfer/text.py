@@ -50,14 +50,10 @@ class TextEncoder(BaseEncoder):
         warns with the count, cached or not.
     pooling : {"model", "mean", "cls", "max"}, default="model"
         How token vectors become one text vector. ``"model"`` uses the model's own modules
-        after the transformer (for all-MiniLM-L6-v2: mean pooling, then unit length); a plain
-        transformers folder (BERT, RoBERTa, E5... without sentence-transformers files) has no
-        own modules and gets mean pooling, as sentence-transformers gives it. ``"mean"``
-        averages the token vectors under the attention mask, ``"cls"`` takes the first token's
-        and ``"max"`` the per-dimension maximum; these skip the model's own modules after
-        pooling (a ``Dense`` projection, a ``Normalize``), so set ``normalize=True`` for unit
-        rows. A choice that computes what the model's own modules compute shares their cache
-        entries.
+        after the transformer (a plain transformers folder has none and gets mean pooling).
+        ``"mean"`` averages the token vectors under the attention mask, ``"cls"`` takes the
+        first token's and ``"max"`` the per-dimension maximum; these skip the model's own
+        modules after pooling (``Dense``, ``Normalize``): set ``normalize=True`` for unit rows.
     layers : int, sequence of int or None, default=None
         Which hidden layers the token vectors come from: ``None`` is the last layer (what the
         model was trained to output); ``-1`` is the last, ``-4`` the fourth from last, ``0``
@@ -69,61 +65,46 @@ class TextEncoder(BaseEncoder):
         Ignored with a single layer.
     long_text : {"truncate", "chunk"}, default="truncate"
         Texts longer than ``max_length`` tokens: ``"truncate"`` encodes their first
-        ``max_length`` tokens and warns; ``"chunk"`` splits them into windows of
-        ``max_length`` tokens that overlap by a quarter of a window, encodes every window and
-        averages the window vectors weighted by their token counts (then scales to unit length
-        if the output is normalised), so the whole text counts. Texts that fit in one window
-        get the same vector either way.
+        ``max_length`` tokens and warns; ``"chunk"`` encodes windows of ``max_length`` tokens
+        overlapping by a quarter and averages them weighted by their token counts, so the whole
+        text counts. Texts that fit in one window get the same vector either way.
     prompt : str or None, default=None
         A prefix added to every text before tokenizing, such as ``"query: "`` or
         ``"passage: "`` for E5-style models. The name of one of the model's own prompts
         (``model.prompts`` in sentence-transformers) means that prompt's text. With
         ``long_text="chunk"`` the prompt starts the text, so it is in the first window.
     on_error : {"raise", "empty", "nan"}, default="raise"
-        What to do with items that are not strings (None, NaN, pandas.NA, numbers...), in
-        ``fit`` and ``transform`` alike: ``"raise"`` raises a ``ValueError`` naming the first
-        such item and its index; ``"empty"`` encodes them as the empty string; ``"nan"`` returns
-        a row of NaN for them and warns with the count (for a downstream ``SimpleImputer`` or a
-        row filter). Empty strings are valid texts.
+        Items that are not strings (None, NaN, pandas.NA, numbers...), in ``fit`` and
+        ``transform`` alike: ``"raise"`` raises a ``ValueError`` naming the first and its index;
+        ``"empty"`` encodes them as ``""``; ``"nan"`` returns NaN rows for them and warns.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         With ``backend="onnx"``: ``"cpu"`` or ``"cuda[:N]"`` (``onnxruntime-gpu``); with
         ``backend="openvino"``: ``"cpu"`` or ``"gpu[.N]"`` (Intel GPUs).
     backend : {"torch", "onnx", "openvino"}, default="torch"
-        What runs the transformer. ``"onnx"`` (ONNX Runtime, ``pip install "sktransfer[onnx]"``)
-        and ``"openvino"`` (``pip install "sktransfer[openvino]"``) run an export of the same
-        transformer, made once per model and runtime version into ``$SKTRANSFER_EXPORTS``
-        (default ``~/.cache/sktransfer/exports``) and loaded from there by clones, folds and
-        other processes. Tokenizing, pooling, layers, long texts and prompts are unchanged, and
-        the features stay within 1e-4 cosine of torch's at fp32. The backend is part of the
-        fingerprint. See the text encoder page for when each is fastest.
+        What runs the transformer. ``"onnx"`` (``pip install "sktransfer[onnx]"``) and
+        ``"openvino"`` (``pip install "sktransfer[openvino]"``) run an export of it, made once
+        per model and runtime version into ``$SKTRANSFER_EXPORTS`` (default
+        ``~/.cache/sktransfer/exports``); everything else is unchanged. The backend is part of
+        the fingerprint; the text encoder page says when each is fastest.
     batch_size : int, default=32
         Texts per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Forward-pass arithmetic. ``"bf16"`` casts the model's weights to bfloat16 (faster than
-        autocast on short texts; min cosine to fp32 0.9998 on SST-2); ``"fp16"`` runs under
-        autocast. With OpenVINO, its inference precision hint (float32, with a warning, on a
-        CPU without bf16 instructions); ONNX Runtime offers fp32 only. Output is float32 in
-        every case.
+        Forward-pass arithmetic: ``"bf16"`` casts the weights to bfloat16, ``"fp16"`` runs under
+        autocast. With OpenVINO, its inference precision hint; ONNX Runtime offers fp32 only.
+        Output is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
     n_threads : int or None, default=None
-        CPU threads for the forward pass, applied only while ``transform`` runs and restored
-        afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
-        Useful when several encoders or joblib workers share the cores.
+        CPU threads for the forward pass, applied only while ``transform`` runs. ``None`` leaves
+        torch's setting alone.
     n_streams : int or "auto", default="auto"
         On a CPU, how many batches are encoded at once, each in its own thread with an equal
-        share of the torch threads (the split applies only while ``transform`` runs). Short
-        texts leave one multi-threaded forward pass waiting on its own threads; on all of
-        SST-2 on a 2-core machine, two single-threaded streams took bf16 from 2.10x to 2.65x
-        the speed of ``SentenceTransformer.encode`` at fp32 (fp32: 1.01x to 1.15x). ``"auto"``
-        uses 2 streams when at least 2 threads are available, and 1 on a GPU, with one thread
-        or for a single batch. Outputs do not depend on it beyond float noise.
+        share of the torch threads (faster on short texts: see the text encoder page).
+        ``"auto"`` uses 2 when at least 2 threads are available, else 1, and 1 on a GPU.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         Reuse embeddings across calls, folds, grid points and processes: each distinct text is
-        encoded once per fingerprint (model files, effective normalisation and token limit,
-        precision, pooling, layers, long-text policy, prompt). A path means
-        ``EmbeddingCache(path)``.
+        encoded once per fingerprint. A path means ``EmbeddingCache(path)``.
 
     Attributes
     ----------
@@ -148,13 +129,10 @@ class TextEncoder(BaseEncoder):
 
     Notes
     -----
-    The weights are not pickled: a pickled TextEncoder stores the model name and a content hash
-    of its files; where it is loaded the name is resolved again (the model directory, the
-    Hugging Face cache) and the files found must hash the same, or ``transform`` raises
-    [`ModelMismatchError`][sktransfer.ModelMismatchError]. Fitting learns nothing from the data. Changing an
-    output-changing parameter (``model``, ``normalize``, ``max_length``, ``pooling``, ``layers``,
-    ``layer_combine``, ``long_text``, ``prompt``, ``precision``) after
-    ``fit`` makes ``transform`` raise until ``fit`` is called again.
+    The weights are not pickled: a pickle stores the model name and a content hash of its files,
+    and where it is loaded the files found must hash the same, or ``transform`` raises
+    [`ModelMismatchError`][sktransfer.ModelMismatchError]. Changing an output-changing parameter
+    after ``fit`` makes ``transform`` raise until ``fit`` is called again.
 
     Examples
     --------
