@@ -1,9 +1,16 @@
-"""Cache faults with real processes: the cache never serves or keeps a wrong vector."""
+"""Cache faults with real processes: the cache never serves or keeps a wrong vector.
 
+Another process runs only where one is the point (a concurrent writer, processes racing to create
+a cache, a fresh process reading what was written). A cache folder this process has never opened
+starts from fresh process state, so everything else runs here, on such a folder.
+"""
+
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -104,15 +111,39 @@ def test_processes_opening_a_new_cache_together_agree_on_its_layout(tmp_path, n_
     assert EmbeddingCache(path).info()["entries"] == n_writers
 
 
+@pytest.fixture(scope="module")
+def written_cache(tmp_path_factory):
+    """A cache of FIRST filled by a separate process, which closes it cleanly (no WAL left behind).
+
+    Tests take a copy (``copy_of``): one process start for all of them.
+    """
+    path = tmp_path_factory.mktemp("written") / "cache"
+    write_cache(path, FIRST)
+    return path
+
+
+def copy_of(written, path):
+    shutil.copytree(written, path)
+    return path
+
+
 def write_cache(path, texts):
-    """Fill a cache from a separate process, which closes it cleanly (no WAL left behind)."""
     script = f"from sktransfer import TextEncoder\nTextEncoder(cache={str(path)!r}, device='cpu').fit(['x']).transform({texts!r})"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def run_encoder(path, texts, out=None, **cache_params):
-    """Encode ``texts`` through the cache in a fresh process; returns (features, stdout, stderr)."""
+def encode_through(path, texts, **cache_params):
+    """Encode ``texts`` through a cache of ``path`` here; returns (features, its stats, every warning's text)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = EmbeddingCache(path, **cache_params)
+        out = TextEncoder(cache=cache, device="cpu").fit(["x"]).transform(texts)
+    return out, cache.stats.last, " | ".join(str(w.message) for w in caught)
+
+
+def run_encoder(path, texts, out, **cache_params):
+    """Encode ``texts`` through the cache in a fresh process; returns (features, its stats as printed)."""
     script = textwrap.dedent(
         f"""
         import sys, numpy as np
@@ -123,121 +154,94 @@ def run_encoder(path, texts, out=None, **cache_params):
         print(cache.stats.last)
         """
     )
-    target = out or path.parent / "out.npy"
-    result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(target), result.stdout, result.stderr
+    return np.load(out), result.stdout
 
 
 def cli(*args):
-    """``sktransfer cache ARGS`` in this process (tests/test_cache.py runs the real entry point)."""
+    """``sktransfer ARGS`` in this process (tests/test_cache.py and test_cli.py run the real entry point)."""
     from test_docs import sktransfer_in_process
 
-    return sktransfer_in_process(["cache", *args], {})
+    return sktransfer_in_process(list(args), {})
 
 
 @pytest.mark.parametrize("damage", ["zeroed header", "truncated", "garbage"])
-def test_a_damaged_database_is_named_and_recoverable(tmp_path, damage):
-    path = tmp_path / "cache"
-    write_cache(path, FIRST)
+def test_a_damaged_database_is_named_and_recoverable(written_cache, tmp_path, damage):
+    path = copy_of(written_cache, tmp_path / "cache")
     database = path / "embeddings.sqlite3"
     data = database.read_bytes()
     damaged = {"zeroed header": b"\0" * 100 + data[100:], "truncated": data[:50],
                "garbage": b"this is not a database file" * 100}[damage]
     database.write_bytes(damaged)
     reference = TextEncoder(device="cpu").fit(["x"]).transform(FIRST)
-    out, _, stderr = run_encoder(path, FIRST)
+    out, _, warned = encode_through(path, FIRST)
     np.testing.assert_allclose(out, reference, atol=1e-6)  # encoded, never read from the damaged file
-    assert f"the embedding cache at {database} is damaged" in stderr and "encoding without the cache" in stderr
+    assert f"the embedding cache at {database} is damaged" in warned and "encoding without the cache" in warned
     for command in (["info"], ["clear"]):
-        shown = cli(*command, "--path", str(path))
+        shown = cli("cache", *command, "--path", str(path))
         assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
         assert str(database) in shown.stderr and f"sktransfer cache clear --cache {path} --force" in shown.stderr
-    assert cli("clear", "--path", str(path), "--force").returncode == 0
+    assert cli("cache", "clear", "--path", str(path), "--force").returncode == 0
     if damage != "zeroed header":
         return  # recovery is the same whatever the damage: checked once
-    write_cache(path, FIRST)  # usable again
-    out, stats, _ = run_encoder(path, FIRST)
+    _, stats, _ = encode_through(path, FIRST)  # usable again: stored, and a fresh process reads it back
+    assert stats["misses"] == 4
+    out, stats = run_encoder(path, FIRST, tmp_path / "out.npy")
     assert "'hits': 4" in stats
+    np.testing.assert_allclose(out, reference, atol=1e-6)
 
 
-def run_script(body, *args):
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(body), *map(str, args)], capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def test_a_full_disk_keeps_the_features_and_says_why_they_were_not_stored(tmp_path):
+def test_a_full_disk_keeps_the_features_and_says_why_they_were_not_stored(tmp_path, capfd):
     # A database that may not grow fails exactly as a full disk does (SQLITE_FULL).
     many = [f"a new review that needs room on disk, number {i}" for i in range(200)]
-    result = run_script(
-        f"""
-        import sys, warnings, numpy as np
-        from sktransfer import EmbeddingCache, TextEncoder
-        cache = EmbeddingCache(sys.argv[1])
-        encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
-        encoder.transform({FIRST!r})
-        db = cache._store.connection()
-        db.execute(f"PRAGMA max_page_count = {{db.execute('PRAGMA page_count').fetchone()[0]}}")  # no room left
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = encoder.transform({many!r})
-        print(" | ".join(str(w.message) for w in caught))
-        np.save(sys.argv[2], out)
-        print("entries", cache.info()["entries"])
-        """,
-        tmp_path / "cache", tmp_path / "out.npy",
-    )
-    assert "is full (database or disk is full)" in result.stdout and "returned but not stored" in result.stdout
-    assert "cannot rollback" not in result.stdout + result.stderr
-    assert f"entries {len(FIRST)}" in result.stdout  # nothing half-written
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), TextEncoder(device="cpu").fit(["x"]).transform(many),
-                               atol=1e-5)
+    cache = EmbeddingCache(tmp_path / "cache")
+    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+    encoder.transform(FIRST)
+    db = cache._store.connection()
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")  # no room left
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = encoder.transform(many)
+    warned = " | ".join(str(w.message) for w in caught)
+    assert "is full (database or disk is full)" in warned and "returned but not stored" in warned
+    assert "cannot rollback" not in warned + "".join(capfd.readouterr())
+    assert cache.info()["entries"] == len(FIRST)  # nothing half-written
+    np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(many), atol=1e-5)
 
 
-def test_a_read_only_cache_serves_hits_and_writes_nothing(tmp_path):
-    path = tmp_path / "cache"
-    write_cache(path, FIRST)
+def test_a_read_only_cache_serves_hits_and_writes_nothing(written_cache, tmp_path):
+    path = copy_of(written_cache, tmp_path / "cache")
     before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()}
-    out, stats, stderr = run_encoder(path, FIRST + LATER, read_only=True)
-    assert "'hits': 4, 'misses': 4" in stats, stats + stderr
+    out, stats, warned = encode_through(path, FIRST + LATER, read_only=True)
+    assert (stats["hits"], stats["misses"]) == (4, 4), (stats, warned)
     np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(FIRST + LATER), atol=1e-6)
     assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()} == before
     with pytest.raises(Exception, match="read_only=True; it cannot be cleared"):
         EmbeddingCache(path, read_only=True).clear()
-    _, _, stderr = run_encoder(tmp_path / "absent", FIRST, read_only=True)
-    assert "no embedding cache at" in stderr and "encoding without the cache" in stderr
+    _, _, warned = encode_through(tmp_path / "absent", FIRST, read_only=True)
+    assert "no embedding cache at" in warned and "encoding without the cache" in warned
 
 
 def test_a_cache_folder_deleted_underneath_is_recreated(tmp_path):
-    result = run_script(
-        f"""
-        import shutil, sys
-        from sktransfer import EmbeddingCache, TextEncoder
-        cache = EmbeddingCache(sys.argv[1])
-        encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
-        encoder.transform({FIRST!r})
-        shutil.rmtree(sys.argv[1])  # the folder goes while the encoder holds the cache
-        encoder.transform({LATER!r})
-        info = cache.info()
-        encoder.transform({LATER!r})
-        print(info["entries"], info["bytes"] > 0, cache.stats.last["hits"])
-        """,
-        tmp_path / "cache",
-    )
-    assert result.stdout.split() == [str(len(LATER)), "True", str(len(LATER))]  # a real file, not an unlinked one
-    assert (tmp_path / "cache" / "embeddings.sqlite3").exists()
+    folder = tmp_path / "cache"
+    cache = EmbeddingCache(folder)
+    encoder = TextEncoder(cache=cache, device="cpu").fit(["x"])
+    encoder.transform(FIRST)
+    shutil.rmtree(folder)  # the folder goes while the encoder holds the cache
+    encoder.transform(LATER)
+    info = cache.info()
+    encoder.transform(LATER)
+    assert (info["entries"], info["bytes"] > 0, cache.stats.last["hits"]) == (len(LATER), True, len(LATER))
+    assert (folder / "embeddings.sqlite3").exists()  # a real file, not an unlinked one
 
 
-def test_embed_with_a_damaged_cache_warns_and_writes_the_features(tmp_path):
-    path = tmp_path / "cache"
-    write_cache(path, FIRST)
+def test_embed_with_a_damaged_cache_warns_and_writes_the_features(written_cache, tmp_path):
+    path = copy_of(written_cache, tmp_path / "cache")
     (path / "embeddings.sqlite3").write_bytes(b"\0" * 4096)
     listing = tmp_path / "texts.txt"
     listing.write_text("\n".join(FIRST) + "\n")
-    result = subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(listing), "-o", str(tmp_path / "f.npy"),
-                             "--cache", str(path), "--quiet"], capture_output=True, text=True)
+    result = cli("embed", str(listing), "-o", str(tmp_path / "f.npy"), "--cache", str(path), "--quiet")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "sktransfer: warning:" in result.stderr and "is damaged" in result.stderr
     np.testing.assert_allclose(np.load(tmp_path / "f.npy"), TextEncoder(device="cpu").fit(["x"]).transform(FIRST),
@@ -261,14 +265,13 @@ def read_only_storage(tmp_path):
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_cache_on_read_only_storage_is_named_or_served(read_only_storage, tmp_path):
+def test_a_cache_on_read_only_storage_is_named_or_served(read_only_storage, written_cache, tmp_path):
     mount, remount_read_only = read_only_storage
-    path = mount / "cache"
-    write_cache(path, FIRST)
+    path = copy_of(written_cache, mount / "cache")
     remount_read_only()
-    out, _, stderr = run_encoder(path, FIRST, out=tmp_path / "out.npy")  # opened writable, as by default
+    out, _, warned = encode_through(path, FIRST)  # opened writable, as by default
     np.testing.assert_allclose(out, TextEncoder(device="cpu").fit(["x"]).transform(FIRST), atol=1e-6)
-    assert f"cannot write the embedding cache at {path / 'embeddings.sqlite3'}" in stderr
-    assert "read_only=True" in stderr and "encoding without the cache" in stderr
-    _, stats, _ = run_encoder(path, FIRST, out=tmp_path / "out.npy", read_only=True)
+    assert f"cannot write the embedding cache at {path / 'embeddings.sqlite3'}" in warned
+    assert "read_only=True" in warned and "encoding without the cache" in warned
+    _, stats = run_encoder(path, FIRST, tmp_path / "out.npy", read_only=True)  # a process that opens it read-only
     assert "'hits': 4, 'misses': 0" in stats
