@@ -1,9 +1,8 @@
 """torchvision backbones, and what every ImageEncoder source shares: preprocessing, layers, pooling.
 
-A *source* is what ``ImageEncoder(model=...)`` names: `TorchvisionSource` (a model name and its
-weights), `ModuleSource` (the user's own module) or ``_timm.TimmSource``. Each gives its identity
-(``name``, ``content()``), where its weights are (``location``, for the mismatch message), the
-network (``create()``), its default preprocessing, and the `Backbone` built on the network.
+A *source* is what ``ImageEncoder(model=...)`` names: `TorchvisionSource`, `ModuleSource` or
+``_timm.TimmSource``. Each gives its identity (``name``, ``content()``), its weights' ``location``,
+the network (``create()``), its default ``preprocessing`` and its `Backbone` (``build``).
 """
 
 from __future__ import annotations
@@ -25,13 +24,12 @@ from ._messages import setting
 from .model_store import ModelNotFoundError
 
 __all__ = ["Backbone", "DescribedPreprocess", "ModuleSource", "TorchvisionSource", "load_torchvision", "pool",
-           "preprocessing_settings", "resolve_weights"]
+           "preprocessing_settings", "resize_side", "resolve_weights"]
 
 #: Pooling names accepted by ImageEncoder (``None`` means flatten).
 POOLINGS = {"auto", "avg", "max", "avgmax", "cls"}
 
-#: Random initialisation (``weights=None``) is seeded, so the same encoder gives the same
-#: features in every process and after unpickling (for one torch version).
+#: ``weights=None`` is seeded: the same features in every process and after unpickling (one torch version).
 RANDOM_INIT_SEED = 0
 
 
@@ -46,7 +44,6 @@ def random_init(model: str, make):
         return make()
 
 
-# ---------------------------------------------------------------------- torchvision
 def resolve_weights(model: str, weights):
     """The torchvision weights enum member named by ``weights`` (a name, a member, ``"DEFAULT"``), or None."""
     from torchvision.models import WeightsEnum, get_model_weights, list_models
@@ -99,8 +96,7 @@ def load_torchvision(model: str, weights) -> nn.Module:
         raise ModelNotFoundError(
             f"Could not load {weights} for {model!r}: {type(exc).__name__}: {exc}. Remedies: (1) give this "
             f"machine network access to {weights.url.split('/')[2]} so torchvision downloads it once, or "
-            f"(2) place the official checkpoint file at {checkpoint_path(weights)}.{also}"
-        ) from None
+            f"(2) place the official checkpoint file at {checkpoint_path(weights)}.{also}") from None
 
 
 def last_linear(module: nn.Module):
@@ -132,8 +128,7 @@ class TorchvisionSource:
         return "a seeded random initialisation" if self.weights is None else str(checkpoint_path(self.weights))
 
     def content(self) -> str:
-        """The checkpoint file's digest (fetched first if absent) and torchvision's version (the architecture
-        code); with no weights, the seeded random initialisation of this torch and torchvision."""
+        """The checkpoint's digest (fetched if absent) and torchvision's version, or the seeded random init's."""
         import torchvision
 
         versions = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
@@ -148,8 +143,7 @@ class TorchvisionSource:
         return load_torchvision(self.model, self.weights)
 
     def preprocessing(self, image_size, crop):
-        """The weights' own (224/256 for most, 299/342 for Inception v3), never a fixed 224; random init
-        keeps the architecture's usual geometry (its DEFAULT weights')."""
+        """The weights' own preset (random init: the DEFAULT weights'), never a fixed 224."""
         from torchvision.models import get_model_weights
 
         preset = (self.weights or get_model_weights(self.model).DEFAULT).transforms()
@@ -174,7 +168,7 @@ class ModuleSource:
         return module_content_hash(self.module)
 
     def create(self) -> nn.Module:
-        """A deep copy to run frozen, so the estimator's parameter is never modified in place."""
+        """A deep copy to run frozen: the estimator's parameter is never modified in place."""
         shared = {}  # state that cannot be copied is shared: the module vouched for its identity
         for child in self.module.modules():
             for name, value in vars(child).items():
@@ -192,22 +186,26 @@ class ModuleSource:
         return build_backbone(network, layers, head=False)
 
 
-# ---------------------------------------------------------------------- preprocessing
 class DescribedPreprocess:
-    """A preprocessing object that describes itself for the identity (timm's): `settings` is what it does."""
+    """A preprocessing that describes itself for the identity (`settings`); ``resize_size``: ``[side]`` or None."""
+
+    resize_size = None
 
     def settings(self) -> dict:
         raise NotImplementedError
 
 
+def resize_side(preprocess) -> int | None:
+    """The shorter side a torchvision preset or a `DescribedPreprocess` resizes to (draft JPEG decoding aims there)."""
+    size = getattr(preprocess, "resize_size", None)
+    return int(size[0]) if size else None
+
+
 def preprocessing_settings(preprocess) -> dict:
     """What a preprocessing callable does, for the encoder's identity.
 
-    torchvision presets and `DescribedPreprocess` objects are described by their settings. Any
-    other callable by itself: its code, closure cells, defaults, referenced globals and, for
-    objects, their full state (`object_digest`), so two closures of one factory differ, and so does
-    a ``Compose`` whose steps were edited. It must also give the same output twice on a probe image
-    (a check of determinism, not part of the identity).
+    Presets and `DescribedPreprocess` objects by their settings, any other callable by its
+    `object_digest` (code, closures, globals, state); it must give the same output twice on a probe.
     """
     from torchvision.transforms._presets import ImageClassification
 
@@ -240,7 +238,7 @@ def preprocessing_summary(settings: dict) -> str:
 
 
 def probe_image():
-    """A fixed 320x256 RGB image with structure in every channel (gradients and a block)."""
+    """A fixed 320x256 RGB image with structure in every channel."""
     from PIL import Image
 
     y, x = np.mgrid[0:256, 0:320]
@@ -249,7 +247,6 @@ def probe_image():
     return Image.fromarray(pixels, "RGB")
 
 
-# ---------------------------------------------------------------------- layers and pooling
 @dataclass
 class Backbone:
     """A frozen network ready to encode: returns ``{layer_name: tensor}`` for a batch."""
@@ -273,11 +270,8 @@ class Backbone:
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
-    """Fold inference-mode BatchNorm into the preceding convolution (``torch.fx`` fusion).
-
-    The same outputs (within 1e-5) without a memory-bound pass per layer: 1.3x on MobileNetV2 in
-    NCHW, 3.7x with channels_last over a plain NCHW forward on this project's CPU.
-    """
+    """Inference BatchNorm folded into the preceding convolution (``torch.fx``): outputs within 1e-5, no
+    memory-bound pass per layer (MobileNetV2 on our CPU: 1.3x, 3.7x with channels_last)."""
     from torch.fx.experimental.optimization import fuse
 
     try:
@@ -287,19 +281,17 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 
 
 def check_layer_names(layers, available: list, what: str, listing: str) -> None:
-    """Raise a ``ValueError`` for the first requested layer not in ``available``, with close names."""
+    """A ``ValueError`` for the first of ``layers`` not in ``available``, naming close ones."""
     missing = [name for name in layers if name not in available]
     if missing:
         close = difflib.get_close_matches(missing[0], available, n=3)
         raise ValueError(
             f"layer {missing[0]!r} is not {what}" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ".")
-            + f" {listing}"
-        )
+            + f" {listing}")
 
 
 def build_backbone(network: nn.Module, layer, *, head: bool) -> Backbone:
-    """``network`` frozen, returning the requested layers; by default the penultimate representation (the
-    input of its classifier head, when ``head`` says to look for one) or else its output."""
+    """``network`` frozen, returning ``layer``; by default the input of its classifier head (``head``) or its output."""
     network = network.eval().requires_grad_(False)
     class_token = hasattr(network, "class_token")
     channels_last_maps = type(network).__name__.startswith("SwinTransformer")
@@ -330,11 +322,7 @@ def effective_pooling(output: torch.Tensor, pooling, class_token: bool):
 
 
 def pool(tensor: torch.Tensor, pooling, *, class_token: bool, channels_last_maps: bool) -> torch.Tensor:
-    """Reduce one layer's output to ``(N, features)``.
-
-    4-D maps are ``(N, C, H, W)`` (``(N, H, W, C)`` for Swin); 3-D outputs are token sequences
-    ``(N, L, D)``. ``"auto"`` averages maps and takes the class token of ViT-style sequences.
-    """
+    """One layer's output as ``(N, features)``: maps ``(N, C, H, W)`` (Swin: ``(N, H, W, C)``), tokens ``(N, L, D)``."""
     pooling = effective_pooling(tensor, pooling, class_token)
     if pooling is None:
         return tensor

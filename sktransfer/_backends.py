@@ -1,12 +1,9 @@
 """Inference backends: the same frozen network run by ONNX Runtime or OpenVINO instead of torch.
 
-An encoder with ``backend="onnx"`` or ``"openvino"`` still resolves, loads and checks its torch
-model through its identity; the network part (up to the token vectors or feature maps) is then
-exported once, from those same weights, into a per-user folder keyed by the identity's content, the
-settings that shape the network, the input layout and the versions of torch and of the runtime;
-every later fit, clone, fold or process loads it from there. Tokenizing, preprocessing, pooling and
-normalisation stay in sktransfer's torch code: a backend changes how the arithmetic is scheduled,
-never what the features mean. Neither runtime is imported until an encoder asks for it (`require`).
+`exported_network` exports an encoder's checked torch network once into a per-user folder keyed by
+what it computes and the versions, and loads it as a `Network`. Tokenizing, preprocessing, pooling
+and normalisation stay in torch: a backend never changes what the features mean. Runtimes are
+imported on demand (`require`).
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 
 from ._content import digest, sha256_hex
+from ._device import warn_cpu_fallback
 from ._folders import check_private_file, private_folder
 from ._runtime import optional_import
 from .model_store import sktransfer_home
@@ -38,32 +36,28 @@ BACKENDS = ("torch", "onnx", "openvino")
 
 _RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
-#: OpenVINO's inference precision hint for each ``precision``.
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 _EXPORT_LOCK = threading.Lock()
 
 
 def require(backend: str):
-    """Import the runtime of ``backend``, or raise an ``ImportError`` naming the extra to install."""
+    """The runtime module of ``backend`` (an ``ImportError`` names the extra to install)."""
     return optional_import(_RUNTIMES[backend], backend, f"backend={backend!r}")
 
 
 def exports_dir() -> Path:
-    """Where exported networks live: ``$SKTRANSFER_EXPORTS``, else ``<sktransfer home>/exports``."""
     env = os.environ.get("SKTRANSFER_EXPORTS")
     return Path(env).expanduser() if env else sktransfer_home() / "exports"
 
 
-# ---------------------------------------------------------------------- devices
 def _cuda_provider_available() -> bool:
     # onnxruntime-gpu lists its CUDA provider even where no GPU is visible: ask for both.
     return "CUDAExecutionProvider" in require("onnx").get_available_providers() and torch.cuda.is_available()
 
 
 @functools.lru_cache(maxsize=1)
-def _openvino_core():
-    """One OpenVINO Core per process: it owns the device plugins that compiled models run on."""
+def _openvino_core():  # one per process: it owns the device plugins compiled models run on
     return require("openvino").Core()
 
 
@@ -72,12 +66,7 @@ def _openvino_devices() -> list:
 
 
 def resolve_device(backend: str, device: str) -> str:
-    """The device a backend runs on, from the encoders' ``device`` parameter.
-
-    ONNX Runtime: ``"cpu"``, ``"cuda[:N]"`` (its CUDA execution provider, ``onnxruntime-gpu``);
-    OpenVINO: ``"cpu"``, ``"gpu[.N]"`` (Intel GPUs); ``"auto"`` takes the GPU when there is one.
-    Anything else raises a ``ValueError`` that says what would work.
-    """
+    """The device ``backend`` runs on for the ``device`` parameter, or a ``ValueError`` saying what would work."""
     if device == "cpu":
         return "cpu"
     if backend == "onnx":
@@ -88,8 +77,7 @@ def resolve_device(backend: str, device: str) -> str:
                 raise ValueError(
                     f"device={device!r} with backend='onnx' needs ONNX Runtime's CUDA execution provider, which this "
                     "installation lacks (pip install onnxruntime-gpu in place of onnxruntime), or a CUDA GPU. Use "
-                    "device='cpu', or backend='torch'."
-                )
+                    "device='cpu', or backend='torch'.")
             return "cuda:0" if device == "cuda" else device
         raise ValueError(f"device={device!r} is not available with backend='onnx'; use 'auto', 'cpu' or 'cuda[:N]'.")
     devices = _openvino_devices()
@@ -102,35 +90,27 @@ def resolve_device(backend: str, device: str) -> str:
     if device.startswith(("cuda", "mps")):
         raise ValueError(
             f"device={device!r} is not an OpenVINO device: OpenVINO runs on CPUs and Intel GPUs ('gpu'). For an "
-            "NVIDIA GPU use backend='onnx' (with onnxruntime-gpu) or backend='torch'."
-        )
+            "NVIDIA GPU use backend='onnx' (with onnxruntime-gpu) or backend='torch'.")
     raise ValueError(f"device={device!r} is not available with backend='openvino'; use 'auto', 'cpu' or 'gpu[.N]'.")
 
 
 def fallback_device(backend: str, device: str, owner: str) -> str:
     """``device`` if the backend can use it here, else the CPU with a warning (after unpickling)."""
-    if device == "cpu":
-        return device
     try:
         return resolve_device(backend, device)
     except (ValueError, ImportError):
-        warnings.warn(f"{owner} was fitted on device '{device}' with backend={backend!r}, which this machine does not "
-                      "have; encoding on the CPU instead (same network, same features up to float noise).",
-                      RuntimeWarning, stacklevel=3)
+        warn_cpu_fallback(owner, device, backend)
         return "cpu"
 
 
 def check_precision(backend: str, precision: str) -> None:
-    """Refuse a precision that ``backend`` has no mechanism for."""
     if backend == "onnx" and precision != "fp32":
         raise ValueError(
             f"precision={precision!r} is not offered with backend='onnx': ONNX Runtime's CPU provider has no bf16 or "
             "fp16 arithmetic for these networks. Use precision='fp32', backend='openvino' (its inference precision "
-            "hint), or backend='torch'."
-        )
+            "hint), or backend='torch'.")
 
 
-# ---------------------------------------------------------------------- export
 @dataclass(frozen=True)
 class ExportSpec:
     """How to export one network: its torch module, example inputs and which axes vary."""
@@ -142,18 +122,15 @@ class ExportSpec:
     dynamic_axes: tuple  # per input, the axes whose size varies between calls (the batch, the tokens)
 
 
-#: Bumped when sktransfer changes what it exports for a payload (the wrapper modules, their
-#: outputs, the exporter options, the manifest): every older export then stops matching.
-#: Format 2: a manifest with each file's SHA-256, verified before a file is served.
+#: Bumped when what is exported for a payload changes (wrappers, exporter options, manifest), so older
+#: exports stop matching. Format 2: a manifest with each file's SHA-256, checked before a file is served.
 EXPORT_FORMAT = 2
 
-#: The file in each export folder that says what it was made from and what its files hold.
 MANIFEST = "manifest.json"
 
 
 def export_key(backend: str, payload: dict) -> str:
-    """Key of one export: what the network computes, its input layout, torch's and the runtime's versions
-    (so an upgrade exports again)."""
+    """Key of one export: the payload with torch's and the runtime's versions (an upgrade exports again)."""
     runtime = require(backend)
     return digest({"network": payload, "backend": backend, "runtime": f"{runtime.__name__}-{runtime.__version__}",
                    "torch": torch.__version__, "format": EXPORT_FORMAT})[:32]
@@ -164,7 +141,6 @@ def _model_file(backend: str, folder: Path) -> Path:
 
 
 def _export(backend: str, spec: ExportSpec, target: Path) -> None:
-    """Write the exported network of ``spec`` into the folder ``target``."""
     module = spec.module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporters' tracer warnings concern control flow they handle
@@ -185,12 +161,11 @@ def _export(backend: str, spec: ExportSpec, target: Path) -> None:
 
 
 class ExportMismatchError(RuntimeError):
-    """An export folder's files are not what its manifest (or its key) says."""
+    """An export folder's files are not what its manifest or its key says."""
 
 
 def _read_verified(backend: str, folder: Path, key: str) -> dict:
-    """The export's files as bytes, each checked against the manifest's SHA-256 (read once: no later swap);
-    `ExportMismatchError` names the first that differs, is missing, or is not private to this user."""
+    """The export's files as bytes, each read once and checked against the manifest (no later swap)."""
     manifest_path = folder / MANIFEST
     try:
         check_private_file(manifest_path, "export manifest")
@@ -219,16 +194,10 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
 
 
 def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
-    """The network ``payload`` describes, exported once and loaded by ``backend``.
+    """The network ``payload`` (all that decides its output) describes, exported once and run by ``backend``.
 
-    The export folder is owner-only (an unsafe one raises `UnsafeFolderError`). Its files are read
-    once and checked against the manifest written with them; one that does not match (edited,
-    truncated, of another key) is never served: it is exported again, with a warning.
-
-    ``payload`` is everything that decides the network's output (content hash, shaping settings,
-    input layout): with torch's and the runtime's versions it keys the folder. ``build()`` returns
-    the `ExportSpec`, called only when no matching export is on disk. ``device`` and ``precision``
-    say where and how the runtime runs it (not part of the export).
+    ``build()`` gives the `ExportSpec`, called only when no matching export is on disk. A folder
+    whose files do not match their manifest is never served: it is exported again, with a warning.
     """
     key = export_key(backend, payload)
     root = private_folder(exports_dir(), "export folder")
@@ -251,13 +220,11 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
 
 
 def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> None:
-    """Export into a staging folder beside ``folder``, then move it into place in one step."""
     spec = build()
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
     try:
         _export(backend, spec, staging)
-        files = {path.name: sha256_hex(path.read_bytes())
-                 for path in sorted(staging.iterdir()) if path.is_file()}
+        files = {path.name: sha256_hex(path.read_bytes()) for path in sorted(staging.iterdir()) if path.is_file()}
         (staging / MANIFEST).write_text(json.dumps(
             {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,
              "input_names": spec.input_names, "output_names": spec.output_names}, indent=1, sort_keys=True))
@@ -271,11 +238,10 @@ def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> 
 
 
 class Network:
-    """An exported network loaded by its runtime; call `run` with NumPy inputs.
+    """An exported network loaded by its runtime; `run` takes NumPy inputs.
 
-    Sessions (ONNX Runtime) or compiled models (OpenVINO) are made per thread count, because
-    both runtimes fix their thread pool when they load a model. ``exported`` says whether its
-    files were exported for it (True) or found on disk from an earlier export (False).
+    One session or compiled model per thread count: both runtimes fix their thread pool at load.
+    ``exported``: its files were exported for it, not found from an earlier export.
     """
 
     def __init__(self, backend: str, folder: Path, contents: dict, *, device: str, precision: str,
@@ -285,7 +251,7 @@ class Network:
         # The verified bytes, not the path: every later session is made from exactly what was checked.
         if backend == "onnx":
             self._source = contents[self.path.name]
-            # Tensors the exporter stored beside the model (model.onnx.data), served from memory too.
+            # model.onnx.data and other tensors stored beside the model, served from memory too.
             self._external = {name: np.frombuffer(data, dtype=np.uint8) for name, data in contents.items()
                               if name != self.path.name}
         else:
@@ -293,7 +259,7 @@ class Network:
             self._source = _openvino_core().read_model(contents[self.path.name], weights)
         self._loaded: dict = {}
         self._lock = threading.Lock()
-        self._idle_requests: dict = {}  # OpenVINO: thread count -> infer requests not in use
+        self._idle_requests: dict = {}  # OpenVINO: thread count -> idle infer requests
         self._runner(None)  # load now: a broken file fails in fit, not in the middle of transform
 
     def _runner(self, n_threads):
@@ -335,19 +301,18 @@ class Network:
                 UserWarning, stacklevel=2)
         return compiled
 
-    def __del__(self):
-        # Infer requests before the compiled models they were made from.
+    def __del__(self):  # infer requests before the compiled models they were made from
         self.__dict__.get("_idle_requests", {}).clear()
 
     def run(self, inputs: list, n_threads=None) -> list:
-        """Run the network on ``inputs`` (NumPy arrays, in the export's input order)."""
+        """The outputs for ``inputs`` (NumPy arrays, in the export's input order)."""
         runner = self._runner(n_threads)
         arrays = [np.ascontiguousarray(array) for array in inputs]
         if self.backend == "onnx":
             names = [i.name for i in runner.get_inputs()]
             return runner.run(None, dict(zip(names, arrays)))
-        # An OpenVINO infer request serves one call at a time: concurrent calls (streams) take
-        # one each from a pool owned here, so requests live and die with their compiled model.
+        # An infer request serves one call at a time: concurrent calls take one each from a pool
+        # owned here, so requests live and die with their compiled model.
         with self._lock:
             idle = self._idle_requests.setdefault(n_threads, [])
             request = idle.pop() if idle else runner.create_infer_request()

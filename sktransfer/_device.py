@@ -50,9 +50,16 @@ def fallback_device(device: torch.device, owner: str) -> torch.device:
     """
     if device_available(device):
         return device
-    warnings.warn(f"{owner} was fitted on device '{device}', which this machine does not have; encoding on the CPU "
-                  "instead (same weights, same features up to float noise).", RuntimeWarning, stacklevel=3)
+    warn_cpu_fallback(owner, device)
     return torch.device("cpu")
+
+
+def warn_cpu_fallback(owner: str, device, backend: str | None = None) -> None:
+    """Warn that ``owner``, fitted on ``device`` (of ``backend``) this machine lacks, encodes on the CPU."""
+    fitted = f"device '{device}'" + (f" with backend={backend!r}" if backend else "")
+    warnings.warn(f"{owner} was fitted on {fitted}, which this machine does not have; encoding on the CPU instead "
+                  f"(same {'network' if backend else 'weights'}, same features up to float noise).", RuntimeWarning,
+                  stacklevel=4)
 
 
 def autocast(device: torch.device, precision: str):

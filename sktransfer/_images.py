@@ -1,12 +1,9 @@
-"""Reading every kind of image a user has into RGB, the way a careful person would.
+"""Reading every kind of image a user has into 8-bit RGB: `to_rgb`, and `ImageDataset` for a DataLoader.
 
-`to_rgb` turns a path, raw bytes, a PIL image or a NumPy array into an 8-bit RGB ``PIL.Image``:
-one route to the network, so one picture gives the same features as a file, a uint8 array or floats.
-Data that are not 8-bit are scaled to 8 bits from their container's range, never guessed from their
-values (a guess reads a dark 0-255 float photo as a bright [0, 1] one): 16-bit data 0-65535, floats
-0-1, or the ``value_range`` the caller states (in-memory Pillow ``I`` images need it). Values
-outside that range are an error, never clipped. Failures raise `ImageReadError` with a reason a
-user can act on; callers add the index. `ImageDataset` reads and preprocesses for a DataLoader.
+One route for paths, bytes, PIL images and arrays, so one picture gives the same features in any
+container. Data that are not 8-bit are scaled from their container's range or the stated
+``value_range``, never guessed from their values (a dark 0-255 float photo would read as a bright
+[0, 1] one), and never clipped. Failures raise `ImageReadError`; callers add the index.
 """
 
 from __future__ import annotations
@@ -22,13 +19,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._columns import numbers_hint
 from ._content import NotRegularFileError, bytes_key, file_content_key, open_regular_file, pixels_key
-from ._messages import ItemError, setting
+from ._messages import ItemError, flag_style, flags_on, setting
 from ._runtime import ordered_map
 
 __all__ = ["ImageDataset", "ImageReadError", "check_images", "check_value_range", "collate", "content_key",
            "decode_ahead", "describe_item", "is_image_item", "item_key", "to_rgb", "unsupported_reason"]
 
-#: Transparent pixels are composited onto this colour (white, as image viewers show them).
+#: Transparent pixels are composited onto white, as image viewers show them.
 BACKGROUND = (255, 255, 255)
 
 #: The range each container's values are read in when no ``value_range`` is given.
@@ -80,15 +77,13 @@ def check_value_range(value_range) -> tuple[float, float] | None:
     if not ok:
         raise ValueError(
             f"value_range must be None or (low, high), two finite numbers with low < high and a finite span "
-            f"high - low, such as (0, 255) or (0, 4095), got {value_range!r}"
-        )
+            f"high - low, such as (0, 255) or (0, 4095), got {value_range!r}")
     return float(value_range[0]), float(value_range[1])
 
 
 def item_key(item):
-    """Key under which identical items are encoded once per call: a path's resolved location, bytes by
-    value (never a truncated hash, which could merge two files), in-memory images by identity (hashing
-    every pixel array would cost more than it saves)."""
+    """Key under which identical items are encoded once per call: bytes by value (a truncated hash could
+    merge two files), in-memory images by identity (hashing their pixels costs more than it saves)."""
     if isinstance(item, (str, os.PathLike)):
         return ("path", os.path.realpath(os.fspath(item)))
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -97,12 +92,8 @@ def item_key(item):
 
 
 def content_key(item, value_range=None) -> bytes | None:
-    """Digest of an item's content for the embedding cache, or None if it cannot be read.
-
-    A file and its bytes share a key; a renamed file keeps it, an edited one gets a new one (see
-    `sktransfer._content`); a path that is not a regular file is never read. In-memory images are
-    keyed by the 8-bit RGB pixels `to_rgb` makes of them under ``value_range``: what the network sees.
-    """
+    """Digest of an item's content for the embedding cache, or None if it cannot be read; in-memory
+    images by the RGB pixels `to_rgb` makes of them under ``value_range`` (what the network sees)."""
     try:
         if isinstance(item, (str, os.PathLike)):
             return file_content_key(item)
@@ -122,8 +113,7 @@ def is_image_item(item) -> bool:
 
 
 def check_images(items: list, on_error: str, owner: str) -> np.ndarray:
-    """The rows of a kind `to_rgb` reads; with ``on_error="raise"`` any other item (None, a number) raises
-    an `ItemError` naming the first."""
+    """The rows of a kind `to_rgb` reads; with ``on_error="raise"`` an `ItemError` names the first other."""
     valid = np.fromiter((is_image_item(item) for item in items), dtype=bool, count=len(items))
     if on_error == "raise" and not valid.all():
         bad = np.flatnonzero(~valid)
@@ -134,9 +124,7 @@ def check_images(items: list, on_error: str, owner: str) -> np.ndarray:
     return valid
 
 
-# ---------------------------------------------------------------------- files and bytes
 def _open_path(item):
-    """A binary handle on the image file at ``item``, or an `ImageReadError` saying why not."""
     path = os.fspath(item)
     try:
         return open_regular_file(path)
@@ -145,8 +133,7 @@ def _open_path(item):
             raise ImageReadError(f"{path!r} is a folder, not an image file") from None
         raise ImageReadError(
             f"{path!r} is not a regular file ({exc.kind}), so it is not read (a pipe or a device may never "
-            "end); pass the path of an image file, or read the data yourself and pass its bytes"
-        ) from None
+            "end); pass the path of an image file, or read the data yourself and pass its bytes") from None
     except FileNotFoundError:
         if os.path.lexists(path):
             raise ImageReadError(f"file not found: {path!r} is a symbolic link to a missing file") from None
@@ -163,18 +150,14 @@ def _bomb(message: str) -> str:
 
 
 def _check_pixel_limit(size) -> None:
-    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, where Pillow only warns (up to twice the limit).
-
-    Checked on the opened image, not through the warning: warning filters are process-wide, and
-    decoding runs in threads.
-    """
+    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, where Pillow only warns (up to twice the limit);
+    checked here, not through the warning, because warning filters are process-wide and decoding is threaded."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = max(1, size[0]) * max(1, size[1])  # Pillow's own count
     if limit is not None and pixels > limit:
         raise ImageReadError(_bomb(
             f"Image size ({size[0]}x{size[1]} = {pixels:,} pixels) exceeds the limit of {limit:,} pixels, "
-            "could be decompression bomb DOS attack."
-        ))
+            "could be decompression bomb DOS attack."))
 
 
 def _decode(source, draft_size: int | None) -> Image.Image:
@@ -183,9 +166,7 @@ def _decode(source, draft_size: int | None) -> Image.Image:
     try:
         image = Image.open(source)
         _check_pixel_limit(image.size)
-        if draft_size and image.format == "JPEG":
-            # Decode at 1/2, 1/4 or 1/8 scale when the file is much larger than the model's input:
-            # the DCT does the downscaling, far cheaper than decoding everything and resizing.
+        if draft_size and image.format == "JPEG":  # the DCT downscales, far cheaper than a resize
             image.draft(image.mode if image.mode in ("CMYK", "L") else "RGB", (draft_size, draft_size))
         image.load()
         return image
@@ -203,7 +184,7 @@ def _decode(source, draft_size: int | None) -> Image.Image:
 
 
 def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
-    """The RGB image of a file path or of encoded bytes; the file is closed on every path out."""
+    """The RGB image of a file path or encoded bytes; the file is closed on every path out."""
     source = _open_path(item) if isinstance(item, (str, os.PathLike)) else io.BytesIO(bytes(item))
     with source:  # formats with frames (GIF, TIFF) keep their file open after load: ours to close
         image = _decode(source, draft_size)
@@ -214,7 +195,6 @@ def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
             image.close()
 
 
-# ---------------------------------------------------------------------- PIL images
 def _check_resized_size(image: Image.Image, resize_side: int | None) -> None:
     """Refuse an image whose resize would exceed the decompression-bomb limit: a thin image (1x20000)
     resized to a 256-pixel shorter side is a huge one (256x5,120,000)."""
@@ -227,8 +207,7 @@ def _check_resized_size(image: Image.Image, resize_side: int | None) -> None:
         raise ImageReadError(
             f"the {image.width}x{image.height} image would be resized to {resized:,} pixels (shorter side "
             f"{resize_side}), above Pillow's decompression-bomb limit of {limit:,}; crop or pad it to a less "
-            "extreme aspect ratio, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
-        )
+            "extreme aspect ratio, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
 
 
 def _is_closed(image: Image.Image) -> bool:
@@ -237,10 +216,8 @@ def _is_closed(image: Image.Image) -> bool:
         return getattr(image, "fp", None) is None
     try:
         image.im  # noqa: B018 (close() leaves an error here that says the image is closed)
-    except ValueError:
-        return True
-    except AssertionError:
-        pass
+    except (ValueError, AssertionError) as exc:
+        return isinstance(exc, ValueError)
     return False
 
 
@@ -272,11 +249,9 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
     if mode == "RGB":
         return image
     if mode in WIDE_MODES:
-        # High-bit-depth grayscale: scale the container's range to 8 bits instead of clipping at
-        # 255 (what Image.convert does). Pretrained networks saw 8-bit images, so nothing is lost.
-        # Pillow decodes 16-bit files (PGM included) as 0-65535, in I;16 or I. An I image made in
-        # memory has no range of its own: convert("I") keeps 0-255 of an 8-bit image and 0-65535
-        # of a 16-bit one, and its values cannot tell which, so value_range must say.
+        # Scaled from the container's range, not clipped at 255 as Image.convert does. Pillow decodes
+        # 16-bit files as 0-65535 (I;16 or I); an I image made in memory may hold 0-255 or 0-65535
+        # (convert("I") keeps either) and its values cannot tell which, so value_range must say.
         if mode == "F":
             default, what = UNIT, "F (float) image"
         elif mode.startswith("I;16") or from_file:
@@ -288,8 +263,7 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
                 f"or Image.fromarray) has values spanning [{int(values.min())}, {int(values.max())}] and no range "
                 "of its own: convert('I') keeps 0-255 of 8-bit data and 0-65535 of 16-bit data, which its values "
                 f"cannot tell apart. Set {_range_advice((0, 255), None)} for 8-bit data or "
-                f"{_range_advice((0, 65535), None)} for 16-bit data (or pass the file path, whose format says)"
-            )
+                f"{_range_advice((0, 65535), None)} for 16-bit data (or pass the file path, whose format says)")
         else:
             default, what = None, "in-memory I (32-bit integer) image"
         return _float_to_rgb(_scaled(np.asarray(image), value_range, default, what))
@@ -303,7 +277,6 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-# ---------------------------------------------------------------------- ranges
 def _range_advice(value_range=None, owner: str | None = "ImageEncoder") -> str:
     """``ImageEncoder(value_range=(0, 255))`` as advice names it; ``(low, high)`` when None."""
     if value_range is None:
@@ -323,8 +296,8 @@ def _suggested_range(low: float, high: float) -> str:
 
 
 def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.ndarray:
-    """``values`` mapped onto [0, 1] from ``value_range``, else from their container's ``default`` range;
-    values outside it are an error: clipped, the image would be a different picture without a word."""
+    """``values`` mapped onto [0, 1] from ``value_range`` or the container's ``default``; values outside are
+    an error (clipped, the image would silently be a different picture)."""
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{what} contains NaN or infinity; replace those pixels (np.nan_to_num) first")
@@ -337,8 +310,7 @@ def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.nd
                                  f"are never clipped: pass {_range_advice()} with the range the data come from")
         raise ImageReadError(
             f"{span}, outside [{lo:g}, {hi:g}], the range of {what}s when no range is given (it is never guessed "
-            f"from the values); {_suggested_range(low, high)}"
-        )
+            f"from the values); {_suggested_range(low, high)}")
     return (values - lo) / (hi - lo)
 
 
@@ -368,8 +340,7 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
     elif kind in "iu":
         raise ImageReadError(
             f"array dtype {array.dtype} has no standard range; pass {_range_advice()} with the range its values "
-            "come from (such as (0, 255)), or convert it to uint8 or uint16"
-        )
+            "come from (such as (0, 255)), or convert it to uint8 or uint16")
     else:
         raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
                              f"other ranges with {_range_advice()})")
@@ -381,15 +352,8 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
 
 
 def to_rgb(item, draft_size: int | None = None, value_range=None):
-    """Read one item as an 8-bit RGB ``PIL.Image``: EXIF orientation applied, first frame of animations,
-    alpha composited onto white.
-
-    ``item`` is a path of a regular file (a pipe or a device is refused, not read), encoded bytes,
-    a PIL image or an array (uint8 HxW / HxWx3 / HxWx4, uint16, float, other integers with
-    ``value_range``). ``draft_size`` lets JPEG files decode at a reduced scale, no smaller than it
-    on either side. ``value_range`` is the range data that are not 8-bit come from (the module
-    docstring); ``None``: the container's own. Raises `ImageReadError` saying why not.
-    """
+    """One item as an 8-bit RGB ``PIL.Image`` (EXIF orientation applied, first frame, alpha onto white), or an
+    `ImageReadError`; JPEG files may decode at a reduced scale no smaller than ``draft_size``."""
     if isinstance(item, Image.Image):
         if getattr(item, "tile", None):  # opened lazily (Image.open): decoding it is still to come
             _check_pixel_limit(item.size)
@@ -404,15 +368,14 @@ def to_rgb(item, draft_size: int | None = None, value_range=None):
 class ImageDataset(torch.utils.data.Dataset):
     """Reads and preprocesses one item per index; a failure is returned, not raised.
 
-    The decompression-bomb limit in force when the dataset is made travels with it: a decoding
-    process started by spawning (macOS, Windows) imports Pillow afresh, with the default limit,
-    and would refuse a trusted image the user raised ``PIL.Image.MAX_IMAGE_PIXELS`` for.
+    The pixel limit and the flag style of advice in force when it is made travel with it: a
+    spawned decoding process starts with Pillow's default limit and outside the CLI's `flag_style`.
     """
 
     def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
         self.items, self.preprocess, self.value_range = items, preprocess, value_range
         self.draft_size, self.resize_side = draft_size, resize_side
-        self.pixel_limit = Image.MAX_IMAGE_PIXELS
+        self.pixel_limit, self.flags = Image.MAX_IMAGE_PIXELS, flags_on()
 
     def __len__(self):
         return len(self.items)
@@ -421,9 +384,10 @@ class ImageDataset(torch.utils.data.Dataset):
         if torch.utils.data.get_worker_info() is not None:  # a decoding process of ours, not the user's
             Image.MAX_IMAGE_PIXELS = self.pixel_limit
         try:
-            image = to_rgb(self.items[index], self.draft_size, self.value_range)
-            _check_resized_size(image, self.resize_side)
-            tensor = self.preprocess(image)
+            with flag_style(self.flags):
+                image = to_rgb(self.items[index], self.draft_size, self.value_range)
+                _check_resized_size(image, self.resize_side)
+                tensor = self.preprocess(image)
         except ImageReadError as exc:
             return index, None, str(exc)
         except Exception as exc:  # a user's preprocess callable may raise anything
@@ -441,8 +405,8 @@ def collate(samples):
 
 
 def decode_ahead(dataset: ImageDataset, batch_size: int, ahead: int = 2):
-    """Collated batches in order while one thread decodes the next ``ahead`` ones (when no decoding process
-    runs): decoding, resizing and the forward pass release the GIL, and memory stays flat."""
+    """Collated batches in order while one thread decodes the next ``ahead`` (decoding, resizing and the
+    forward pass release the GIL; memory stays flat)."""
     def decode(start):
         return collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 

@@ -1,11 +1,8 @@
-"""timm backbones for ImageEncoder: ``model="timm:<name>"``, the source `TimmSource`.
+"""timm backbones for ImageEncoder (``model="timm:<name>"``): the source `TimmSource`.
 
-Networks come from ``timm.create_model(name, pretrained=..., num_classes=0)`` (timm's own pooled
-pre-logits features), preprocessing from timm's data config (``resolve_data_config`` +
-``create_transform``), never torchvision's defaults. Weights load through timm (the Hugging Face
-cache, then the hub); the content hash is that weight file's. Intermediate layers go through
-``forward_intermediates``, named as in ``feature_info``. timm (``pip install "sktransfer[timm]"``)
-is imported only here.
+``timm.create_model(name, pretrained=..., num_classes=0)`` with timm's own data config for
+preprocessing (`TimmPreprocess`); layers are ``feature_info`` stages via ``forward_intermediates``.
+timm is imported only here.
 """
 
 from __future__ import annotations
@@ -40,11 +37,7 @@ def _pretrained_cfg(name: str):
 
 
 def resolve_name(model: str, weights) -> tuple[str, bool]:
-    """The timm model name (``architecture.tag``) and whether pretrained weights are asked for.
-
-    ``weights="DEFAULT"`` means timm's default pretrained tag (or the tag in the name),
-    ``None`` a seeded random initialisation, any other string a pretrained tag such as ``"in1k"``.
-    """
+    """The timm name (``architecture.tag``; ``"DEFAULT"``: timm's default tag) and whether it is pretrained."""
     timm = _timm()
     architecture, tag = timm.models.split_model_name_tag(model[len(PREFIX):].strip())
     if not timm.is_model(architecture):
@@ -109,7 +102,7 @@ class TimmSource:
         return None
 
     def content(self) -> str:
-        """The weight file's bytes (fetched first if absent) and timm's version (its architecture code)."""
+        """The weight file's digest (fetched first if absent) and timm's version (its architecture code)."""
         name = self.timm_name
         versions = {"timm": _timm().__version__, "torch": torch.__version__.split("+")[0]}
         if not self.pretrained:
@@ -137,11 +130,9 @@ class TimmSource:
                 f"give this machine network access so timm downloads them once from {where}, or (2) place the file "
                 "in the Hugging Face cache under that repository (huggingface-cli download), or (3) pass your own "
                 "network as ImageEncoder(model=timm.create_model(..., pretrained_cfg_overlay=dict(file=...), "
-                "num_classes=0))."
-            ) from None
+                "num_classes=0)).") from None
 
     def preprocessing(self, image_size, crop) -> TimmPreprocess:
-        """timm's data config of the model's pretrained weights, with optional overrides."""
         from timm.data import resolve_data_config
 
         cfg = _pretrained_cfg(self.timm_name) or _pretrained_cfg(self.timm_name.split(".")[0])
@@ -168,7 +159,7 @@ class TimmSource:
 
 
 class TimmPreprocess(DescribedPreprocess):
-    """timm's evaluation transform for one data config (``timm.data.resolve_data_config``'s), described by it."""
+    """timm's evaluation transform for one data config, described by it."""
 
     def __init__(self, config: dict):
         from timm.data import create_transform
@@ -176,7 +167,6 @@ class TimmPreprocess(DescribedPreprocess):
         self.config = dict(config)
         self.transform = create_transform(**self.config, is_training=False)
         side = self.config["input_size"][-1]
-        # The shorter side the transform resizes to (timm floors it), for draft JPEG decoding.
         self.resize_size = [math.floor(side / self.config["crop_pct"])] if self.config["crop_mode"] == "center" else None
 
     def __call__(self, image):
@@ -190,7 +180,7 @@ class TimmPreprocess(DescribedPreprocess):
 
 
 class _Intermediates(nn.Module):
-    """Returns the named ``feature_info`` stages of a timm network, via ``forward_intermediates``."""
+    """The named ``feature_info`` stages of a timm network."""
 
     def __init__(self, network: nn.Module, indices: list, names: tuple):
         super().__init__()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._backbones import DescribedPreprocess, resize_side
 from ._content import folder_digest, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
@@ -35,21 +36,19 @@ def _kind(item, modality: str) -> str | None:
     """"text", "image" or None (neither) for one item under a column's modality."""
     if modality == "text":
         return "text" if isinstance(item, str) else None
-    if modality == "image":
-        return "image" if is_image_item(item) else None
-    if isinstance(item, str):  # "mixed": a string naming an existing file is that image
+    if modality == "mixed" and isinstance(item, str):  # a string naming an existing file is that image
         return "image" if _is_image_path(item) else "text"
     return "image" if is_image_item(item) else None
 
 
-class _ImageProcessorPreprocess:
+class _ImageProcessorPreprocess(DescribedPreprocess):
     """The model's own Hugging Face image processor, one RGB image to one (C, H, W) tensor."""
 
     def __init__(self, image_processor):
         self.image_processor = image_processor
         size = getattr(image_processor, "size", None) or {}
         edge = size.get("shortest_edge") if isinstance(size, dict) else None
-        self.resize_size = [int(edge)] if edge else None  # the side draft JPEG decoding aims at
+        self.resize_size = [int(edge)] if edge else None
 
     def __call__(self, image):
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
@@ -76,24 +75,21 @@ def _as_features(output) -> torch.Tensor:
 class ClipEncoder(BaseEncoder):
     """Encode texts or images into the shared space of a CLIP-style model.
 
-    One fitted encoder turns a column of texts or a column of images into vectors that can be
-    compared with each other: a caption lands near its photo. This is what zero-shot
-    classification ([`ZeroShotClassifier`][sktransfer.ZeroShotClassifier]), text-to-image search and features
-    that mix both kinds are built on.
+    A caption lands near its photo: the base of zero-shot classification
+    ([`ZeroShotClassifier`][sktransfer.ZeroShotClassifier]) and text-to-image search.
 
     Parameters
     ----------
     model : str or os.PathLike
-        A CLIP-style transformers model (``CLIPModel``, or any model with
-        ``get_text_features`` and ``get_image_features``): a local folder, a hub id such as
-        ``"openai/clip-vit-base-patch32"``, or a name in the sktransfer model directory or the
-        Hugging Face cache. Its own tokenizer and image processor are used.
+        A CLIP-style transformers model (``CLIPModel``, or any with ``get_text_features`` and
+        ``get_image_features``), used with its own tokenizer and image processor: a local folder,
+        a hub id such as ``"openai/clip-vit-base-patch32"``, or a name in the sktransfer model
+        directory or the Hugging Face cache.
     modality : {"auto", "text", "image", "mixed"}, default="auto"
         What the column holds. ``"auto"`` decides in ``fit``: strings are texts unless every
-        string names an existing file (then they are image paths); PIL images, arrays, bytes and
-        ``pathlib`` paths are images; a column with both is an error that names one of each.
-        ``"mixed"`` encodes each item by its kind (a string naming an existing file is an image,
-        other strings texts), for a column that really holds both.
+        string names an existing file; PIL images, arrays, bytes and ``pathlib`` paths are images;
+        a column with both is an error that names one of each. ``"mixed"`` encodes each item by
+        its kind (a string naming an existing file is an image, other strings texts).
     normalize : bool, default=True
         Scale every output row to unit length, as CLIP compares them (cosine similarity).
     max_length : int or None, default=None
@@ -115,9 +111,8 @@ class ClipEncoder(BaseEncoder):
     Attributes
     ----------
     identity_ : EncoderIdentity
-        The model files' content hash and every output-changing setting (normalisation, token
-        limit, image processor configuration, draft decoding, precision). Texts and images share
-        the fingerprint; their cache keys say which kind they are.
+        The model files' content hash and every output-changing setting (normalisation, token limit,
+        image processor configuration, draft decoding, precision), shared by texts and images.
     modality_ : {"text", "image", "mixed"}
         What the fitted column holds.
     embedding_dim_ : int
@@ -149,42 +144,17 @@ class ClipEncoder(BaseEncoder):
         "max_length": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "on_error": [StrOptions({"raise", "nan"})],
         "jpeg_draft": ["boolean"],
-        "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-    }
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})]}
     _output_parameters = ("model", "modality", "normalize", "max_length", "jpeg_draft", "precision")
 
-    def __init__(
-        self,
-        model,
-        *,
-        modality="auto",
-        normalize=True,
-        max_length=None,
-        on_error="raise",
-        jpeg_draft=True,
-        num_workers="auto",
-        device="auto",
-        batch_size=32,
-        precision="fp32",
-        show_progress=False,
-        n_threads=None,
-        cache=None,
-    ):
-        self.model = model
-        self.modality = modality
-        self.normalize = normalize
-        self.max_length = max_length
-        self.on_error = on_error
-        self.jpeg_draft = jpeg_draft
-        self.num_workers = num_workers
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress = show_progress
-        self.n_threads = n_threads
-        self.cache = cache
+    def __init__(self, model, *, modality="auto", normalize=True, max_length=None, on_error="raise", jpeg_draft=True,
+                 num_workers="auto", device="auto", batch_size=32, precision="fp32", show_progress=False, n_threads=None,
+                 cache=None):
+        self.model, self.modality, self.normalize, self.max_length = model, modality, normalize, max_length
+        self.on_error, self.jpeg_draft, self.num_workers, self.device = on_error, jpeg_draft, num_workers, device
+        self.batch_size, self.precision, self.show_progress = batch_size, precision, show_progress
+        self.n_threads, self.cache = n_threads, cache
 
-    # ------------------------------------------------------------------ fit
     def fit(self, X, y=None):
         """Load the model and decide what the column holds; nothing is learned from the values.
 
@@ -201,7 +171,7 @@ class ClipEncoder(BaseEncoder):
             The fitted encoder.
         """
         self._validate_params()
-        # Decided once from this column, before validation reads it (every row by that kind).
+        # Decided once from this column, before validation reads every row by that kind.
         self.modality_ = self._column_modality(self._items_of(X))
         device = self._begin_fit(X)
         name = os.fspath(self.model)
@@ -213,14 +183,9 @@ class ClipEncoder(BaseEncoder):
         check_max_length(self.max_length, limit, name)
         self.max_length_ = int(self.max_length or limit)
         preprocess = _ImageProcessorPreprocess(processor.image_processor)
-        settings = {
-            "weights": "float32",
-            "precision": self.precision,
-            "normalize": bool(self.normalize),
-            "max_length": self.max_length_,
-            "image_processor": preprocess.settings(),
-            "jpeg_draft": bool(self.jpeg_draft) and preprocess.resize_size is not None,
-        }
+        settings = {"weights": "float32", "precision": self.precision, "normalize": bool(self.normalize),
+                    "max_length": self.max_length_, "image_processor": preprocess.settings(),
+                    "jpeg_draft": bool(self.jpeg_draft) and resize_side(preprocess) is not None}
         self.embedding_dim_ = int(model.config.projection_dim)
         self.logit_scale_ = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
         self.preprocess_ = preprocess
@@ -229,7 +194,7 @@ class ClipEncoder(BaseEncoder):
         return self
 
     def _load_model(self, identity: EncoderIdentity, device: torch.device):
-        """The model and its processor, found by name and checked against the fitted content."""
+        """The model and its processor, checked against the fitted content."""
         from transformers import AutoModel, AutoProcessor
 
         location = identity.location or resolve_text_model(identity.model)
@@ -242,7 +207,6 @@ class ClipEncoder(BaseEncoder):
                              "image towers; use TextEncoder or ImageEncoder for it.")
         return model.eval().requires_grad_(False).to(device), processor
 
-    # ------------------------------------------------------------------ input
     def _column_modality(self, items: list) -> str:
         if self.modality != "auto":
             return self.modality
@@ -256,8 +220,7 @@ class ClipEncoder(BaseEncoder):
                 f"ClipEncoder got a column with both texts and images: index {t} is the text {items[t]!r:.80} and "
                 f"index {i} is the image {describe_item(items[i])}. Encode each kind in its own column, pass "
                 "modality='mixed' to encode each item by its kind (a string naming an existing file is an image), "
-                "or modality='text' if every string is a text."
-            )
+                "or modality='text' if every string is a text.")
         return "image" if images else "text"
 
     def _valid_rows(self, items: list) -> np.ndarray:
@@ -274,7 +237,6 @@ class ClipEncoder(BaseEncoder):
                 first, items[first], f"not {expected}")
         return valid
 
-    # ------------------------------------------------------------------ transform
     def transform(self, X):
         """Encode each item into the shared space.
 
@@ -298,15 +260,13 @@ class ClipEncoder(BaseEncoder):
             [(kind, item) for kind, item in zip(kinds, items)], valid,
             lambda pairs, on_batch: self._encode_pairs(model, processor, pairs, on_batch),
             dedupe_key=lambda pair: (pair[0], pair[1] if pair[0] == "text" else item_key(pair[1])),
-            content_key=_pair_key,
-        )
+            content_key=_pair_key)
         failures += [(row, items[row], "not a text or an image") for row in np.flatnonzero(~valid)]
         settle_failures("ClipEncoder", failures, len(items), self.on_error, describe=describe_item, verb="encode")
         return out
 
-    # ------------------------------------------------------------------ encoding
     def _encode_pairs(self, model, processor, pairs: list, on_batch):
-        """Encode ``(kind, item)`` pairs: texts in length-sorted batches, then images through a DataLoader."""
+        """``(kind, item)`` pairs: texts in length-sorted batches, then images through a DataLoader."""
         out = np.empty((len(pairs), self.embedding_dim_), dtype=np.float32)
         failures = {}
         text_rows = [i for i, (kind, _) in enumerate(pairs) if kind == "text"]
@@ -326,7 +286,7 @@ class ClipEncoder(BaseEncoder):
 
     def _encode_images(self, model, images: list, rows: list, out, on_batch) -> dict:
         device = torch.device(self.device_)
-        side = self.preprocess_.resize_size[0] if self.preprocess_.resize_size else None
+        side = resize_side(self.preprocess_)
         draft = 4 * side if self.identity_.settings["jpeg_draft"] else None
         loader = data_loader(ImageDataset(images, self.preprocess_, draft, side), batch_size=self.batch_size,
                              num_workers=self.num_workers, device=device, collate_fn=collate)

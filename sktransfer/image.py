@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from . import _backbones, _backends, _timm
-from ._backbones import Backbone, effective_pooling, probe_image
+from ._backbones import Backbone, effective_pooling, probe_image, resize_side
 from ._columns import column_to_list
 from ._device import autocast
 from ._identity import EncoderIdentity
@@ -31,8 +31,7 @@ __all__ = ["ImageEncoder"]
 #: Flattened (pooling=None) outputs above this many features trigger a size warning.
 LARGE_OUTPUT = 100_000
 
-#: Largest shorter side the preprocessing may resize to (``image_size / crop``); beyond it one
-#: image costs gigabytes (crop=1e-4 asked for a 2.2-million-pixel side).
+#: Largest shorter side (``image_size / crop``) images may be resized to: beyond, one image costs gigabytes.
 MAX_RESIZE_SIDE = 4096
 
 
@@ -43,12 +42,6 @@ def _source(model, weights):
     if _timm.is_timm(model):
         return _timm.TimmSource(model, weights)
     return _backbones.TorchvisionSource(model, weights)
-
-
-def _resize_side(preprocess):
-    """The shorter side a torchvision preset (or timm's) resizes to, or None for other callables."""
-    size = getattr(preprocess, "resize_size", None)
-    return int(size[0]) if size else None
 
 
 class _ExportedOutputs(nn.Module):
@@ -78,110 +71,89 @@ class ImageEncoder(BaseEncoder):
     Parameters
     ----------
     model : str or torch.nn.Module, default="mobilenet_v2"
-        A torchvision classification model name (``torchvision.models.list_models()``:
-        ResNet, VGG, Inception, EfficientNet, MobileNet, ConvNeXt, RegNet, ViT, Swin...) or your
-        own module, or ``"timm:<name>"`` for any timm model (``timm.create_model(name,
+        A torchvision classification model name (``torchvision.models.list_models()``), your own
+        module, or ``"timm:<name>"`` for any timm model (``timm.create_model(name,
         pretrained=True, num_classes=0)`` with timm's own data config for preprocessing; needs
         ``pip install "sktransfer[timm]"``). A module is used as given (its output, pooled if
-        spatial) and is pickled with the estimator; pair it with ``preprocess``. Modules are told
-        apart by everything ``forward`` can read: every tensor (non-persistent buffers and plain
-        tensor attributes included), their state (function attributes, dicts, hooks) and the code
-        of your own classes; state with no content (a lock) raises ``IdentityError`` unless the
-        module states ``__sktransfer_identity__ = "..."``.
+        spatial), pickled with the estimator and told apart by everything ``forward`` can read;
+        pair it with ``preprocess``. State with no content (a lock) raises ``IdentityError``
+        unless the module states ``__sktransfer_identity__ = "..."``.
     weights : str, torchvision WeightsEnum or None, default="DEFAULT"
-        Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best),
-        a name such as ``"IMAGENET1K_V1"``, or ``None`` for random initialisation (warns: the
-        features are then not pretrained; the initialisation is seeded, so it is the same in
-        every process and after unpickling, for one torch version). Checkpoints load through
-        torchvision's own loader, which reads ``<torch hub dir>/checkpoints`` before downloading.
-        For a timm model: ``"DEFAULT"`` (timm's default pretrained tag), a tag such as
-        ``"in1k"``, or ``None``; weights load through timm (the Hugging Face cache, then the hub).
+        Pretrained weights of a torchvision model: ``"DEFAULT"`` (torchvision's best), a name
+        such as ``"IMAGENET1K_V1"``, or ``None`` for a seeded random initialisation (warns: the
+        features are not pretrained); checkpoints load through torchvision's loader. For a timm
+        model: ``"DEFAULT"`` (timm's default tag), a tag such as ``"in1k"``, or ``None``.
     layer : str, list of str or None, default=None
         ``None`` gives the penultimate representation (the input of the classifier head). A node
-        name (see ``torchvision.models.feature_extraction.get_graph_node_names``) selects that
-        node; a list concatenates several, each pooled. For a timm model, the names of its
-        feature stages (``model.feature_info``, e.g. ``"blocks.4"``).
+        name (``torchvision.models.feature_extraction.get_graph_node_names``; for timm, a
+        ``model.feature_info`` stage such as ``"blocks.4"``) selects that node; a list
+        concatenates several, each pooled.
     pooling : {"auto", "avg", "max", "avgmax", "cls"} or None, default="auto"
         Reduction of spatial maps and token sequences: ``"auto"`` averages maps and takes the
         class token of ViT-style sequences; ``"avgmax"`` concatenates average and max;
-        ``None`` flattens (warns when that exceeds 100,000 features).
+        ``None`` flattens (warns above 100,000 features).
     image_size : int or None, default=None
         Side of the square the network sees. ``None``: the weights' own (224 for most ImageNet
         models, 299 for Inception v3, 384 or 518 for some ViTs).
     crop : float in (0, 1] or None, default=None
         Fraction of the resized shorter side kept by the centre crop. ``None``: the weights' own
-        (224/256 = 0.875 for most); ``1.0`` keeps the whole shorter side. ``image_size / crop``
-        (the side images are resized to) may not exceed 4096 pixels.
+        (0.875 for most); ``1.0`` keeps the whole side. ``image_size / crop`` may not exceed 4096.
     preprocess : callable or None, default=None
         Replaces the weights' preprocessing: takes an RGB ``PIL.Image`` (every input is converted
-        to one first) and returns a ``(C, H, W)`` float tensor. It must be deterministic; the
-        cache tells callables apart by their code, closure cells, defaults, referenced globals and
-        (for objects such as a ``Compose``) full state; an in-place edit after ``fit`` asks for a refit.
+        to one first) and returns a ``(C, H, W)`` float tensor. It must be deterministic; it is
+        identified by its code and state, so an in-place edit after ``fit`` asks for a refit.
     on_error : {"raise", "nan"}, default="raise"
-        Missing, unreadable or truncated images (and paths that are not regular files, images over
-        the decompression-bomb limit, values outside their range, closed PIL images): ``"raise"``
-        raises a ``ValueError`` naming the index, the path and the reason; ``"nan"`` returns a NaN
-        row for them and warns with the count (for a downstream ``SimpleImputer`` or a row
-        filter). Never a zero vector.
+        Missing, unreadable, truncated or closed images, paths that are not regular files, images
+        over the decompression-bomb limit, values outside their range: ``"raise"`` raises a
+        ``ValueError`` naming the index, the item and the reason; ``"nan"`` returns NaN rows for
+        them and warns with the count. Never a zero vector.
     jpeg_draft : bool, default=True
         Decode large JPEG files at 1/2, 1/4 or 1/8 scale when that still leaves at least 4x the
-        resize target (the DCT does the coarse downscaling, the antialiased resize the rest).
-        Set False for bit-exact parity with a full decode.
+        resize target. Set False for bit-exact parity with a full decode.
     value_range : tuple of (float, float) or None, default=None
-        The range that data which are not 8-bit come from, mapped onto black..white: float
-        arrays (float16/32/64) and PIL ``F`` images, uint16 arrays and 16-bit images (``I;16``,
-        and ``I`` images decoded from files), ``I`` images made in memory, and other integer
-        arrays (which need it). ``None``: each container's own range, never guessed from the
-        values: floats 0-1 (torchvision's convention), 16-bit 0-65535; an ``I`` image made in
-        memory has none (``convert("I")`` keeps 0-255 or 0-65535) and is refused without it.
-        Values outside the range are an error naming the index and the values' span, never
-        clipped: floats holding 0-255 need ``value_range=(0, 255)``, 12-bit data ``(0, 4095)``.
-        8-bit images (uint8 arrays, 8-bit files and modes) are always 0-255. Part of the
-        fingerprint when set.
+        The range that data which are not 8-bit come from, mapped onto black..white (float and
+        integer arrays, 16-bit, ``I`` and ``F`` images). ``None``: the container's own range,
+        never guessed from the values (floats 0-1, 16-bit 0-65535); integer arrays other than
+        uint8/uint16 and ``I`` images made in memory need it. Values outside the range are an
+        error, never clipped: floats holding 0-255 need ``(0, 255)``, 12-bit data ``(0, 4095)``.
+        8-bit data are always 0-255. Part of the fingerprint when set.
     num_workers : int or "auto", default="auto"
         Processes that decode and preprocess while the network runs. ``"auto"``: with a GPU,
-        one per core beyond the first (at most 8); on a CPU, whose cores already run the network,
-        none up to 2 cores and ``cores // 4`` (at most 4) beyond; always none for a single batch.
+        one per core beyond the first (at most 8); on a CPU none up to 2 cores, ``cores // 4``
+        (at most 4) beyond; none for a single batch.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        With ``backend="onnx"``: ``"cpu"`` or ``"cuda[:N]"`` (ONNX Runtime's CUDA execution
-        provider, from ``onnxruntime-gpu``); with ``backend="openvino"``: ``"cpu"`` or
-        ``"gpu[.N]"`` (Intel GPUs). ``"auto"`` takes the backend's GPU when it has one.
+        With ``backend="onnx"``: ``"cpu"`` or ``"cuda[:N]"`` (``onnxruntime-gpu``); with
+        ``backend="openvino"``: ``"cpu"`` or ``"gpu[.N]"`` (Intel GPUs). ``"auto"`` takes the
+        backend's GPU when it has one.
     backend : {"torch", "onnx", "openvino"}, default="torch"
         What runs the network. ``"onnx"`` (ONNX Runtime, ``pip install "sktransfer[onnx]"``)
         and ``"openvino"`` (``pip install "sktransfer[openvino]"``) run an export of the same
-        resolved network (same weights, layers, preprocessing and pooling; features within
-        1e-4 cosine of torch's at fp32). The export is made once and kept in
-        ``$SKTRANSFER_EXPORTS`` (default ``~/.cache/sktransfer/exports``), keyed by the
-        identity and the runtime's version; clones, folds and other processes load it from
-        there, and it is never pickled with the estimator. The backend is part of the
-        fingerprint. Which one is fastest depends on the CPU: see the image encoder page.
+        resolved network, made once and kept in ``$SKTRANSFER_EXPORTS`` (default
+        ``~/.cache/sktransfer/exports``), never pickled. Part of the fingerprint. Which is
+        fastest depends on the CPU: see the image encoder page.
     batch_size : int, default=32
         Images per forward pass.
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Forward-pass arithmetic; bf16/fp16 run under autocast with torch, as OpenVINO's
-        inference precision hint with OpenVINO (a CPU without bf16 instructions runs float32
-        and warns); ONNX Runtime offers fp32 only. Output is float32 in every case.
+        Forward-pass arithmetic: autocast with torch, the inference precision hint with OpenVINO
+        (float32 with a warning on a CPU without bf16); ONNX Runtime offers fp32 only. Output
+        is float32 in every case.
     show_progress : bool, default=False
         Show a progress bar over batches.
     n_threads : int or None, default=None
-        CPU threads for the forward pass, applied only while ``transform`` runs and restored
-        afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
-        Useful when several encoders or joblib workers share the cores.
+        CPU threads for the forward pass while ``transform`` runs, restored afterwards.
+        ``None`` leaves torch's setting alone.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
-        Reuse embeddings across calls, folds, grid points and processes: each distinct image
-        (by content: a renamed file hits, an edited one misses) is encoded once per fingerprint
-        (weights, layer, pooling, preprocessing, jpeg_draft, value_range, precision). A path means
-        ``EmbeddingCache(path)``.
+        Reuse embeddings across calls, folds and processes: each distinct image (by content) is
+        encoded once per fingerprint. A path means ``EmbeddingCache(path)``.
 
     Attributes
     ----------
     identity_ : EncoderIdentity
-        What makes the vectors: the model (name and weights, or your module), a content hash
-        of the checkpoint file or of the module's tensors, structure and code, and the
+        What makes the vectors: the model, a content hash of its checkpoint or module, and the
         effective output-changing settings (layers, the pooling each layer really gets, the
-        preprocessing, jpeg_draft, value_range when set, precision). The cache fingerprint
-        (``identity_.fingerprint``) and the model registry key derive from it.
+        preprocessing, jpeg_draft, value_range when set, precision, backend). The cache
+        fingerprint (``identity_.fingerprint``) and the model registry key derive from it.
     device_ : str
         The device the network runs on.
     preprocess_ : callable
@@ -201,14 +173,10 @@ class ImageEncoder(BaseEncoder):
 
     Notes
     -----
-    Accepted items: paths of regular files (str or pathlib; a named pipe or a device is refused,
-    never read), raw file bytes, PIL images of any mode (open or loaded, not closed), uint8
-    arrays (H, W), (H, W, 3) or (H, W, 4), uint16 arrays, float arrays in [0, 1] (another range
-    with ``value_range``); mixed freely.
-    Every PIL mode is converted to RGB correctly (alpha composited onto white, 16-bit scaled, CMYK
-    converted), EXIF orientation is applied and animated files give their first frame. Float
-    and 16-bit sources are scaled to 8 bits from their range, so one picture gives the same
-    features whatever container it arrives in.
+    Accepted items, mixed freely: paths of regular files (a pipe or a device is refused, never
+    read), file bytes, PIL images of any mode, uint8 and uint16 arrays (H, W), (H, W, 3) or
+    (H, W, 4), float arrays in [0, 1]. Every mode is converted to RGB (alpha onto white), EXIF
+    orientation applied, animations give their first frame: one picture, the same features.
 
     Examples
     --------
@@ -232,8 +200,7 @@ class ImageEncoder(BaseEncoder):
         "jpeg_draft": ["boolean"],
         "value_range": [tuple, list, None],  # two finite numbers, low < high: checked in fit
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "backend": [StrOptions(set(_backends.BACKENDS))],
-    }
+        "backend": [StrOptions(set(_backends.BACKENDS))]}
     _output_parameters = ("model", "weights", "layer", "pooling", "image_size", "crop", "preprocess",
                           "jpeg_draft", "value_range", "precision", "backend")
 
@@ -241,26 +208,12 @@ class ImageEncoder(BaseEncoder):
                  crop=None, preprocess=None, on_error="raise", jpeg_draft=True, value_range=None, num_workers="auto",
                  device="auto", backend="torch", batch_size=32, precision="fp32", show_progress=False, n_threads=None,
                  cache=None):
-        self.model = model
-        self.weights = weights
-        self.layer = layer
-        self.pooling = pooling
-        self.image_size = image_size
-        self.crop = crop
-        self.preprocess = preprocess
-        self.on_error = on_error
-        self.jpeg_draft = jpeg_draft
-        self.value_range = value_range
-        self.num_workers = num_workers
-        self.device = device
-        self.backend = backend
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress = show_progress
-        self.n_threads = n_threads
-        self.cache = cache
+        self.model, self.weights, self.layer, self.pooling, self.image_size = model, weights, layer, pooling, image_size
+        self.crop, self.preprocess, self.on_error, self.jpeg_draft = crop, preprocess, on_error, jpeg_draft
+        self.value_range, self.num_workers, self.device, self.backend = value_range, num_workers, device, backend
+        self.batch_size, self.precision, self.show_progress = batch_size, precision, show_progress
+        self.n_threads, self.cache = n_threads, cache
 
-    # ------------------------------------------------------------------ fit
     def fit(self, X, y=None):
         """Resolve and load the network and its preprocessing; nothing is learned from ``X``.
 
@@ -287,17 +240,16 @@ class ImageEncoder(BaseEncoder):
         preprocess = self.preprocess
         if preprocess is None:
             preprocess = source.preprocessing(self.image_size, self.crop)
-            side = _resize_side(preprocess)
+            side = resize_side(preprocess)
             if side is not None and side > MAX_RESIZE_SIDE:
                 raise ValueError(
                     f"image_size={self.image_size} with crop={self.crop} resizes every image to a "
-                    f"{side}-pixel shorter side (limit {MAX_RESIZE_SIDE}); raise crop or lower image_size."
-                )
+                    f"{side}-pixel shorter side (limit {MAX_RESIZE_SIDE}); raise crop or lower image_size.")
         pooling = self._probe(backbone, preprocess, device)
         self.preprocess_ = preprocess
         described = _backbones.preprocessing_settings(preprocess)
         settings = {"layers": layers, "pooling": pooling, "preprocess": described,
-                    "jpeg_draft": bool(self.jpeg_draft) and _resize_side(preprocess) is not None,
+                    "jpeg_draft": bool(self.jpeg_draft) and resize_side(preprocess) is not None,
                     "precision": self.precision}
         if value_range is not None:  # absent by default, so default fingerprints stay those of earlier versions
             settings["value_range"] = list(value_range)
@@ -319,7 +271,6 @@ class ImageEncoder(BaseEncoder):
         return layers
 
     def _load_model(self, identity: EncoderIdentity, device):
-        """The backbone the identity names: torch's, or an export of it run by the identity's backend."""
         if "backend" in identity.model_settings:
             return self._load_backend(identity, device)
         return self._load_torch(identity, device)
@@ -340,7 +291,7 @@ class ImageEncoder(BaseEncoder):
         return backbone
 
     def _load_backend(self, identity: EncoderIdentity, device: str) -> _BackendBackbone:
-        """The identity's backend running an export of its torch backbone (exported now if none exists yet)."""
+        """The identity's backend running an export of its torch backbone."""
         torch_identity = self._torch_identity(identity)
         cpu = torch.device("cpu")
         backbone = model_registry.get(torch_identity.registry_key("cpu"), lambda: self._load_torch(torch_identity, cpu))
@@ -387,7 +338,6 @@ class ImageEncoder(BaseEncoder):
                 "torchvision.models.feature_extraction.get_graph_node_names(model)[1]).")
         return {name: effective for name, (_, effective) in known.items()}
 
-    # ------------------------------------------------------------------ input
     def _requested_backend(self) -> str:
         return self.backend
 
@@ -412,7 +362,6 @@ class ImageEncoder(BaseEncoder):
     def _valid_rows(self, items: list) -> np.ndarray:
         return check_images(items, self.on_error, "ImageEncoder")
 
-    # ------------------------------------------------------------------ transform
     def transform(self, X):
         """Encode each image into the selected layers' pooled features.
 
@@ -432,56 +381,47 @@ class ImageEncoder(BaseEncoder):
         keyed = functools.partial(content_key, value_range=self._value_range())
         out, failures = self._encode_column(
             items, valid, lambda images, on_batch: self._encode_images(backbone, images, on_batch),
-            dedupe_key=item_key, content_key=keyed,
-        )
+            dedupe_key=item_key, content_key=keyed)
         failures += [(row, items[row], unsupported_reason(items[row])) for row in np.flatnonzero(~valid)]
         settle_failures("ImageEncoder", failures, len(items), self.on_error, describe=describe_item)
         return out
 
     def __setstate__(self, state):
-        # A pickle of an earlier version lacks the parameters added since (value_range): each takes its
-        # default, which is what that version did, so repr, get_params and clone work on it. Its
-        # fitted settings are unchanged (no digest is recorded for a parameter it did not have).
+        # A pickle of an earlier version lacks the parameters added since (value_range): each takes
+        # its default, which is what that version did, so repr, get_params and clone work on it.
         for name, parameter in inspect.signature(type(self).__init__).parameters.items():
             if name != "self" and parameter.default is not inspect.Parameter.empty:
                 state.setdefault(name, parameter.default)
         super().__setstate__(state)
 
-    def _value_range(self):
-        """The fitted value_range as a tuple, or None (a pickle of an earlier version has none)."""
+    def _value_range(self):  # the fitted one; a pickle of an earlier version has none
         found = self.identity_.settings.get("value_range")
         return None if found is None else tuple(found)
 
-    # ------------------------------------------------------------------ encoding strategy
     def _encode_images(self, backbone, items, on_batch):
         """Decode and preprocess ahead (worker processes, else a thread) while the network encodes."""
         device = self._torch_device()
         on_torch = self._backend() == "torch"
         settings = self.identity_.settings
-        side = _resize_side(self.preprocess_)
-        # Ask the JPEG decoder for at least 4x the resize target: the antialiased resize still
-        # does a real reduction, so features stay within 2e-4 cosine of a full decode (DCT-scaling
-        # right down to the target changed them by up to 1e-2 in our measurements).
+        side = resize_side(self.preprocess_)
+        # At least 4x the resize target, so the antialiased resize still does a real reduction:
+        # features within 2e-4 cosine of a full decode (1e-2 when DCT-scaling down to the target).
         draft = 4 * side if settings["jpeg_draft"] else None
         dataset = ImageDataset(items, self.preprocess_, draft, side, self._value_range())
         loader = data_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                              device=torch.device("cuda") if self.device_ != "cpu" else device, collate_fn=collate)
         out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
         failures = {}
-        # Without decoding processes, a thread decodes ahead, except for torch on a CPU: there its
-        # own threads already fill the cores (398 hymenoptera photos, 2 cores: 41 img/s with the
-        # thread, 43 without; ONNX Runtime 85-91 with, 68 without).
-        if loader.num_workers == 0 and len(loader) > 1 and (not on_torch or device.type != "cpu"):
-            batches = decode_ahead(dataset, self.batch_size)
-        else:
-            batches = loader
+        # Without decoding processes a thread decodes ahead, except for torch on a CPU, whose threads
+        # already fill the cores (398 photos, 2 cores: torch 41 img/s with it, 43 without; ONNX 85-91, 68).
+        ahead = loader.num_workers == 0 and len(loader) > 1 and (not on_torch or device.type != "cpu")
+        batches = decode_ahead(dataset, self.batch_size) if ahead else loader
         # Torch runs channels-last convolutions faster; the runtimes take plain NCHW arrays.
         memory_format = torch.channels_last if on_torch and device.type != "mps" else torch.contiguous_format
         forward, streams = backbone, 1
         if not on_torch and self.device_ == "cpu":
-            # A runtime on a CPU: two batches at once, each on half the threads. Single-threaded
-            # convolutions waste less than two threads sharing one batch (398 hymenoptera photos on
-            # 2 cores, ONNX Runtime: 83 img/s against 70 with one batch).
+            # Two batches at once, each on half the threads, waste less than two threads sharing one
+            # (398 photos, 2 cores, ONNX Runtime: 83 img/s against 70).
             threads = self.n_threads or torch.get_num_threads()
             streams = 2 if threads >= 2 else 1
             forward = functools.partial(backbone, n_threads=max(1, threads // streams))
@@ -497,7 +437,6 @@ class ImageEncoder(BaseEncoder):
                 if batch is not None:
                     yield index, batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
-        # At most `streams` batches in the runtime at once.
         results = ordered_map(lambda job: (job[0], forward(job[1])), ready(), workers=streams, ahead=streams - 1,
                               name="sktransfer-stream")
         try:
