@@ -150,10 +150,19 @@ class ClipEncoder(BaseEncoder):
     def __init__(self, model, *, modality="auto", normalize=True, max_length=None, on_error="raise", jpeg_draft=True,
                  num_workers="auto", device="auto", batch_size=32, precision="fp32", show_progress=False, n_threads=None,
                  cache=None):
-        self.model, self.modality, self.normalize, self.max_length = model, modality, normalize, max_length
-        self.on_error, self.jpeg_draft, self.num_workers, self.device = on_error, jpeg_draft, num_workers, device
-        self.batch_size, self.precision, self.show_progress = batch_size, precision, show_progress
-        self.n_threads, self.cache = n_threads, cache
+        self.model = model
+        self.modality = modality
+        self.normalize = normalize
+        self.max_length = max_length
+        self.on_error = on_error
+        self.jpeg_draft = jpeg_draft
+        self.num_workers = num_workers
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.show_progress = show_progress
+        self.n_threads = n_threads
+        self.cache = cache
 
     def fit(self, X, y=None):
         """Load the model and decide what the column holds; nothing is learned from the values.

@@ -208,11 +208,24 @@ class ImageEncoder(BaseEncoder):
                  crop=None, preprocess=None, on_error="raise", jpeg_draft=True, value_range=None, num_workers="auto",
                  device="auto", backend="torch", batch_size=32, precision="fp32", show_progress=False, n_threads=None,
                  cache=None):
-        self.model, self.weights, self.layer, self.pooling, self.image_size = model, weights, layer, pooling, image_size
-        self.crop, self.preprocess, self.on_error, self.jpeg_draft = crop, preprocess, on_error, jpeg_draft
-        self.value_range, self.num_workers, self.device, self.backend = value_range, num_workers, device, backend
-        self.batch_size, self.precision, self.show_progress = batch_size, precision, show_progress
-        self.n_threads, self.cache = n_threads, cache
+        self.model = model
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.image_size = image_size
+        self.crop = crop
+        self.preprocess = preprocess
+        self.on_error = on_error
+        self.jpeg_draft = jpeg_draft
+        self.value_range = value_range
+        self.num_workers = num_workers
+        self.device = device
+        self.backend = backend
+        self.batch_size = batch_size
+        self.precision = precision
+        self.show_progress = show_progress
+        self.n_threads = n_threads
+        self.cache = cache
 
     def fit(self, X, y=None):
         """Resolve and load the network and its preprocessing; nothing is learned from ``X``.
