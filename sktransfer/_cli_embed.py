@@ -1,9 +1,6 @@
 """``sktransfer embed``: read items from a folder, a list file or a table, encode them, write ``.npy``
-or Parquet (docs/cli.md describes the inputs and outputs).
-
-The encoder (image or text) is inferred from the items, ``--kind`` forces it. Every output is
-checked before anything is encoded and written through `atomic_output`, so a failed run leaves the
-earlier output as it was and no partial file.
+or Parquet (docs/cli.md). Outputs are checked before anything is encoded and written through
+`atomic_output`, so a failed run leaves the earlier output as it was and no partial file.
 """
 
 from __future__ import annotations
@@ -35,31 +32,26 @@ class EmbedError(Exception):
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("input", metavar="INPUT",
-        help="a folder of images, a list file (one image path or text per line), or a CSV/TSV/Parquet file with "
-             "--column")
+    add("input", metavar="INPUT", help="a folder of images, a list file (one image path or text per line), or a "
+        "CSV/TSV/Parquet file with --column")
     add("-o", "--output", required=True, metavar="OUTPUT",
         help="where to write the features: a .npy or .parquet file (--out works too)")
-    add("--overwrite", action="store_true",
-        help="replace an existing OUTPUT (and its .items.txt list); without it an existing output is refused before "
-             "anything is encoded")
+    add("--overwrite", action="store_true", help="replace an existing OUTPUT (and its .items.txt list); without it an "
+        "existing output is refused before anything is encoded")
     add("--kind", choices=["auto", "image", "text"], default="auto",
         help="force the image or the text encoder instead of inferring it from the input (default: %(default)s)")
     add("--column", default=None, help="the column of a CSV/TSV/Parquet input to encode")
-    add("--keep", default=None, metavar="COLS",
-        help="comma-separated columns of a CSV/TSV/Parquet input to copy into a Parquet OUTPUT, between the item "
-             "column and the features (e.g. --keep id,label)")
-    add("--model", default=None,
-        help="images: a torchvision model name (default mobilenet_v2) or timm:<name> (e.g. "
-             "timm:tf_efficientnet_lite0); texts: a sentence-transformers or transformers model name or folder "
-             "(default all-MiniLM-L6-v2)")
+    add("--keep", default=None, metavar="COLS", help="comma-separated columns of a CSV/TSV/Parquet input to copy into "
+        "a Parquet OUTPUT, between the item column and the features (e.g. --keep id,label)")
+    add("--model", default=None, help="images: a torchvision model name (default mobilenet_v2) or timm:<name> (e.g. "
+        "timm:tf_efficientnet_lite0); texts: a sentence-transformers or transformers model name or folder (default "
+        "all-MiniLM-L6-v2)")
     add("--weights", default=None,
         help="torchvision weights name, e.g. IMAGENET1K_V1, or a timm pretrained tag, e.g. in1k (images only; default "
              "DEFAULT: torchvision's recommended weights, IMAGENET1K_V2 for mobilenet_v2, downloaded on first use; the "
              "offline set-up seeds IMAGENET1K_V1, and 'sktransfer models' lists what is on this machine)")
-    add("--layer", nargs="+", default=None,
-        help="node name(s) of the image network to read; several are concatenated (default: the penultimate "
-             "representation)")
+    add("--layer", nargs="+", default=None, help="node name(s) of the image network to read; several are concatenated "
+        "(default: the penultimate representation)")
     add("--pooling", choices=["auto", "avg", "max", "avgmax", "cls", "none"], default=None,
         help="reduction of spatial maps or token sequences (images only; default auto)")
     add("--value-range", type=_value_range, default=None, metavar="LOW,HIGH",
@@ -67,9 +59,8 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
              "white, e.g. 0,255 or 0,4095 (default: the file's container range, [0, 1] for floats, 0-65535 for 16-bit; "
              "a negative LOW is written --value-range=-1,1)")
     add("--prompt", default=None, help="texts only: a prefix for every text, e.g. 'query: ' for E5-style models")
-    add("--long-text", choices=["truncate", "chunk"], default=None,
-        help="texts only: cut texts longer than the model's limit (truncate, the default) or average overlapping "
-             "windows over the whole text (chunk)")
+    add("--long-text", choices=["truncate", "chunk"], default=None, help="texts only: cut texts longer than the "
+        "model's limit (truncate, the default) or average overlapping windows over the whole text (chunk)")
     add("--batch-size", type=int, default=32, help="items per forward pass (default: %(default)s)")
     add("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
         help="forward-pass arithmetic (default: %(default)s; images run bf16/fp16 under autocast; texts run bf16 with "
@@ -86,13 +77,11 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
         help="unreadable images or missing texts: stop with the reason (raise), write NaN rows (nan), or, for texts "
              "only, encode them as empty strings (empty) (default: %(default)s)")
     add("--quiet", action="store_true", help="no progress bar")
-    add("--scheduler", default=None, metavar="ADDRESS",
-        help="encode on an existing Dask cluster (e.g. tcp://10.0.0.5:8786; needs sktransfer[dask]); OUTPUT is then a "
-             "folder of Parquet partitions. A Parquet INPUT is read by the workers, other inputs by this process; "
-             "paths must be readable on the workers")
+    add("--scheduler", default=None, metavar="ADDRESS", help="encode on an existing Dask cluster (e.g. "
+        "tcp://10.0.0.5:8786; needs sktransfer[dask]); OUTPUT is then a folder of Parquet partitions. A Parquet INPUT "
+        "is read by the workers, other inputs by this process; paths must be readable on the workers")
     add("--partitions", type=int, default=None,
         help="with --scheduler: how many partitions to split a non-Parquet input into (default: 4 per worker thread)")
-
 
 
 def _value_range(text: str) -> tuple[float, float]:
@@ -107,8 +96,8 @@ def _value_range(text: str) -> tuple[float, float]:
 
 
 def _all_images(values, base: Path | None) -> tuple[bool, list]:
-    """Whether every value is an image path (by extension, not existence: the encoder's error then
-    names a missing file); the values, a relative path not found here looked up in ``base``."""
+    """Whether every value is an image path (by extension: the encoder names a missing file), and the
+    values, a relative path not found here looked up in ``base``."""
     resolved = []
     for value in values:
         if not isinstance(value, str) or Path(value.strip()).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -164,11 +153,8 @@ def _read_table(path: Path, column: str | None, keep: list[str]) -> tuple[list, 
         if parquet:
             table = pd.read_parquet(path)
         else:
-            # Every column is text, carried exactly as written (an id 12345678901234567 stays that
-            # string, not a float; "007" is not 7): keep_default_na=False makes the words NA, None,
-            # null, n/a... texts, and only an empty cell is missing (na_values=[""]). A blank line
-            # is a row whose cells are all empty (skip_blank_lines=False), so the empty cell of a
-            # one-column file is a missing item, never a silently dropped row.
+            # Every cell is text as written ("007" is not 7, NA and null are words); only an empty
+            # cell is missing, and a blank line is a row of them, never a silently dropped row.
             table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
                                 keep_default_na=False, na_values=[""], skip_blank_lines=False)
     except Exception as exc:  # pandas raises many parser errors; all mean the same to the user
@@ -250,11 +236,8 @@ def resolve_target(target) -> Path:
 
 
 def probe_writable(*targets) -> None:
-    """Create and remove the files `atomic_output` will create for ``targets``, or raise `EmbedError`.
-
-    Creating the files is the real test of a folder's writability (``os.access`` passes on a
-    read-only mount) and of the names' length, now rather than after an hour of encoding.
-    """
+    """Create and remove the files `atomic_output` will create for ``targets``, or raise `EmbedError`:
+    the real test of writability (``os.access`` passes on a read-only mount) and of the names' length."""
     for given in targets:
         target = resolve_target(given)
         probes = [_beside(target, "tmp")] + ([] if os.path.lexists(target) else [target])
@@ -277,30 +260,12 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_output(*targets):
-    """Write ``targets`` in one step: yield temporary paths beside them, move them into place on success.
+    """Write ``targets`` (files or folders) in one step: yield temporary paths beside them (one path,
+    or a tuple for several), renamed into place on success, all together or none.
 
-    The one way every output of the command line is written (``.npy`` and its ``.items.txt``
-    list, Parquet files, ``cache export`` files and ``--scheduler`` folders).
-
-    Parameters
-    ----------
-    *targets : str or os.PathLike
-        The files (or folders) to write; a symbolic link is written through (`resolve_target`).
-        Each temporary is in its target's folder, so the final ``os.replace`` is a rename on one
-        file system, which readers see as all of the new output or none of it.
-
-    Yields
-    ------
-    temporary : pathlib.Path, or tuple of pathlib.Path for several targets
-        Where the caller writes the new content (a file, or a folder it creates).
-
-    Notes
-    -----
-    On any exception (a full disk, Ctrl-C) the temporaries are removed and every target is left as
-    it was. Files are flushed (``fsync``) before the first rename, so a crash leaves no renamed but
-    empty file. Each old target is kept under a backup name (a hard link, else a rename: a folder
-    cannot be replaced) until all are renamed; if a rename fails, those already replaced are
-    restored, so several targets are replaced together or not at all.
+    On any exception the temporaries are removed and every target is left as it was. Files are
+    fsynced before the first rename; each old target is kept under a backup name (a hard link, else
+    a rename) until all are renamed, and restored if a later rename fails.
     """
     targets = [resolve_target(target) for target in targets]
     temporaries = [_beside(target, "tmp") for target in targets]
@@ -345,8 +310,7 @@ def atomic_output(*targets):
 
 
 def _check_item_names(items, sidecar: Path | None, folder: str) -> None:
-    """Refuse, before encoding, file names the output cannot hold: one with a line break in the
-    one-per-line ``sidecar`` list, one that is not valid UTF-8 (a file system's raw bytes) in any."""
+    """Refuse file names the output cannot hold: a line break (in ``sidecar``) or invalid UTF-8."""
     for item in items:
         if sidecar is not None and ("\n" in item or "\r" in item):
             raise EmbedError(f"cannot list {item!r} in {sidecar.name}: the file name holds a line break and the list "
@@ -384,8 +348,7 @@ def embed(args) -> str:
     # Checked before encoding anything: a run must not end in a write error after an hour.
     sidecar = output.with_name(output.name + ".items.txt")
     source = Path(args.input).expanduser()
-    # A .npy output's <output>.items.txt is this run's too: written for a folder input, and for
-    # any other input a list of some earlier output's rows, which must not stay beside this one.
+    # A .npy output's .items.txt is this run's too: written for a folder, else an earlier list to remove.
     mine = [output] + ([sidecar] if suffix == ".npy" else [])
     written = [output] + ([sidecar] if suffix == ".npy" and source.is_dir() else [])
     # os.path's tests, not pathlib's: a name too long to exist is False there, not an OSError.
@@ -397,8 +360,7 @@ def embed(args) -> str:
         if os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
             raise EmbedError(f"the output {path} is the input {args.input}; writing it would destroy the input: "
                              "choose another output name")
-    # A read-only file is a file its owner protected, and is not replaced either; the folder's
-    # writability (and the length of the names) is tested by creating the files themselves.
+    # A read-only file is one its owner protected: not replaced either.
     for path in written:
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise EmbedError(f"cannot write the output {path}: permission denied")
@@ -408,8 +370,7 @@ def embed(args) -> str:
         _check_item_names(items, sidecar if suffix == ".npy" else None, args.input)
     encoder = build_encoder(kind, args)
     start = time.perf_counter()
-    # fit validates the whole column (as transform does) before loading the model: an error
-    # counts every bad item of the input, not those of a one-item sample.
+    # fit validates the whole column before loading the model: an error counts every bad item.
     encoder.fit(items)
     names = list(encoder.get_feature_names_out())
     _refuse_clash(names, kept.columns if kept is not None else [])

@@ -1,12 +1,8 @@
-"""Content hashes: what identifies a vector, computed from what computes it.
+"""Content hashes: every hash an encoder's identity and the cache keys are made of (docs/cache.md).
 
-Every hash an encoder's identity is made of comes from here (docs/cache.md tabulates them), taken
-from content, never from a path string, a ``repr`` or an output on a probe input. Re-reading a file
-costs more than encoding it from the cache, so file hashes are memoised under the file's full
-``stat`` signature (an edit that keeps size and mtime, ``cp -p``, still changes ctime, which no
-user tool can set), never for a file changed in the last two seconds (two writes within one
-timestamp tick would look alike). What `object_digest` cannot describe raises `IdentityError`
-naming the attribute, unless it carries a ``__sktransfer_identity__`` string its author vouches for.
+Taken from content, never from a path, a ``repr`` or a probe output: `text_key`, `file_content_key`,
+`folder_digest`, `object_digest`. File hashes are memoised under the full ``stat`` signature (``cp -p``
+keeps mtime but not ctime), never for a file changed in the last two seconds.
 """
 
 from __future__ import annotations
@@ -74,10 +70,8 @@ def file_kind(mode: int) -> str:
 def open_regular_file(path):
     """Open a regular file for binary reading; anything else raises `NotRegularFileError`.
 
-    A named pipe or a device would make a read block or never end (``/dev/zero``), so the type
-    is checked before reading, on the opened descriptor itself (a path swapped for a pipe after a
-    check cannot slip through), and the open never blocks (opening a pipe waits for a writer).
-    Symbolic links are followed. A missing or unreadable path raises the usual ``OSError``.
+    A pipe or a device would block or never end (``/dev/zero``): the type is checked on the opened
+    descriptor itself (no swap after a check), opened non-blocking (a pipe waits for a writer).
     """
     found = os.stat(path)
     if not stat.S_ISREG(found.st_mode):  # a socket cannot even be opened: say what it is first
@@ -100,7 +94,6 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------------- files and folders
 def stat_signature(path) -> tuple:
     """The resolved absolute location of ``path`` and its full stat: any replacement or write changes it."""
     st = os.stat(path)
@@ -111,12 +104,9 @@ class _Memo:
     """Results keyed by stat signatures, bounded; results for racily recent files are never kept."""
 
     def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._entries: dict = {}
-        self._lock = threading.Lock()
+        self.max_entries, self._entries, self._lock = max_entries, {}, threading.Lock()
 
     def get(self, key, newest_ctime_ns: int, compute):
-        """The result kept under ``key``, else ``compute()`` (kept unless a file changed just before)."""
         found = self._entries.get(key)
         if found is None:
             read_at = time.time_ns()
@@ -149,11 +139,9 @@ def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-#: Salt of the cache keys of encoded image files (paths and bytes), bumped when decoding a file's
-#: bytes into pixels changes. Version 2 (issue 28): 16-bit and float files take their range from
-#: their mode, never from their values. A key made from bytes cannot tell which files decode
-#: differently now, so every file entry cached before misses once and is re-encoded; in-memory
-#: images are keyed by the decoded pixels themselves and need no salt.
+#: Salt of the cache keys of image files' bytes, bumped when decoding bytes into pixels changes
+#: (2, issue 28: 16-bit and float files take their range from their mode). In-memory images are
+#: keyed by their decoded pixels and need no salt.
 FILE_DECODING = b"file-decoding-2:"
 
 
@@ -164,8 +152,7 @@ def bytes_key(data) -> bytes:
 
 def pixels_key(size: tuple, pixels: bytes) -> bytes:
     """Cache key of decoded 8-bit RGB pixels of a given size."""
-    hasher = hashlib.blake2b(digest_size=16)
-    hasher.update(f"rgb:{size}:".encode())
+    hasher = hashlib.blake2b(f"rgb:{size}:".encode(), digest_size=16)
     hasher.update(pixels)
     return hasher.digest()
 
@@ -202,11 +189,11 @@ def _ignored(parts: tuple) -> bool:
 
 def _folder_files(root: Path) -> list:
     """Every file under ``root`` with its relative name, symbolic links followed (a loop is an error)."""
-    found = []
-    on_path = {}
+    found, on_path = [], {}
 
     def walk(folder: Path, parts: tuple):
-        identity = (lambda s: (s.st_dev, s.st_ino))(os.stat(folder))
+        st = os.stat(folder)
+        identity = (st.st_dev, st.st_ino)
         if identity in on_path:
             raise ValueError(f"the model folder {root} contains a symbolic-link loop at {folder}; remove the link")
         on_path[identity] = folder
@@ -238,7 +225,6 @@ def file_digest(path) -> str:
     return _hash_files(path.parent, [(path.name, path)])
 
 
-# ---------------------------------------------------------------------- objects
 def _is_library(module_name) -> bool:
     top = (module_name or "").split(".")[0]
     return top in LIBRARIES or top in sys.stdlib_module_names
@@ -285,7 +271,6 @@ class _Describer:
         self._alive: list = []  # keeps temporaries alive so that their ids stay unique
         self._global_hooks_done = False
 
-    # ---------------------------------------------------------- output
     def feed(self, *parts) -> None:
         for part in parts:
             data = part if isinstance(part, (bytes, bytearray, memoryview)) else str(part).encode("utf-8", "surrogatepass")
@@ -300,7 +285,6 @@ class _Describer:
             f"change whenever its output changes: obj.{IDENTITY_ATTRIBUTE} = 'my-preprocessing-v1'."
         )
 
-    # ---------------------------------------------------------- dispatch
     def describe(self, obj, path: str, depth: int = 0) -> None:
         if depth > self.MAX_DEPTH:
             self.refuse(path, obj, f"it nests deeper than {self.MAX_DEPTH} levels")
@@ -401,7 +385,6 @@ class _Describer:
         else:
             self._reduced(obj, path, depth)
 
-    # ---------------------------------------------------------- leaves
     def _tensor(self, tensor, path: str) -> None:
         tensor = tensor.detach()
         if tensor.is_meta:
@@ -453,7 +436,6 @@ class _Describer:
         if owner is not None and not isinstance(owner, (types.ModuleType, type)):
             self.describe(owner, f"{path}.__self__", depth)  # a bound method of a live object
 
-    # ---------------------------------------------------------- code
     def _class(self, cls, path: str, depth: int) -> None:
         if _is_library(cls.__module__):
             self.feed("class", _qualified(cls), _library_version(cls.__module__))
@@ -493,7 +475,7 @@ class _Describer:
         self.describe(dict(function.__dict__), f"{path}.__dict__", depth)
 
     def _read_value(self, value, attributes: set, path: str, depth: int) -> None:
-        """A value a function reads; for your own module (``import helpers; helpers.act(x)``), what it reads of it."""
+        """A value a function reads; of your own module (``helpers.act(x)``), what it reads of it too."""
         self.describe(value, path, depth)
         if isinstance(value, types.ModuleType) and not _is_library(value.__name__):
             for attribute in sorted(attributes & set(vars(value))):
@@ -506,7 +488,6 @@ class _Describer:
         for i, const in enumerate(code.co_consts):
             self.describe(const, f"{path}.co_consts[{i}]", depth)
 
-    # ---------------------------------------------------------- objects
     def _module(self, module, path: str, depth: int) -> None:
         self.describe(type(module), f"{path}.__class__", depth)
         for name, value in module.__dict__.items():
@@ -525,8 +506,7 @@ class _Describer:
                 self.describe(list(getattr(torch_module, name, {}).values()), f"torch {name}", depth)
 
     def _left_out_state(self, obj, state, path: str) -> None:
-        """Attributes that ``__getstate__`` leaves out may still be read by the code: each counts by content
-        where it has one, by its type where it has none (a lock left out of the pickle on purpose)."""
+        """Attributes ``__getstate__`` leaves out, which the code may still read: by content, else by type."""
         attributes = getattr(obj, "__dict__", None)
         if not isinstance(attributes, dict):
             return
@@ -571,7 +551,7 @@ class _Describer:
 
 
 def _names_used(code) -> tuple[set, set]:
-    """The global names a code object (and the code nested in it) loads, and every name it uses as an attribute."""
+    """The global names a code object (and the code nested in it) loads, and the attribute names it uses."""
     loaded, attributes, codes = set(), set(), [code]
     while codes:
         code = codes.pop()
@@ -585,21 +565,10 @@ def _names_used(code) -> tuple[set, set]:
 
 
 def object_digest(obj, what: str = "object") -> str:
-    """Content hash of everything ``obj`` computes with: tensors (parameters, buffers, tensors in plain
-    attributes), the full state a pickler sees, and the code of user functions and classes with their
-    defaults, closure cells and referenced globals; library code is named with its version.
+    """Content hash of everything ``obj`` computes with: tensors, the state a pickler sees, the code of
+    user functions and classes (defaults, closures, globals); library code by name and version.
 
-    Parameters
-    ----------
-    obj : object
-        A callable, a module, or any parameter value.
-    what : str
-        How the object is named in an `IdentityError` (``"preprocess"``).
-
-    Raises
-    ------
-    IdentityError
-        If part of the object has no describable content; the message names the attribute.
+    ``what`` names the object in the `IdentityError` raised for a part without describable content.
     """
     hasher = hashlib.sha256()
     try:

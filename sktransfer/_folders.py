@@ -1,11 +1,8 @@
-"""Folders that sktransfer reads trusted state from: created owner-only, refused when others can write.
+"""Folders that sktransfer reads trusted state from (`private_folder`, `check_private_file`).
 
-An embedding cache or an exported network is served as the vectors of an identity. Whoever can
-write into its folder can plant vectors or a network under a genuine key, so, the way ssh treats
-key files, such a folder must belong to the current user (or root) and be writable by its owner
-only (or by a group of which the user is the only member, as umask 002 systems give each user),
-and so must every folder above it, unless that one has the sticky bit (``/tmp``: others may
-create there but not rename or delete what is ours). Folders sktransfer creates are ``0700``.
+Whoever can write into a cache or export folder can plant vectors under a genuine key, so, as ssh
+treats key files, it and every folder above it (unless sticky, like ``/tmp``) must be the user's (or
+root's) and writable by no one else (a group of one excepted); folders sktransfer creates are 0700.
 """
 
 from __future__ import annotations
@@ -55,29 +52,9 @@ def _check(path: Path, what: str, st, *, leaf: bool, foreign_owner_ok: bool) -> 
 
 
 def private_folder(path, what: str, *, create: bool = True, foreign_owner_ok: bool = False) -> Path:
-    """Check (and create, ``0700``) a folder whose content sktransfer will trust.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The folder; symbolic links are resolved first, so the real folder is what is checked.
-    what : str
-        How the folder is named in errors (``"embedding cache folder"``).
-    create : bool, default=True
-        Create the folder and any missing folders above it, owner-only.
-    foreign_owner_ok : bool, default=False
-        Accept a folder owned by another user (a cache shipped read-only), still refusing one
-        that others can write.
-
-    Returns
-    -------
-    path : Path
-        The resolved folder.
-
-    Raises
-    ------
-    UnsafeFolderError
-        If the folder or one above it is writable by others, or belongs to another user.
+    """Check (and ``create``, 0700, with the missing folders above it) a folder whose content sktransfer
+    trusts; return it resolved. ``what`` names it in errors; ``foreign_owner_ok`` accepts another
+    user's folder (a cache shipped read-only), still refusing one that others can write.
     """
     folder = Path(path).expanduser().resolve()
     missing = []

@@ -1,11 +1,7 @@
-"""What makes an encoder's vectors: one immutable identity per fitted encoder.
+"""What makes an encoder's vectors: the `EncoderIdentity` every fitted encoder resolves once in ``fit``.
 
-Every fitted encoder holds an `EncoderIdentity`, resolved once in ``fit``: where the model came
-from, a content hash of what computes the vectors, and every output-changing setting at its
-effective value (``max_length=None`` recorded as the model's limit). The model registry key and the
-cache fingerprint are both derived here and nowhere else, so they can never disagree. The resolved
-folder is a fact about this machine, not about the vectors: it is in neither key nor in pickles,
-and a loaded pickle finds the model again by name, then checks its content hash.
+The model registry key and the cache fingerprint are both derived here and nowhere else, so they
+can never disagree. The resolved folder is a fact about this machine: in neither key nor pickles.
 """
 
 from __future__ import annotations
@@ -98,8 +94,7 @@ class EncoderIdentity:
         return f"{self.encoder}(model={self.model!r}, {shown})"
 
     def __repr__(self) -> str:
-        # Short enough for scikit-learn's HTML repr of fitted attributes (it cuts reprs at 30
-        # characters); str() and describe() give every setting.
+        # scikit-learn's HTML repr cuts at 30 characters; str() and describe() give every setting.
         return f"<{self.encoder} {self.fingerprint[:12]}>"
 
     def __str__(self) -> str:

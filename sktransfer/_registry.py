@@ -1,11 +1,6 @@
-"""Process-level registry of loaded models.
-
-Cloning an estimator, or fitting the clones that ``GridSearchCV`` and ``cross_validate`` make,
-must not read the weights from disk again. Encoders ask this registry for their model under the
-key their `EncoderIdentity` derives (model content, the settings that shape the loaded model,
-device), so an edited model folder gets a new entry and precisions that run under autocast share
-one copy of the float32 weights. Models are frozen and used under ``torch.inference_mode``, so
-sharing them is safe.
+"""Process-level registry of loaded models (`model_registry`), so that clones and the folds of
+``GridSearchCV`` never read the weights again. Keys come from `EncoderIdentity.registry_key`; models
+are frozen and used under ``torch.inference_mode``, so sharing them is safe.
 """
 
 from __future__ import annotations
@@ -44,7 +39,7 @@ class ModelRegistry:
         self._key_locks: dict[Hashable, threading.Lock] = {}
 
     def _find(self, key):
-        """The model under ``key`` if loaded or still alive (caller holds the lock)."""
+        """The model under ``key`` if loaded or still alive (the caller holds the lock)."""
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]

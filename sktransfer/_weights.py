@@ -1,9 +1,5 @@
-"""Learned weights as estimator state: safetensors bytes, their digest, applying them to a network.
-
-A fine-tuned encoder is its pretrained model plus the tensors that tuning changed. Those tensors
-travel with the estimator as the bytes of a safetensors file (never a pickled ``nn.Module``, which
-would tie the pickle to this machine's code and device), and their SHA-256 digest enters the
-encoder's identity, so the registry and the cache can never confuse tuned and pretrained vectors.
+"""Learned weights as estimator state: the tensors tuning changed, as safetensors bytes (never a
+pickled ``nn.Module``, tied to this machine's code and device) whose digest enters the identity.
 """
 
 from __future__ import annotations
@@ -45,13 +41,8 @@ def _split_low_rank(state: dict) -> tuple[dict, dict]:
 
 
 def apply_weights(module: nn.Module, state: dict, owner: str) -> None:
-    """Overwrite ``module``'s tensors named in ``state``; every name must exist with its shape.
-
-    Partial by design (only the tuned tensors are stored), but never silently: a name the module
-    lacks, or a shape that differs, is a different architecture and raises. Low-rank updates
-    (``<weight>.lora_A``, ``.lora_B``, ``.lora_scale``, what a LoRA adapter learns) are merged
-    into their weight: ``W += scale * B @ A``.
-    """
+    """Overwrite ``module``'s tensors named in ``state`` (a name it lacks or another shape raises);
+    low-rank updates (``<weight>.lora_A``, ``.lora_B``, ``.lora_scale``) are merged into their weight."""
     own = module.state_dict()
     state, low_rank = _split_low_rank(state)
     for name, (a, b, scale) in low_rank.items():

@@ -1,26 +1,10 @@
 """EmbeddingCache: every distinct input is encoded once, across folds, grid points and processes.
 
-An entry's key has two parts:
-
-* the encoder's **fingerprint**: a hash of everything that changes the vectors (encoder class,
-  a content hash of the model's weights and configuration, layer, pooling, preprocessing,
-  normalisation, precision, token limit, sktransfer's major version). Parameters that do not
-  change the vectors (batch_size, device, num_workers, show_progress) are left out, so changing
-  them keeps hitting;
-* a **content hash** of the item: a text's bytes; an image file's bytes (not its path: a renamed
-  file hits, an edited file misses); a PIL image's or array's pixels.
-
-Storage is one SQLite database per cache folder (``embeddings.sqlite3``) in WAL mode: atomic
-transactions, several processes writing at once (``GridSearchCV(n_jobs=...)``), readers never
-blocked by a writer, and no pickle anywhere (vectors are raw float32 bytes with a CRC32 each, so
-loading a cache never executes code). An optional in-memory layer serves repeat lookups.
-
-Faults never produce a wrong vector: a row whose checksum does not match, or of another width
-than the encoder's (an import nothing could check), counts as damaged and is re-encoded; a
-damaged database file, a full disk or a read-only folder raise `CacheError` (or
-`CacheCorruptError`) naming the file and the fix, which encoders turn into a warning, carrying on
-without storing. ``read_only=True`` serves a shipped cache from read-only storage. Only a write
-creates the folder: a lookup in a folder deleted underneath, or never written to, creates nothing.
+An entry is keyed by the encoder's fingerprint and the item's content hash, and stored in one
+SQLite database per folder (WAL mode, several processes at once, raw float32 bytes with a CRC32
+each: no pickle). Faults never serve a wrong vector: a damaged row is re-encoded, and a damaged
+file, a full disk or a read-only folder raise `CacheError` naming the file and the fix, which
+encoders turn into a warning. docs/cache.md describes the keys, the storage and every fault.
 """
 
 from __future__ import annotations
@@ -42,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._folders import UnsafeFolderError, check_private_file, private_folder
-from ._messages import with_article
+from ._messages import flags_on, with_article
 from ._runtime import optional_import
 from .model_store import home_folder
 
@@ -59,13 +43,11 @@ class CacheCorruptError(CacheError):
 
 _FILES = ("embeddings.sqlite3", "embeddings.sqlite3-wal", "embeddings.sqlite3-shm")
 
-#: Version of the layout below, kept in the database's ``user_version``. Version 2: fingerprint
-#: ids come from AUTOINCREMENT and are never reused, so an id that a process still holds after
-#: another process cleared the cache can never point at another configuration's entries.
+#: The layout's version (``user_version``). 2: fingerprint ids are never reused (AUTOINCREMENT), so
+#: an id a process holds after another cleared the cache cannot point at another configuration's rows.
 SCHEMA_VERSION = 2
 
-# Older layouts reused fingerprint ids, and every fingerprint they hold predates the encoder
-# identity (no lookup can reach them): a database of another version starts afresh.
+# Older layouts' fingerprints predate the encoder identity (no lookup reaches them): start afresh.
 _SCHEMA = f"""
 DROP TABLE IF EXISTS embeddings;
 DROP TABLE IF EXISTS fingerprints;
@@ -141,12 +123,8 @@ def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"):
 
 
 class _Store:
-    """What the live ``EmbeddingCache`` objects of one folder share in this process.
-
-    One connection, the fingerprint ids read through it, and a memory layer per budget (so
-    ``memory_bytes=0`` really reads the disk while another instance keeps a layer). It lives as
-    long as a cache of its folder does; the connection closes with it.
-    """
+    """What the live caches of one folder share in this process: a connection, its fingerprint ids,
+    and a memory layer per budget (so ``memory_bytes=0`` reads the disk while another keeps one)."""
 
     def __init__(self, key: tuple, stats: CacheStats):
         self.directory, self.read_only = Path(key[0]), key[1]
@@ -155,30 +133,24 @@ class _Store:
         self.memories: dict[int, _MemoryLayer] = {}
         self.lock = threading.RLock()
         self.warned_gone = False  # a loaded pickle has reported this folder missing
-        self._connection = self._pid = self._inode = None
-        self._closer = None
+        self._connection = self._pid = self._inode = self._closer = None
         self._fingerprint_ids: dict[str, int] = {}
 
     def memory(self, budget: int) -> _MemoryLayer | None:
         return self.memories.setdefault(budget, _MemoryLayer(budget)) if budget > 0 else None
 
     def forget(self, fingerprint: str | None = None) -> None:
-        """Drop the vectors this process remembers of the file (of one fingerprint), and its ids."""
         for layer in self.memories.values():
             layer.forget(fingerprint)
         self._fingerprint_ids.clear()
 
-    # -------------------------------------------------------------- connection
     def connection(self, create: bool = True) -> sqlite3.Connection | None:
-        """The open database; ``create=False`` (lookups, listings: only a write creates the folder and
-        its database) gives None where none exists, e.g. a pickle loaded after its cache was deleted."""
-        # A connection must not cross a fork (reconnect in a child process), nor outlive its file:
-        # a database deleted or replaced underneath (the folder removed by hand) is reopened, so
-        # writes never go to an unlinked file.
+        """The open database; None with ``create=False`` where none exists (only a write creates one)."""
+        # Reopened in a forked child, and for a file deleted or replaced underneath (no unlinked writes).
         forked = self._pid != os.getpid()
         if self._connection is None or forked or self._replaced():
             if self._connection is not None and not forked:
-                self.forget()  # the file it was read from is gone: so is what we remember of it
+                self.forget()  # what we remember was read from the old file
             self.close()
             if not create and not self.read_only and not self.path.exists():
                 return None
@@ -189,10 +161,8 @@ class _Store:
         return self._connection
 
     def _replaced(self) -> bool:
-        if self.read_only:
-            return False
         try:
-            return os.stat(self.path).st_ino != self._inode
+            return not self.read_only and os.stat(self.path).st_ino != self._inode
         except FileNotFoundError:
             return True
 
@@ -249,10 +219,11 @@ class _Store:
         except sqlite3.DatabaseError as exc:
             message = str(exc)
             if any(sign in message for sign in ("not a database", "malformed", "disk image")):
+                python = "" if flags_on() else " (or EmbeddingCache(path).clear(force=True))"
                 raise CacheCorruptError(
                     f"the embedding cache at {self.path} is damaged ({message}). Delete it with `sktransfer cache "
-                    f"clear --cache {self.directory} --force` (or EmbeddingCache(path).clear(force=True)); its "
-                    "vectors are encoded again on demand.") from None
+                    f"clear --cache {self.directory} --force`{python}; its vectors are encoded again on demand."
+                ) from None
             if "full" in message:
                 raise CacheError(f"the disk holding the embedding cache at {self.path} is full ({message}); free "
                                  "space, or limit the cache with max_bytes") from None
@@ -262,7 +233,7 @@ class _Store:
             raise CacheError(f"the embedding cache at {self.path} failed: {message}") from None
 
     def fingerprint_id(self, db: sqlite3.Connection, fingerprint: str) -> int | None:
-        """The row id of ``fingerprint``, or None. Lookups check each row's width, not this row's."""
+        """The row id of ``fingerprint``, or None (lookups check each row's width, not the stored one)."""
         if fingerprint not in self._fingerprint_ids:
             row = db.execute("SELECT id FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
             if row is None:
@@ -272,12 +243,10 @@ class _Store:
 
     def writing_fingerprint_id(self, db: sqlite3.Connection, fingerprint: str, description: str, dim: int,
                                encoder_width: bool) -> int:
-        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent, read afresh
-        inside the write transaction (another process may have cleared it since).
+        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent.
 
-        ``encoder_width``: the vectors come from an encoder, whose width is the fingerprint's by
-        definition; a stored width that differs came from an unchecked import, so it is corrected
-        and the rows no lookup serves are deleted. Otherwise (an import) it raises ``ValueError``.
+        ``encoder_width``: an encoder's width is the fingerprint's, so a stored one that differs (an
+        unchecked import) is corrected and its rows deleted; an import's raises ``ValueError``.
         """
         select = "SELECT id, dim FROM fingerprints WHERE fingerprint = ?"
         row = db.execute(select, (fingerprint,)).fetchone()
@@ -290,22 +259,17 @@ class _Store:
         if stored != dim:
             if not encoder_width:
                 raise ValueError(f"cache fingerprint {fingerprint[:12]} stores {stored}-d vectors, not {dim}-d")
-            db.execute("UPDATE fingerprints SET dim = ? WHERE id = ?", (dim, fid))
-            if description:
-                db.execute("UPDATE fingerprints SET description = ? WHERE id = ?", (description, fid))
+            db.execute("UPDATE fingerprints SET dim = ?, description = coalesce(nullif(?, ''), description) "
+                       "WHERE id = ?", (dim, description, fid))
             db.execute("DELETE FROM embeddings WHERE fingerprint_id = ? AND length(vector) != ?", (fid, 4 * dim))
         self._fingerprint_ids[fingerprint] = fid
         return fid
 
     def matching(self, db: sqlite3.Connection | None, prefix: str | None, *, required: bool = False) -> list:
-        """``(id, fingerprint, description, dim)`` of every fingerprint, or of the one ``prefix`` names
-        (``required``: it must name one)."""
+        """``(id, fingerprint, description, dim)`` of every fingerprint, or of the one ``prefix`` names."""
         query = "SELECT id, fingerprint, description, dim FROM fingerprints"
-        if db is None:
-            rows = []
-        else:
-            rows = (db.execute(query + " WHERE fingerprint LIKE ?", (prefix + "%",)) if prefix
-                    else db.execute(query)).fetchall()
+        rows = [] if db is None else (db.execute(query + " WHERE fingerprint LIKE ?", (prefix + "%",)) if prefix
+                                      else db.execute(query)).fetchall()
         if prefix and (len(rows) > 1 or required and not rows):
             raise ValueError(f"fingerprint prefix {prefix!r} matches {len(rows)} fingerprints; give one that "
                              "`sktransfer cache info` lists")
@@ -325,21 +289,19 @@ class EmbeddingCache:
     Parameters
     ----------
     path : str, os.PathLike or None, default=None
-        Folder of the cache. ``None`` uses `default_cache_dir`. Several encoders (with
-        different models, layers or settings) can share one folder: entries are keyed by each
-        encoder's fingerprint, so they never see each other's vectors. The folder is created
-        (owner-only) by the first write, not before.
+        Folder of the cache. ``None`` uses `default_cache_dir`. Encoders of any models and
+        settings can share one folder: entries are keyed by each encoder's fingerprint. The
+        folder is created (owner-only) by the first write, not before.
     memory_bytes : int, default=256 MiB
         Size of the in-process layer that serves repeat lookups without reading the database;
-        0 disables it (every lookup reads the database). Instances of one folder with the same
-        budget share one layer.
+        0 disables it. Instances of one folder with the same budget share one layer.
     max_bytes : int or None, default=None
         Size limit of the database. When a write takes it over, whole fingerprints are evicted,
         least recently used first (never the one being written).
     read_only : bool, default=False
         Serve hits from an existing cache without writing anything (misses are encoded and
-        returned, not stored), e.g. a pre-computed cache shipped to workers on read-only storage.
-        The files must not change while it is open (no process writes to them).
+        returned, not stored), e.g. a cache shipped to workers on read-only storage, whose files
+        must not change while it is open.
 
     Attributes
     ----------
@@ -348,10 +310,7 @@ class EmbeddingCache:
 
     Notes
     -----
-    The ``EmbeddingCache`` objects of one folder that exist together in one process share one
-    connection (and, for equal ``memory_bytes``, one memory layer), released with the last of
-    them; their counters are the folder's in this process, so the copies that ``clone`` and
-    ``GridSearchCV`` make, and the caches an encoder given a path opens, count together.
+    The caches of one folder in one process share a connection and their counters (docs/cache.md).
     A pickled cache stores only its settings. SQLite's locking needs a local filesystem (not NFS).
 
     Examples
@@ -395,9 +354,8 @@ class EmbeddingCache:
     def __setstate__(self, state):
         self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"],
                       read_only=state.get("read_only", False))
-        # A cache that held entries where it was pickled, loaded where its folder is gone (deleted
-        # since, or another machine): say so once, rather than silently starting a new one there.
-        # A copy of a cache never written to (clone, GridSearchCV) has nothing to lose: no warning.
+        # Loaded where the folder of a cache that held entries is gone: said once, not silently
+        # started afresh. A copy never written to (clone, GridSearchCV) has nothing to lose.
         if state.get("written", True) and not self.read_only and not (self.path / _FILES[0]).exists():
             store = self._store  # remembers the warning while a cache of the folder lives
             with store.lock:
@@ -421,7 +379,6 @@ class EmbeddingCache:
     def stats(self) -> CacheStats:
         return self._store.stats
 
-    # -------------------------------------------------------------- lookups and writes
     def get(self, fingerprint: str, keys: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Look up ``keys`` under ``fingerprint``.
 
@@ -453,16 +410,14 @@ class EmbeddingCache:
                 rows = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ? AND "
                                   f"item_key IN ({','.join('?' * len(chunk))})", (fid, *chunk)).fetchall()
                 for key, blob, crc in rows:
-                    # A damaged row, or one of another width (an import that nothing could check
-                    # against the encoder): a miss, which the write that follows replaces.
+                    # Damaged, or of another width (an unchecked import): a miss, replaced by the next write.
                     if not _intact(blob, crc, dim):
                         corrupt += 1
                         continue
-                    vector = np.frombuffer(blob, dtype=np.float32)
+                    vector, rows = np.frombuffer(blob, dtype=np.float32), pending[bytes(key)]
                     if memory is not None:
                         memory.remember((fingerprint, bytes(key)), vector)
-                    vectors[pending[bytes(key)]] = vector
-                    found[pending[bytes(key)]] = True
+                    vectors[rows], found[rows] = vector, True
             if fid is not None and not store.read_only:
                 db.execute("UPDATE fingerprints SET last_used = ? WHERE id = ?", (time.time(), fid))
         hits = int(found.sum())
@@ -472,8 +427,7 @@ class EmbeddingCache:
     def put(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str = "") -> None:
         """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call.
 
-        The caller is the encoder of ``fingerprint``: the width of ``vectors`` is the width of
-        that fingerprint, and stored rows of another width (imported ones) are deleted.
+        The caller is the encoder of ``fingerprint``, so stored rows of another width are deleted.
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if not len(keys) or self.read_only:
@@ -484,9 +438,7 @@ class EmbeddingCache:
 
     def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str,
                encoder_width: bool) -> int:
-        """Write rows in one transaction; rows written. ``encoder_width``: an encoder's vectors, which
-        replace the rows of their keys; otherwise an import's, which replace none and must have the
-        width already stored."""
+        """Rows written in one transaction: an encoder's replace their keys' rows, an import's none."""
         verb = "INSERT OR REPLACE" if encoder_width else "INSERT OR IGNORE"
         store = self._store
         memory = store.memory(self.memory_bytes) if encoder_width else None
@@ -494,8 +446,7 @@ class EmbeddingCache:
             blobs = [vector.tobytes() for vector in vectors]
             db = store.connection()
             with _transaction(db):
-                # The id is read inside the write lock: a clear by another process since our last
-                # write removed the fingerprint, and the rows must go under its new row.
+                # Read inside the write lock: another process may have cleared the fingerprint since.
                 fid = store.writing_fingerprint_id(db, fingerprint, description, vectors.shape[1], encoder_width)
                 before = db.total_changes
                 db.executemany(f"{verb} INTO embeddings VALUES (?, ?, ?, ?)",
@@ -507,32 +458,28 @@ class EmbeddingCache:
                     memory.remember((fingerprint, key), vector.copy())
         return written
 
-    # -------------------------------------------------------------- moving entries between caches
     def export(self, path, *, fingerprint: str | None = None) -> int:
         """Write the entries to a Parquet file, for another machine's cache to `import_`.
 
         Parameters
         ----------
         path : str or os.PathLike
-            A local path or an fsspec URL (``s3://bucket/cache/``, ``gs://...``, ``hdfs://...``,
-            ``memory://...``; remote file systems need their fsspec package, e.g. ``s3fs``). A
-            path that ends with ``/`` or is an existing folder receives a new file
-            ``part-<host>-<pid>-<random>.parquet``, so that many workers can export into one
-            Parquet dataset without overwriting each other; any other path is the file itself.
+            A local path or an fsspec URL (``s3://bucket/cache/``, ``gs://...``, ``memory://...``;
+            remote file systems need their fsspec package, e.g. ``s3fs``). A path that ends with
+            ``/`` or is an existing folder receives a new ``part-<host>-<pid>-<random>.parquet``,
+            so that many workers can export into one dataset; any other path is the file itself.
         fingerprint : str or None, default=None
             Only this fingerprint's entries (a unique prefix is enough); None: all of them.
 
         Returns
         -------
         n_exported : int
-            Number of entries written. Rows whose checksum does not match are left out (they
-            would be re-encoded here too), with a warning.
+            Number of entries written. Rows whose checksum does not match are left out, with a warning.
 
         Notes
         -----
-        Columns: ``fingerprint`` (string), ``description`` (string), ``item_key`` (binary: the
-        item's content key) and ``vector`` (list of float32). Nothing in the file is code: reading
-        it never executes anything.
+        Columns: ``fingerprint`` and ``description`` (string), ``item_key`` (binary: the item's
+        content key) and ``vector`` (list of float32). Nothing in the file is code.
         """
         pa, pq = _parquet("EmbeddingCache.export")
         fs, target = _file_system(path)
@@ -574,32 +521,26 @@ class EmbeddingCache:
         Parameters
         ----------
         path : str or os.PathLike
-            A Parquet file or a folder (a Parquet dataset: every ``*.parquet`` under it), local
-            or an fsspec URL as for `export`.
+            A Parquet file or a folder (every ``*.parquet`` under it), local or an fsspec URL.
 
         Returns
         -------
         n_imported : int
             Number of entries added. Keys this cache already holds under the same fingerprint
-            are kept as they are (equal fingerprints mean equal vectors).
+            are kept as they are.
 
         Raises
         ------
         CacheError
-            The file is not an export (missing columns, vectors that are not lists of floats,
-            keys that are not binary), a row is malformed (no key, a vector of another length
-            than its fingerprint's others or than those this cache holds, a non-finite value),
-            or this cache is read-only. The message names the file and the row; the valid rows
-            read before it are kept.
+            The file is not an export (missing columns, or columns of other types), a row is
+            malformed (no key, a vector of another width or a non-finite value), or this cache is
+            read-only. The message names the file and the row; the valid rows before it are kept.
 
         Notes
         -----
         Import only exports you trust, as you would a cache folder: a vector is served to any
-        encoder whose fingerprint matches, and its values cannot be checked without encoding
-        the item again (the checksum guards stored bytes; an import computes it over what the
-        file holds). Rows of a wrong width for a fingerprint the cache does not hold yet are
-        imported, then counted as corrupt by every lookup, never served, until the encoder's
-        first write replaces them.
+        encoder whose fingerprint matches, and its values cannot be checked without encoding the
+        item again (docs/cache.md says what an import checks).
         """
         if self.read_only:
             raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; import into a "
@@ -628,7 +569,6 @@ class EmbeddingCache:
                         ) from None
         return imported
 
-    # -------------------------------------------------------------- management
     def info(self) -> dict:
         """Entries, bytes and per-fingerprint counts of the cache.
 
@@ -763,8 +703,7 @@ def _file_system(path):
 
 
 def _check_export_types(pa, schema, file) -> None:
-    """Refuse columns of other types before any row is read: numbers written as strings or
-    integers would otherwise be parsed into vectors, and text keys would fail mid-import."""
+    """Refuse columns of other types before any row is read (numbers written as strings, text keys)."""
     types = pa.types
     strings = lambda t: types.is_string(t) or types.is_large_string(t)
     expected = {
@@ -814,11 +753,8 @@ def _exported_rows(pa, pq, handle, file):
 
 
 def forget_process_state(path) -> None:
-    """Drop this process's connection, memory layers and counters for the cache folder ``path``.
-
-    The next ``EmbeddingCache(path)`` starts as a fresh process would (benchmarks time that). Nothing
-    needs it to be correct: a store checks its file before each use and closes with its last cache.
-    """
+    """Drop this process's connection, memory layers and counters for the cache folder ``path``, so
+    the next ``EmbeddingCache(path)`` starts as a fresh process would (benchmarks time that)."""
     folder = str(Path(path).expanduser().absolute().resolve())
     with _STORES_LOCK:
         for key in [key for key in {*_STORES, *_COUNTS} if key[0] == folder]:

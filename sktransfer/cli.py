@@ -1,9 +1,7 @@
-"""The ``sktransfer`` command line: ``embed`` (in `sktransfer._cli_embed`), ``models``, ``cache
-info|clear|export|import`` and ``demo``; `build_parser` describes each.
+"""The ``sktransfer`` command line: ``embed``, ``models``, ``cache info|clear|export|import`` and ``demo``.
 
-Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback;
-a usage error (an unknown flag, a missing argument) prints the usage of the command it was given
-to, not the top-level one.
+Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback
+(docs/cli.md describes each command).
 """
 
 from __future__ import annotations
@@ -41,18 +39,13 @@ def _cache(args) -> EmbeddingCache | None:
     return None
 
 
-def _cache_failed(exc: CacheError) -> int:
-    # The command line's advice is the `sktransfer cache clear --force` the message names first.
-    return _fail(str(exc).replace("(or EmbeddingCache(path).clear(force=True))", ""))
-
-
 def _cache_info(args) -> int:
     if (cache := _cache(args)) is None:
         return 0
     try:
         info = cache.info()
     except CacheError as exc:
-        return _cache_failed(exc)
+        return _fail(str(exc))
     print(f"cache {info['path']}: {info['entries']:,} entries, {_size(info['bytes'])} on disk")
     for fp in info["fingerprints"]:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(fp["last_used"]))
@@ -69,10 +62,9 @@ def _cache_clear(args) -> int:
     try:
         deleted = cache.clear(args.fingerprint, force=args.force)
     except ValueError as exc:
-        print(f"sktransfer: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     except CacheError as exc:
-        return _cache_failed(exc)
+        return _fail(str(exc))
     what = f"fingerprint {args.fingerprint}" if args.fingerprint else "all fingerprints"
     print(f"deleted {deleted:,} entries ({what}) from {cache.path}")
     return 0
@@ -80,12 +72,8 @@ def _cache_clear(args) -> int:
 
 @contextlib.contextmanager
 def _export_destination(output: str, overwrite: bool):
-    """Where ``cache export`` writes: a local file through `atomic_output`, never clobbered silently.
-
-    A folder (``out/`` or an existing one) receives a new part file (`export_part_name`) that appears
-    whole or not at all (``cache import`` of the folder would refuse a truncated one). A URL goes to
-    fsspec as it is: an object store shows an object only once it is completely written.
-    """
+    """Where ``cache export`` writes: a local file or a folder's new part file through `atomic_output`
+    (whole or not at all), never clobbered silently; a URL as it is (object stores write whole)."""
     exists = "exists; pass --overwrite to replace it, or export to a folder/ (a new part file each time)"
     if "://" in output:
         import fsspec
@@ -236,21 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_arguments(embed)
     embed.set_defaults(handler=_embed, usage_parser=embed, stray="the output is given as -o OUTPUT: -o {}")
 
-    models = commands.add_parser(
-        "models", help="list the text models and image weights available offline",
-        description="List the sentence-transformers models and the torchvision weights that resolve on this "
-                    "machine without a network: model folders in the sktransfer model directory and the "
-                    "Hugging Face cache, and checkpoints in torch's hub cache.")
+    models = commands.add_parser("models", help="list the text models and image weights available offline",
+                                 description="List the sentence-transformers models and the torchvision weights that "
+                                 "resolve on this machine without a network: model folders in the sktransfer model "
+                                 "directory and the Hugging Face cache, and checkpoints in torch's hub cache.")
     models.set_defaults(handler=_models, usage_parser=models)
 
     demo = commands.add_parser(
         "demo", help="run the README's demonstration on real data",
-        description="Run the three examples on real data: SST-2 sentiment learning curve (TextEncoder vs "
-                    "TF-IDF), ants vs bees photos (ImageEncoder vs raw pixels) and the fashion catalogue "
-                    "(tabular + photo + product name in one ColumnTransformer).")
-    demo.add_argument("--data", default=None,
-                      help="folder holding sst2/, hymenoptera/ and fashion_products/ "
-                           "(default: $SKTRANSFER_DATA, else ../shared/data beside the checkout)")
+        description="Run the three examples on real data: SST-2 sentiment learning curve (TextEncoder vs TF-IDF), "
+                    "ants vs bees photos (ImageEncoder vs raw pixels) and the fashion catalogue (tabular + photo + "
+                    "product name in one ColumnTransformer).")
+    demo.add_argument("--data", default=None, help="folder holding sst2/, hymenoptera/ and fashion_products/ "
+                      "(default: $SKTRANSFER_DATA, else ../shared/data beside the checkout)")
     demo.add_argument("--examples", default=None, help="folder with the example scripts (default: the checkout's)")
     demo.add_argument("--quick", action="store_true", help="tiny subsets: checks that everything runs in a minute")
     demo.set_defaults(handler=_demo, usage_parser=demo)
@@ -264,17 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Delete every entry of an embedding cache, or those of one fingerprint.")
     export = actions.add_parser(
         "export", help="write the entries to a Parquet file (for another machine's cache)",
-        description="Write the cache's entries to Parquet (fingerprint, description, item_key, vector). OUTPUT "
-                    "is a file, or a folder (ending in /) that receives a new part-*.parquet file; fsspec URLs "
-                    "such as s3://bucket/cache/ work when their fsspec package is installed.")
+        description="Write the cache's entries to Parquet (fingerprint, description, item_key, vector). OUTPUT is a "
+                    "file, or a folder (ending in /) that receives a new part-*.parquet file; fsspec URLs such as "
+                    "s3://bucket/cache/ work when their fsspec package is installed.")
     export.add_argument("output", metavar="OUTPUT", help="Parquet file or folder/ (local path or fsspec URL)")
     export.add_argument("--fingerprint", default=None, help="only this fingerprint (a unique prefix is enough)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUTPUT file (a folder/ always receives a new part file)")
     import_ = actions.add_parser(
         "import", help="merge entries exported by 'sktransfer cache export'",
-        description="Merge the entries of an exported Parquet file, or of every *.parquet file under a folder, "
-                    "into the cache. Entries already there are kept. Import only exports you trust.")
+        description="Merge the entries of an exported Parquet file, or of every *.parquet file under a folder, into "
+                    "the cache. Entries already there are kept. Import only exports you trust.")
     import_.add_argument("input", metavar="INPUT", help="Parquet file or folder (local path or fsspec URL)")
     for sub, handler in [(info, _cache_info), (clear, _cache_clear), (export, _cache_export), (import_, _cache_import)]:
         # --cache DIR, as for 'sktransfer embed'; --path is the old spelling, still read for scripts.
@@ -290,8 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _unrecognized(parser: argparse.ArgumentParser, extras: list[str], stray: str | None) -> str:
-    """The usage error for arguments ``parser`` does not take, with the likely intended flag (``stray``:
-    the hint for a bare word, where the command takes its one free argument)."""
+    """The usage error for ``extras``, with the likely intended flag (``stray``: the hint for a bare word)."""
     flags = [flag for action in parser._actions if action.help is not argparse.SUPPRESS
              for flag in action.option_strings]
     hints = []
@@ -306,12 +291,8 @@ def _unrecognized(parser: argparse.ArgumentParser, extras: list[str], stray: str
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
-    """Parse the command line; a usage error is reported by the (sub)command that was given it.
-
-    argparse hands the arguments a subcommand does not know back to the top-level parser, which
-    would print its own usage (``sktransfer [-h] COMMAND ...``); the subcommand's usage is the one
-    that shows the flags the user meant.
-    """
+    """Parse the command line; a usage error shows the usage of the (sub)command that was given it,
+    not the top-level one argparse would print, so that it lists the flags the user meant."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     where = getattr(args, "usage_parser", parser)

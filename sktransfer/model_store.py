@@ -1,20 +1,6 @@
-"""Where models come from: local model folders first, then the Hugging Face cache, then the hub.
-
-A model *name* such as ``"all-MiniLM-L6-v2"`` resolves, in order, to
-
-1. an existing directory, if the name is a path;
-2. a folder in the sktransfer model directory (`models_dir`): ``<models_dir>/<name>``, and
-   for a bare sentence-transformers name also ``<models_dir>/sentence-transformers/<name>``;
-3. a snapshot already in the Hugging Face cache;
-4. a download from the hub, tried once with a short connection check.
-
-Steps 1-3 never touch the network, so a machine without internet works as soon as a model
-folder has been placed in the model directory (``scripts/seed_offline_weights.py`` does that for
-the default models). When nothing resolves, `ModelNotFoundError` names the model and both
-remedies instead of hanging on retries.
-
-Image weights need no such step: torchvision's own loader reads ``<torch hub dir>/checkpoints``
-before it downloads, so a checkpoint placed there is found by the ordinary ``weights=`` names.
+"""Where models come from: a path, the sktransfer model directory (`models_dir`), the Hugging Face
+cache, then the hub (`resolve_text_model`); the first three never touch the network. When nothing
+resolves, `ModelNotFoundError` names the model and the remedies. docs/offline_models.md has details.
 """
 
 from __future__ import annotations
