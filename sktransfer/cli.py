@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import difflib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -183,10 +182,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 def error_message(exc: BaseException) -> str:
     """An estimator's error as one command-line line (its advice already names flags: see `main`)."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
-    # No library message needs this any more (they use `setting`); kept only for a test that still
-    # passes a hand-written "on_error='nan'" (tests/test_hostile_inputs.py): delete with that line.
-    return re.sub(r"on_error='(\w+)'", r"--on-error \1", text)
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes itself
 
 
 def _embed(args) -> int:

@@ -187,4 +187,9 @@ def test_error_messages_keep_their_closing_quote():
     denied.filename = "/data/out.npy"
     assert error_message(denied) == "[Errno 13] Permission denied: '/data/out.npy'"
     assert error_message(KeyError("photo")) == "photo"
-    assert error_message(ValueError("bad item; set on_error='nan' to skip")) == "bad item; set --on-error nan to skip"
+    from sktransfer._messages import flag_style, setting
+
+    with flag_style():  # advice is written as flags when it is built, never rewritten afterwards
+        assert error_message(ValueError(f"bad item; set {setting('on_error', 'nan')} to skip")) == \
+            "bad item; set --on-error nan to skip"
+    assert error_message(ValueError("bad item; set on_error='nan' to skip")) == "bad item; set on_error='nan' to skip"
