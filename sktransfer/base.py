@@ -29,6 +29,7 @@ from ._identity import EncoderIdentity, ModelMismatchError
 from ._columns import column_to_list, is_dataframe, is_missing, numbers_hint, read_once, series_name
 from ._pipeline import encode_column, warn_nan_rows
 from ._registry import model_registry
+from ._weights import apply_weights, weights_from_bytes
 from ._runtime import torch_threads
 from .cache import EmbeddingCache, as_cache
 
@@ -66,23 +67,9 @@ def _shown(value) -> str:
 class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Base class for frozen pretrained encoders; not meant to be used directly.
 
-    Parameters shared by every encoder:
-
-    device : str, default="auto"
-        Where the forward pass runs: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``,
-        ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-    batch_size : int, default=32
-        Number of items per forward pass. Outputs do not depend on it beyond float noise.
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Arithmetic of the forward pass; the returned features are float32 in every case.
-    show_progress : bool, default=False
-        Show a tqdm progress bar over batches during ``transform``.
-    n_threads : int or None, default=None
-        CPU threads for the forward pass, applied only while ``transform`` runs and restored
-        afterwards (torch's thread count is process-wide). ``None`` leaves torch's setting alone.
-    cache : None, str, os.PathLike or EmbeddingCache, default=None
-        Reuse embeddings across calls, folds, grid points and processes (see
-        [`EmbeddingCache`][sktransfer.EmbeddingCache]). A path means ``EmbeddingCache(path)``.
+    Holds the parameters every encoder shares (``device``, ``batch_size``, ``precision``,
+    ``show_progress``, ``n_threads``, ``cache``: each encoder documents them) and the helpers
+    and hooks the module docstring lists.
     """
 
     _parameter_constraints: dict = {
@@ -130,11 +117,9 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit and transform
     def _begin_fit(self, X) -> torch.device:
-        """What every ``fit`` does first: validate the parameters and ``X``, resolve the device.
+        """Validate the parameters and ``X`` and resolve the device, before any model is loaded.
 
-        Returns the torch device. With another ``backend`` torch only loads the model to export
-        it and pools the runtime's outputs, on the CPU. A missing runtime, a precision it lacks or
-        a device it cannot use fails here, before any model is loaded.
+        With another backend, torch only loads the model to export it, on the CPU.
         """
         self._validate_params()
         self.read_column(X, reset=True)
@@ -156,11 +141,10 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _backend_facets(settings: dict, model_settings: tuple, backend: str) -> tuple[dict, tuple]:
-        """The settings and model-shaping names of vectors computed by ``backend``, before the identity is built.
+        """The settings and model-shaping names of vectors ``backend`` computes.
 
-        The default backend adds nothing, so torch fingerprints stay those of earlier versions.
-        Another backend has its own fingerprint, and the backend and the precision shape the
-        loaded model (a runtime session compiled for that precision), so both join the registry key.
+        Torch adds nothing (its fingerprints never move); another backend joins the fingerprint,
+        and with the precision (a session compiled for it) the registry key.
         """
         if backend == "torch":
             return settings, tuple(model_settings)
@@ -180,21 +164,15 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         return {"encoder": identity.encoder, "content": identity.content, "shaping": shaping, **layout}
 
     def _begin_transform(self, X):
-        """What every ``transform`` does first: check the fit still holds, validate ``X``, get the model.
-
-        Returns the items, the mask of rows to encode and the loaded model.
-        """
+        """Check the fit still holds, read ``X``; returns the items, the rows to encode, the model."""
         check_is_fitted(self, "identity_")
         self.check_unchanged()
         items, valid = self.read_column(X, reset=False)
         return items, valid, self.loaded_model()
 
     def read_column(self, X, *, reset: bool) -> tuple[list, np.ndarray]:
-        """The one validation path of ``fit`` and ``transform``.
-
-        Returns the items and a boolean mask of the rows to encode (the others follow the
-        encoder's ``on_error`` policy). Records the input column's name when ``reset``.
-        """
+        """The one validation path of ``fit`` and ``transform``: the items and the mask of rows to
+        encode (``on_error`` applied to the others); ``reset`` records the column's name."""
         items = self._items_of(X)
         self._check_columns(X, reset=reset)
         return items, self._valid_rows(items)
@@ -283,13 +261,11 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         self.tuned_weights_ = blob
         self.__dict__.pop("model_", None)  # the pretrained model is not this identity's
 
-    def _tuned_state(self, identity: EncoderIdentity):
-        """The tuned tensors the identity names (checked against its digest), or None if untuned."""
+    def _apply_tuned(self, identity: EncoderIdentity, network) -> None:
+        """Apply the tuned tensors the identity names (checked against its digest), if any."""
         digest = identity.settings.get("tuned")
         if digest is None:
-            return None
-        from ._weights import weights_from_bytes
-
+            return
         blob = self.__dict__.get("tuned_weights_")
         if blob is None or sha256_hex(blob) != digest:
             raise ModelMismatchError(
@@ -298,7 +274,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
                 + ": its vectors cannot be reproduced. Use the fitted FineTuningClassifier's encoder_ as it was "
                 "pickled, or fit again."
             )
-        return weights_from_bytes(blob)
+        apply_weights(network, weights_from_bytes(blob), type(self).__name__)
 
     def loaded_model(self):
         """The loaded model: this estimator's, or the registry's (after unpickling or for a clone)."""

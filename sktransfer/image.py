@@ -293,11 +293,7 @@ class ImageEncoder(BaseEncoder):
         source = _source(self.model, self.weights)
         identity.check_content(source.content(), source.location)
         network = source.create()
-        tuned = self._tuned_state(identity)
-        if tuned is not None:  # tuned tensors of the full network, applied before BatchNorm is folded
-            from ._weights import apply_weights
-
-            apply_weights(network, tuned, "ImageEncoder")
+        self._apply_tuned(identity, network)  # tuned tensors of the full network, applied before BatchNorm is folded
         backbone = source.build(network, identity.settings["layers"])
         memory_format = torch.channels_last if device.type != "mps" else torch.preserve_format
         backbone.network.to(device, memory_format=memory_format)

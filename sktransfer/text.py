@@ -280,11 +280,7 @@ class TextEncoder(BaseEncoder):
         with quiet_hugging_face():
             model = SentenceTransformer(location, device=str(device), local_files_only=True,
                                         config_kwargs=config_kwargs)
-        tuned = self._tuned_state(identity)
-        if tuned is not None:
-            from ._weights import apply_weights
-
-            apply_weights(model, tuned, "TextEncoder")
+        self._apply_tuned(identity, model)
         model.eval()
         model.requires_grad_(False)
         if identity.settings["weights"] == "bfloat16":
