@@ -1,9 +1,5 @@
-"""What the Dask and Ray helpers share: checking the encoder on the client, and encoding one piece
-of the input on a worker, with a failing item named in the whole input's terms.
-
-Nothing here imports dask or ray: `sktransfer.dask` and `sktransfer.ray` do, and
-``import sktransfer`` imports neither.
-"""
+"""What sktransfer.dask and sktransfer.ray share (importing neither): `check_fitted_encoder` on the client,
+`encode_piece` on a worker, and `locate_error`, which names a failing item in the whole input's terms."""
 
 from __future__ import annotations
 
@@ -32,24 +28,14 @@ def check_fitted_encoder(encoder, helper: str) -> None:
 
 
 def prepare_on_worker(encoder):
-    """Adapt an encoder that arrived on a worker to that worker's hardware.
-
-    ``device="auto"`` was resolved where ``fit`` ran (often a client without a GPU); on a worker it
-    means this worker's best device, so a GPU worker uses its GPU. The device does not change the
-    vectors beyond float noise and is not part of the identity, so the fingerprint is unchanged.
-    The encoder is the worker's own unpickled copy; the caller's object is never touched.
-    """
+    """``device="auto"`` was resolved where ``fit`` ran (often a client without a GPU): use this worker's best."""
     if encoder.device == "auto":
-        here = str(resolve_device("auto"))
-        if here != encoder.device_:
-            encoder.device_ = here
-            encoder.__dict__.pop("model_", None)
+        encoder.run_on(str(resolve_device("auto")))
     return encoder
 
 
 def encode_piece(encoder, items, where: str, label_of) -> np.ndarray:
-    """One piece of the input encoded on a worker (float32, whatever ``set_output`` says); an error
-    is re-raised with ``where`` (the partition) and the item's ``label_of`` (`locate_error`)."""
+    """One piece of the input encoded on a worker, float32 whatever ``set_output`` says; errors via `locate_error`."""
     encoder = prepare_on_worker(encoder)
     try:
         if len(items) == 0:
@@ -61,14 +47,8 @@ def encode_piece(encoder, items, where: str, label_of) -> np.ndarray:
 
 
 def locate_error(exc: BaseException, where: str, label_of) -> BaseException:
-    """Add where a failing item sits in the whole input to the encoder's own message.
-
-    An `ItemError` knows the item's position within the piece the encoder was given; a user needs
-    the position (or index label) in the whole column, and which partition failed.
-    ``label_of(position)`` turns a position within the piece into that label; any other error gets
-    ``where`` alone. The exception keeps its type (and stays picklable: only ``args`` changes), so
-    ``except ValueError`` still works on the client.
-    """
+    """Append ``where`` (the piece) and, for an `ItemError`, ``label_of(its index in the piece)`` to the message;
+    the exception keeps its type and stays picklable (only ``args`` changes)."""
     if isinstance(exc, ItemError):
         at = exc.index
         return exc.located(where if at is None else f"{where}; index {at} there is {label_of(at)}")

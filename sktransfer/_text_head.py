@@ -1,12 +1,7 @@
-"""From token vectors to one text vector: pooling, hidden layers and long-text windows.
+"""TextEncoder's head, from token vectors to one text vector: pooling, hidden layers, long-text windows.
 
-[`TextEncoder`][sktransfer.TextEncoder] runs the model's transformer module itself and then either the
-model's own modules after it (``pooling="model"``) or a pooling of its choice over one layer or a
-combination of layers. `resolve_head` turns the user's parameters into *effective*
-settings for the identity, written so that two choices that compute the same vectors get the same
-settings (mean pooling asked for by name on a model whose own pooling is mean is the model's own
-head), and `sentence_vectors` computes them.
-"""
+`resolve_head` gives *effective* settings (two choices computing the same vectors get the same ones), which
+`sentence_vectors` and `output_vectors` compute; `TokenNetwork` and `RuntimeTransformer` run it in a backend."""
 
 from __future__ import annotations
 
@@ -28,31 +23,23 @@ def _own_modules(model) -> list:
 
 
 def _own_pooling(model):
-    """The model's own head as (pooling mode, ends in Normalize) when it is a plain pooling.
-
-    ``None`` when the head does more (a Dense projection, weighted or last-token pooling, prompt
-    exclusion): then only ``pooling="model"`` reproduces it.
-    """
+    """The model's own head as (pooling mode, ends in Normalize) when it is a plain pooling, else None."""
     modules = _own_modules(model)
     names = [type(m).__name__ for m in modules]
     if not modules or names[0] != "Pooling" or any(n != "Normalize" for n in names[1:]) or len(names) > 2:
         return None
-    pooling = modules[0]
-    mode = pooling.pooling_mode
-    if not isinstance(mode, str) or mode not in POOLINGS or not getattr(pooling, "include_prompt", True):
+    mode = modules[0].pooling_mode
+    if not isinstance(mode, str) or mode not in POOLINGS or not getattr(modules[0], "include_prompt", True):
         return None
     return mode, len(names) == 2
 
 
 def transformer_of(model, name: str):
-    """The transformers model inside a sentence-transformers model, or a clear error."""
-    first = model[0]
-    auto_model = getattr(first, "auto_model", None)
+    auto_model = getattr(model[0], "auto_model", None)
     if auto_model is None:
         raise ValueError(
-            f"{name!r} does not start with a transformer module ({type(first).__name__}), so it has no "
-            "token vectors or hidden layers to pool: leave pooling='model' and layers=None for this model."
-        )
+            f"{name!r} does not start with a transformer module ({type(model[0]).__name__}), so it has no "
+            "token vectors or hidden layers to pool: leave pooling='model' and layers=None for this model.")
     return auto_model
 
 
@@ -69,8 +56,7 @@ def _layer_indices(layers, n_layers: int, name: str) -> tuple:
         if not 0 <= index <= n_layers:
             raise ValueError(
                 f"layer {layer} does not exist in {name!r}, which has {n_layers} layers after its embedding "
-                f"layer: use -{n_layers + 1}..-1 or 0..{n_layers} (0 is the embedding layer, -1 the last layer)."
-            )
+                f"layer: use -{n_layers + 1}..-1 or 0..{n_layers} (0 is the embedding layer, -1 the last layer).")
         indices.append(index)
     if len(set(indices)) != len(indices):
         raise ValueError(f"layers {list(wanted)} names a layer twice ({indices} counted from the embedding layer).")
@@ -78,47 +64,36 @@ def _layer_indices(layers, n_layers: int, name: str) -> tuple:
 
 
 def resolve_head(model, name: str, *, pooling: str, layers, layer_combine: str, normalize: bool) -> tuple:
-    """Effective head settings, the output dimension and whether hidden states are needed.
-
-    Returns ``(settings, dimension, hidden_states)``. ``settings`` holds ``normalize`` always and
-    ``pooling``, ``layers`` and ``layer_combine`` only where they differ from the model's own
-    head, so that the defaults keep the fingerprints of earlier versions.
-    """
+    """``(settings, dimension, hidden_states)``: ``settings`` holds ``normalize``, and ``pooling``, ``layers``
+    and ``layer_combine`` only where they differ from the model's own head (the defaults keep old fingerprints)."""
     own = _own_pooling(model)
     own_normalizes = type(list(model)[-1]).__name__ == "Normalize"
-    settings = {}
-    width = 1
+    settings, width = {}, 1
     if layers is not None:
-        auto_model = transformer_of(model, name)
-        n_layers = int(auto_model.config.num_hidden_layers)
+        n_layers = int(transformer_of(model, name).config.num_hidden_layers)
         indices = _layer_indices(layers, n_layers, name)
         if indices != (n_layers,):
             settings["layers"] = list(indices)
             if len(indices) > 1:
                 settings["layer_combine"] = layer_combine
                 width = len(indices) if layer_combine == "concat" else 1
-    if pooling == "model" or (own is not None and pooling == own[0] and (normalize or not own[1])):
-        # The model's own modules (for a plain pooling with normalize=True, the same computation).
-        if width > 1 and own is None:
-            raise ValueError(
-                f"layer_combine='concat' makes token vectors {width} times wider, which {name!r}'s own modules "
-                f"after pooling ({', '.join(type(m).__name__ for m in _own_modules(model)[1:])}) cannot take: "
-                "choose pooling='mean', 'cls' or 'max', or layer_combine='mean' or 'sum'."
-            )
-        settings["normalize"] = bool(normalize) or own_normalizes
-        if width > 1 or not _own_modules(model):
-            dimension = int(transformer_of(model, name).config.hidden_size) * width
-        else:
-            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            dimension = int(get_dim())
-    else:
-        transformer_of(model, name)
+    # The model's own modules (for a plain pooling with normalize=True, the same computation).
+    own_head = pooling == "model" or (own is not None and pooling == own[0] and (normalize or not own[1]))
+    if not own_head:
         settings["pooling"] = pooling
-        settings["normalize"] = bool(normalize)
-        dimension = int(model[0].auto_model.config.hidden_size) * width
+    elif width > 1 and own is None:
+        raise ValueError(
+            f"layer_combine='concat' makes token vectors {width} times wider, which {name!r}'s own modules "
+            f"after pooling ({', '.join(type(m).__name__ for m in _own_modules(model)[1:])}) cannot take: "
+            "choose pooling='mean', 'cls' or 'max', or layer_combine='mean' or 'sum'.")
+    settings["normalize"] = bool(normalize) or (own_head and own_normalizes)
+    if own_head and width == 1 and _own_modules(model):
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dimension = int(get_dim())
+    else:
+        dimension = int(transformer_of(model, name).config.hidden_size) * width
     if settings.get("layer_combine") == "sum" and settings["normalize"] and ("pooling" in settings or own is not None):
-        # A sum is a mean times the number of layers, and pooling then unit length removes the
-        # scale: the same vectors, so the same settings.
+        # A sum is a mean times the number of layers; pooling then unit length removes the scale.
         settings["layer_combine"] = "mean"
     return settings, dimension, "layers" in settings
 
@@ -143,11 +118,9 @@ def sentence_vectors(model, features: dict, settings: dict) -> torch.Tensor:
         features = model[0](features)
         if "layers" in settings:
             features["token_embeddings"] = _combined_tokens(features, settings)
-        if "pooling" in settings:
-            width = features["token_embeddings"].shape[-1]
-            return Pooling(width, settings["pooling"])(features)["sentence_embedding"]
-        if not _own_modules(model):
-            return Pooling(features["token_embeddings"].shape[-1], "mean")(features)["sentence_embedding"]
+        if "pooling" in settings or not _own_modules(model):
+            mode = settings.get("pooling", "mean")
+            return Pooling(features["token_embeddings"].shape[-1], mode)(features)["sentence_embedding"]
         for module in _own_modules(model):
             features = module(features)
         return features["sentence_embedding"]
@@ -155,11 +128,8 @@ def sentence_vectors(model, features: dict, settings: dict) -> torch.Tensor:
 
 
 def output_vectors(model, features: dict, settings: dict, *, chunked: bool = False, vectors=None) -> torch.Tensor:
-    """The encoder's output for tokenized inputs: pooled vectors, scaled to unit length if asked.
-
-    ``vectors`` (already pooled, e.g. averaged windows of long texts, flagged by ``chunked``)
-    skips the forward pass.
-    """
+    """Pooled vectors of tokenized inputs, unit length if asked; ``vectors`` (pooled already, e.g. averaged
+    windows, ``chunked``) skips the forward pass."""
     if vectors is None:
         vectors = sentence_vectors(model, features, settings)
     own_normalize = type(list(model)[-1]).__name__ == "Normalize" and "pooling" not in settings
@@ -170,26 +140,19 @@ def output_vectors(model, features: dict, settings: dict, *, chunked: bool = Fal
 
 def chunk_average(vectors: torch.Tensor, owners: torch.Tensor, tokens: torch.Tensor, n_texts: int) -> torch.Tensor:
     """Average window vectors per text, each weighted by its number of tokens."""
-    weights = tokens.to(torch.float32).unsqueeze(1)
-    total = torch.zeros((n_texts, vectors.shape[1]), dtype=torch.float32, device=vectors.device)
-    total.index_add_(0, owners.to(vectors.device), vectors.float() * weights.to(vectors.device))
-    counts = torch.zeros(n_texts, dtype=torch.float32, device=vectors.device)
-    counts.index_add_(0, owners.to(vectors.device), weights.squeeze(1).to(vectors.device))
-    return total / counts.unsqueeze(1)
+    device = vectors.device
+    weights, owners = tokens.to(device, torch.float32), owners.to(device)
+    total = torch.zeros((n_texts, vectors.shape[1]), dtype=torch.float32, device=device)
+    counts = torch.zeros(n_texts, dtype=torch.float32, device=device).index_add_(0, owners, weights)
+    return total.index_add_(0, owners, vectors.float() * weights[:, None]) / counts[:, None]
 
 
 class TokenNetwork(torch.nn.Module):
-    """A transformer's token vectors for positional inputs: the module a backend exports.
-
-    Returns the last layer's token vectors, or every layer's stacked as ``(layers + 1, batch,
-    tokens, width)`` when the head combines hidden layers.
-    """
+    """The module a backend exports: last-layer token vectors, or every layer's stacked when ``hidden_states``."""
 
     def __init__(self, auto_model, inputs: tuple, hidden_states: bool):
         super().__init__()
-        self.auto_model = auto_model
-        self.inputs = inputs
-        self.hidden_states = hidden_states
+        self.auto_model, self.inputs, self.hidden_states = auto_model, inputs, hidden_states
 
     def forward(self, *tensors):
         out = self.auto_model(**dict(zip(self.inputs, tensors)), output_hidden_states=self.hidden_states,
@@ -198,20 +161,12 @@ class TokenNetwork(torch.nn.Module):
 
 
 class RuntimeTransformer(torch.nn.Module):
-    """Stands in for the transformers model inside sentence-transformers' Transformer module.
-
-    Runs the exported `TokenNetwork` in its runtime and answers as the transformers model
-    would (``last_hidden_state``, and ``hidden_states`` when its config asks for them), so
-    pooling, layers and long-text windows go through the same code as with torch. The runtime
-    gets as many threads as torch may use (``n_threads`` sets that while ``transform`` runs).
-    """
+    """Stands in for the transformers model inside sentence-transformers' Transformer module: runs the exported
+    `TokenNetwork` with torch's thread count and answers as the model would, so the head's code is torch's."""
 
     def __init__(self, network, config, inputs: tuple, hidden_states: bool):
         super().__init__()
-        self.network = network
-        self.config = config
-        self.inputs = inputs
-        self.hidden_states = hidden_states
+        self.network, self.config, self.inputs, self.hidden_states = network, config, inputs, hidden_states
 
     def forward(self, **features):
         arrays = [features[name].cpu().numpy() for name in self.inputs]

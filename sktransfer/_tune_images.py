@@ -1,17 +1,12 @@
-"""Fine-tuning the top blocks of a torchvision network on labelled images (used by FineTuningClassifier).
+"""`ImageTuner`: fine-tunes the top blocks of a torchvision network's ``features`` (for FineTuningClassifier).
 
-The network's ``features`` sequence is split in two. The lower blocks stay frozen (in ``eval()``:
-their BatchNorm statistics never move, unlike a ``requires_grad`` freeze) and, when inputs are not
-augmented, their output is computed once per image by an [`ImageEncoder`][sktransfer.ImageEncoder] at that
-layer with ``pooling=None``: through its embedding cache, so a grid over learning rates or a second
-fit reads it instead of running the lower network again. Only the top blocks and a new linear
-layer are trained, on those activations. With augmentation, every epoch decodes each image with a
-random resized crop and a flip and runs the frozen blocks on it (the slow path).
-"""
+The lower blocks stay in ``eval()``; without augmentation their output is computed once by an ImageEncoder
+at that layer (``pooling=None``), so a second fit or grid point reads it from the embedding cache."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import numpy as np
@@ -26,23 +21,10 @@ from ._runtime import data_loader
 from ._tuning import Tuner
 from .image import ImageEncoder
 
-__all__ = ["ImageTuner", "trunk_blocks"]
-
-
-def trunk_blocks(network: nn.Module) -> nn.Sequential:
-    """The network's sequence of feature blocks (MobileNet, EfficientNet, ConvNeXt, VGG, DenseNet...)."""
-    features = getattr(network, "features", None)
-    if not isinstance(features, nn.Sequential) or len(features) < 2:
-        raise ValueError(
-            f"FineTuningClassifier tunes the top blocks of networks whose trunk is a `features` sequence "
-            f"(MobileNet, EfficientNet, ConvNeXt, VGG, DenseNet...); {type(network).__name__} has none. "
-            "Choose such a model, or use a frozen ImageEncoder."
-        )
-    return features
+__all__ = ["ImageTuner"]
 
 
 def _output_node(network: nn.Module, block: int) -> str:
-    """The graph node that outputs ``features[block]``, for ImageEncoder(layer=...)."""
     from torchvision.models.feature_extraction import get_graph_node_names
 
     prefix = f"features.{block}"
@@ -51,13 +33,12 @@ def _output_node(network: nn.Module, block: int) -> str:
 
 @dataclasses.dataclass
 class ImageTuner(Tuner):
-    """Tunes the top ``unfreeze`` blocks of a fitted ImageEncoder's torchvision network."""
+    """Tunes the top ``unfreeze`` blocks and a new linear layer of a fitted ImageEncoder's network."""
 
     encoder: ImageEncoder
     augment: bool
 
     def start(self, items: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
-        """Build the frozen lower blocks and the trainable top; train on ``items[train_rows]``."""
         encoder = self.encoder
         if not isinstance(encoder.model, str):
             raise ValueError("FineTuningClassifier tunes torchvision models named by a string; a module passed as "
@@ -70,11 +51,15 @@ class ImageTuner(Tuner):
             raise ValueError("FineTuningClassifier tunes the network's penultimate representation; use an "
                              "ImageEncoder with layer=None.")
         self.device = torch.device(encoder.device_)
-        weights = _backbones.resolve_weights(encoder.model, encoder.weights)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # weights=None already warned in the encoder's fit
-            network = _backbones.load_torchvision(encoder.model, weights)
-        blocks = trunk_blocks(network)
+            network = _backbones.TorchvisionSource(encoder.model, encoder.weights).create()
+        blocks = getattr(network, "features", None)
+        if not isinstance(blocks, nn.Sequential) or len(blocks) < 2:
+            raise ValueError(
+                f"FineTuningClassifier tunes the top blocks of networks whose trunk is a `features` sequence "
+                f"(MobileNet, EfficientNet, ConvNeXt, VGG, DenseNet...); {type(network).__name__} has none. "
+                "Choose such a model, or use a frozen ImageEncoder.")
         n_top = len(blocks) if self.unfreeze == "all" else int(self.unfreeze)
         if not 1 <= n_top <= len(blocks):
             raise ValueError(f"unfreeze={self.unfreeze!r}: {encoder.model} has {len(blocks)} feature blocks; choose "
@@ -90,26 +75,23 @@ class ImageTuner(Tuner):
         self.rng = np.random.default_rng(self.seed)
         self.optimizer = torch.optim.Adam([*self.network.parameters(), *self.classifier.parameters()],
                                           lr=self.learning_rate)
-        self._activations = None
+        self.__dict__.pop("activations", None)  # a new start computes them again
 
+    @functools.cached_property
     def activations(self) -> torch.Tensor:
-        """Non-augmented input of the top blocks for every item: the frozen lower output, computed once."""
-        if self._activations is None:
-            if self.split:
-                lower = clone(self.encoder).set_params(layer=self.node, pooling=None)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*features per image.*")
-                    flat = lower.fit(self.items[:1]).transform(self.items)  # through the encoder's cache, if any
-                with torch.inference_mode():
-                    shape = self.lower(torch.zeros(1, 3, self._side(), self._side(), device=self.device)).shape[1:]
-                self._activations = torch.from_numpy(np.ascontiguousarray(flat)).view(len(self.items), *shape)
-            else:
-                self._activations = torch.from_numpy(self._preprocessed(self.items))
-        return self._activations
+        """Non-augmented input of the top blocks for every item, computed once."""
+        if not self.split:
+            return torch.from_numpy(self._preprocessed(self.items))
+        lower = clone(self.encoder).set_params(layer=self.node, pooling=None)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*features per image.*")
+            flat = lower.fit(self.items[:1]).transform(self.items)  # through the encoder's cache, if any
+        with torch.inference_mode():
+            shape = self.lower(torch.zeros(1, 3, self._side(), self._side(), device=self.device)).shape[1:]
+        return torch.from_numpy(np.ascontiguousarray(flat)).view(len(self.items), *shape)
 
     def _side(self) -> int:
-        preset = self.encoder.preprocess_
-        return preset.crop_size[0] if hasattr(preset, "crop_size") else 224
+        return getattr(self.encoder.preprocess_, "crop_size", (224,))[0]
 
     def _preprocessed(self, items: list, transform=None) -> np.ndarray:
         # The encoder's fitted value_range: tuning reads float and 16-bit images as encoding does.
@@ -144,7 +126,7 @@ class ImageTuner(Tuner):
             images = torch.from_numpy(self._preprocessed([self.items[i] for i in self.train_rows],
                                                          self._augment_transform()))
         else:
-            images = self.activations()[torch.as_tensor(self.train_rows)]
+            images = self.activations[torch.as_tensor(self.train_rows)]
         order = self.rng.permutation(len(self.train_rows))
         for start in progress(range(0, len(order), self.batch_size)):
             batch = torch.as_tensor(order[start : start + self.batch_size])
@@ -158,18 +140,15 @@ class ImageTuner(Tuner):
             yield loss
 
     def features(self) -> np.ndarray:
-        """Penultimate features of every item with the top blocks as tuned so far."""
         self.network.eval()
-        inputs = self.activations()
+        inputs = self.activations
         with torch.inference_mode(), autocast(self.device, self.precision):
             out = [self.network(inputs[s : s + 64].to(self.device)).float().cpu() for s in range(0, len(inputs), 64)]
         return torch.cat(out).numpy()
 
     def restore(self, state: dict) -> None:
-        """Put back the tensors of an earlier `snapshot` (the best epoch)."""
         self.network.load_state_dict(state)
 
     def snapshot(self) -> dict:
-        """Every tensor of the trained top: its blocks (BatchNorm statistics included) and any head layers
-        before the replaced linear one (VGG's, ConvNeXt's), named as in the full network."""
+        """Every tensor of the trained top, head layers before the replaced linear one included (VGG's)."""
         return {name: tensor.detach().clone() for name, tensor in self.network.state_dict().items()}

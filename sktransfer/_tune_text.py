@@ -1,20 +1,7 @@
-"""Fine-tuning a sentence-transformers model on labelled texts (used by FineTuningClassifier).
+"""`TextTuner`: fine-tunes a sentence-transformers model through the encoder's own head (for FineTuningClassifier).
 
-Two objectives, both on the encoder's own head (its pooling, layers and normalisation, as
-``TextEncoder`` computes it) with torch's AdamW:
-
-* ``"contrastive"`` (the default): the SetFit recipe. Pairs of training texts are labelled 1.0 when
-  they share a class and 0.0 otherwise, and sentence-transformers' ``CosineSimilarityLoss`` pulls
-  the pairs' embeddings to that cosine. Each epoch samples fresh pairs: for every text, one positive
-  and one negative partner, `PAIR_ROUNDS` times (SetFit's ``num_iterations``).
-* ``"classification"``: a temporary linear softmax layer on the sentence embedding, trained with
-  the unfrozen layers by torch's cross-entropy (plain top-k fine-tuning; sentence-transformers'
-  ``SoftmaxLoss`` classifies pairs of texts, not texts).
-
-sentence-transformers' ``SentenceTransformerTrainer`` needs ``datasets`` and ``accelerate`` and
-owns the epoch loop; the estimator needs to score every epoch on its validation split and stop,
-so the loop here is the few lines that step the optimiser.
-"""
+Objectives: docs/adapting.md. Not ``SentenceTransformerTrainer``: it needs ``datasets`` and ``accelerate``
+and owns the epoch loop, which the estimator stops; ``SoftmaxLoss`` classifies pairs of texts, not texts."""
 
 from __future__ import annotations
 
@@ -34,10 +21,9 @@ from ._tuning import Tuner, seeded
 from ._weights import apply_weights
 from .text import TOKENIZER_LOCK, TextEncoder
 
-__all__ = ["TextTuner", "PAIR_ROUNDS"]
+__all__ = ["TextTuner", "contrastive_pairs"]
 
-#: Positive and negative partners drawn per text and epoch (SetFit's ``num_iterations``): with 80
-#: training sentences an epoch is 800 pairs.
+#: Rounds of one positive and one negative partner per text and epoch (SetFit's ``num_iterations``).
 PAIR_ROUNDS = 5
 
 #: Most pairs per epoch: beyond about 100 labelled texts more pairs cost time linearly and gained
@@ -49,7 +35,6 @@ LORA_RANK = 8
 
 
 def _transformer_layers(model) -> nn.ModuleList:
-    """The stack of transformer layers of a sentence-transformers model (BERT, RoBERTa, MPNet...)."""
     backbone = model[0].auto_model
     stacks = [module for module in backbone.modules() if isinstance(module, nn.ModuleList) and len(module) > 1]
     if not stacks:
@@ -59,10 +44,7 @@ def _transformer_layers(model) -> nn.ModuleList:
 
 def contrastive_pairs(labels: np.ndarray, rounds: int, rng: np.random.Generator,
                       limit: int | None = None) -> list[tuple[int, int, float]]:
-    """SetFit's pair sampling: per text and round, one same-class and one other-class partner.
-
-    The pairs are shuffled; ``limit`` keeps the first ``limit`` of them (balanced in expectation).
-    """
+    """SetFit's pairs, per text and round one same-class and one other-class partner; shuffled, the first ``limit``."""
     by_class = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
     pairs = []
     for _ in range(rounds):
@@ -83,7 +65,6 @@ class TextTuner(Tuner):
     objective: str
 
     def start(self, texts: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
-        """Load a trainable copy of the model; train on ``texts[train_rows]`` with ``labels``."""
         self.model = self.encoder.trainable_model()
         self.model.requires_grad_(False)
         self.lora = self.unfreeze == "lora"
@@ -109,21 +90,17 @@ class TextTuner(Tuner):
         steps = self.max_epochs * math.ceil(examples / self.batch_size)
         warmup = max(1, int(0.1 * steps))  # SetFit's warmup_proportion
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
-        )
+            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
         self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
 
     def _add_lora(self) -> None:
-        """Wrap every linear layer of the transformer in a LoRA adapter (peft); only adapters train."""
         peft = optional_import("peft", "lora", 'unfreeze="lora"')
         module = self.model[0]
+        config = peft.LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.1, target_modules="all-linear")
         with seeded(self.seed):  # the adapters' A matrices start random (B at zero)
-            config = peft.LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.1,
-                                     target_modules="all-linear")
             module.auto_model = peft.get_peft_model(module.auto_model, config)
 
     def _lora_layers(self):
-        """``(pretrained weight name, LoRA layer)`` for every adapter, named as in the unwrapped model."""
         from peft.tuners.lora import LoraLayer
 
         for name, layer in self.model.named_modules():
@@ -131,46 +108,37 @@ class TextTuner(Tuner):
                 # peft nests the transformer as <where it was>.base_model.model.<its own names>
                 yield f"{name.replace('base_model.model.', '', 1)}.weight", layer
 
-    def _tokenize(self, texts: list) -> dict:
-        with TOKENIZER_LOCK:
-            features = self.model.preprocess(texts, prompt=self.encoder.identity_.settings.get("prompt") or None,
-                                             processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
-        return batch_to_device(features, self.model.device)
-
     def _embed(self, texts: list) -> torch.Tensor:
-        return output_vectors(self.model, self._tokenize(texts), self.encoder.identity_.settings)
+        settings = self.encoder.identity_.settings
+        with TOKENIZER_LOCK:
+            features = self.model.preprocess(texts, prompt=settings.get("prompt") or None,
+                                             processing_kwargs={"text": {"max_length": self.encoder.max_length_}})
+        return output_vectors(self.model, batch_to_device(features, self.model.device), settings)
 
     def batch_losses(self, progress):
         self.model.train()
-        device = self.model.device
-        if self.objective == "contrastive":
-            pairs = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH)
-            for batch in progress([pairs[s : s + self.batch_size] for s in range(0, len(pairs), self.batch_size)]):
-                target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
-                with autocast(device, self.precision):
+        device, contrastive = self.model.device, self.objective == "contrastive"
+        rows = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH) if contrastive \
+            else self.rng.permutation(len(self.texts))
+        for batch in progress([rows[s : s + self.batch_size] for s in range(0, len(rows), self.batch_size)]):
+            with autocast(device, self.precision):
+                if contrastive:
+                    target = torch.tensor([t for _, _, t in batch], dtype=torch.float32, device=device)
                     left = self._embed([self.texts[i] for i, _, _ in batch])
                     right = self._embed([self.texts[j] for _, j, _ in batch])
                     loss = self.pair_loss.compute_loss_from_embeddings([left, right], target)
-                yield loss
-        else:
-            order = self.rng.permutation(len(self.texts))
-            for batch in progress([order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]):
-                target = torch.as_tensor(self.labels[batch], device=device)
-                with autocast(device, self.precision):
+                else:
                     logits = self.classifier(self._embed([self.texts[i] for i in batch]).float())
-                    loss = nn.functional.cross_entropy(logits, target)
-                yield loss
+                    loss = nn.functional.cross_entropy(logits, torch.as_tensor(self.labels[batch], device=device))
+            yield loss
 
     def features(self) -> np.ndarray:
-        """Embeddings of every text by the model as tuned so far (eval mode, the encoder's pipeline)."""
         self.model.eval()
-        distinct = list(dict.fromkeys(self.all_texts))
-        encoded, _ = self.encoder.encode_texts(self.model, distinct, None)
-        slot = {text: i for i, text in enumerate(distinct)}
+        slot = {text: i for i, text in enumerate(dict.fromkeys(self.all_texts))}
+        encoded, _ = self.encoder.encode_texts(self.model, list(slot), None)
         return encoded[[slot[text] for text in self.all_texts]]
 
     def restore(self, state: dict) -> None:
-        """Put back the tensors of an earlier `snapshot` (the best epoch)."""
         if not self.lora:
             apply_weights(self.model, state, "TextEncoder")
             return
@@ -180,11 +148,8 @@ class TextTuner(Tuner):
                     getattr(layer, factor)["default"].weight.copy_(state[f"{weight}.{factor}"])
 
     def snapshot(self) -> dict:
-        """The tensors tuning changed, named as in the pretrained model's ``state_dict``.
-
-        With LoRA, each adapted weight ``W`` gets its two factors and scale (``W + scale * B @ A``
-        is what the tuned model computes), so the state is the adapters only.
-        """
+        """The tensors tuning changed, named as in the pretrained model; with LoRA each adapted weight ``W``'s
+        two factors and scale (the tuned model computes ``W + scale * B @ A``)."""
         if not self.lora:
             state = self.model.state_dict()
             return {name: state[name].detach().clone() for name in self.trainable}

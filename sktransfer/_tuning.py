@@ -1,5 +1,4 @@
-"""What both tuners share (the text tuner, `sktransfer._tune_text`, and the image tuner,
-`sktransfer._tune_images`): the contract FineTuningClassifier drives, seeding and the optimiser step."""
+"""The tuners' base (`Tuner`, driven by FineTuningClassifier) and `seeded`, shared by _tune_text and _tune_images."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ __all__ = ["Tuner", "seeded"]
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """Run the block with torch's CPU generator seeded, then give the caller its own state back."""
+    """Torch's CPU generator seeded for the block; the caller's state is restored after."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -25,11 +24,7 @@ def seeded(seed: int):
 
 @dataclasses.dataclass
 class Tuner:
-    """What FineTuningClassifier drives: ``start``, then ``train_epoch``, ``features``, ``snapshot``, ``restore``.
-
-    A tuner's ``start`` sets ``optimizer`` (and ``scheduler``, if any) and its ``batch_losses``
-    yields one loss a batch; the seeding and the optimiser step are the same for every tuner.
-    """
+    """FineTuningClassifier drives ``start``, ``train_epoch``, ``features``, ``snapshot`` and ``restore``."""
 
     encoder: BaseEncoder
     unfreeze: object  # int (top layers or blocks), "all" or, for texts, "lora"
@@ -41,12 +36,10 @@ class Tuner:
     scheduler = None
 
     def new_classifier(self, n_classes: int, device) -> nn.Linear:
-        """The temporary linear layer on the embeddings, initialised from the seed."""
         with seeded(self.seed):
             return nn.Linear(self.encoder.embedding_dim_, n_classes).to(device)
 
     def train_epoch(self, epoch: int, progress) -> float:
-        """One pass over the training items; returns the mean training loss."""
         with seeded(self.seed * 1000 + epoch):  # dropout and augmentation, reproducibly
             return float(np.mean([self._step(loss) for loss in self.batch_losses(progress)]))
 

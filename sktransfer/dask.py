@@ -1,16 +1,7 @@
-"""Encode a Dask collection lazily, on the cluster that holds it.
+"""Encode a Dask collection lazily, on the cluster that holds it: `transform`.
 
-Usage (``reviews`` a dask DataFrame; the result is a lazy dask DataFrame)::
-
-    from sktransfer.dask import transform
-    features = transform(TextEncoder().fit(["a"]), reviews, column="text")
-
-The fitted encoder (about 1.5 kB: its identity and settings, never the weights) is one key of the
-graph; each worker process loads the model once (its model registry is keyed by the encoder's
-identity) for every partition it encodes. Nothing is computed or sent before the result is.
-
-Needs the ``dask`` extra: ``pip install "sktransfer[dask]"``. ``import sktransfer`` does not
-import dask.
+Needs the ``dask`` extra (``pip install "sktransfer[dask]"``); ``import sktransfer`` does not import
+dask. How the encoder ships and the model loads: docs/scaling_out.md.
 """
 
 from __future__ import annotations
@@ -37,9 +28,8 @@ def transform(encoder, data, *, column=None):
     Parameters
     ----------
     encoder : TextEncoder or ImageEncoder
-        A fitted encoder (``fit`` on a handful of items is enough: it resolves the model and the
-        settings, and learns nothing from the data). Its ``cache`` folder, if any, is used as a
-        path on each worker's own disk.
+        A fitted encoder (``fit`` on a handful of items is enough). Its ``cache`` folder, if any,
+        is used as a path on each worker's own disk.
     data : dask DataFrame, dask Series, dask Bag or 1-D dask Array
         The items: texts, image paths or image bytes, one per row.
     column : str or None, default=None
@@ -48,10 +38,9 @@ def transform(encoder, data, *, column=None):
     Returns
     -------
     features : dask DataFrame or dask Array
-        For a DataFrame or Series: a dask DataFrame with one float32 column per feature (named
-        as ``encoder.get_feature_names_out([column])`` names them), the input's index and
-        divisions. For a Bag or an Array: a float32 dask Array of shape (n_items, n_features),
-        chunked like the input (a Bag's partition lengths are unknown until computed).
+        For a DataFrame or Series: a dask DataFrame of float32 columns named by
+        ``encoder.get_feature_names_out([column])``, with the input's index and divisions. For a
+        Bag or an Array: a float32 dask Array (n_items, n_features), chunked like the input.
 
     Raises
     ------
@@ -63,10 +52,7 @@ def transform(encoder, data, *, column=None):
     Notes
     -----
     An item the encoder refuses raises, when the result is computed, the encoder's own error (same
-    type and message) with the partition and the item's index label (or global row) appended, e.g.
-    ``[sktransfer.dask: partition 3 of 8; index 17 there is the row with index label 417]``.
-    Dask's workers run with one BLAS/OpenMP thread per worker thread, so torch does not
-    oversubscribe the cores.
+    type and message) with the partition and the item's index label (or global row) appended.
     """
     check_fitted_encoder(encoder, _HELPER)
     if isinstance(data, dd.DataFrame):
@@ -92,17 +78,11 @@ def _column_of(frame, column):
 
 
 def _ship(encoder):
-    """The encoder as one key of the graph, on every scheduler.
-
-    Not ``Client.scatter(broadcast=True)``: that pushes the encoder to every worker when the
-    graph is built, and waits for each one, so a worker that had just died and was being
-    restarted by its nanny stalled the call for minutes. A graph key is computed where the
-    scheduler chooses, copied to the workers that need it, and recomputed if its holder dies.
-    """
+    """The encoder as one key of the graph: not ``Client.scatter(broadcast=True)``, which waits for every
+    worker, so one its nanny was restarting stalled the call for minutes."""
     return dask.delayed(encoder, name=f"sktransfer-encoder-{uuid.uuid4().hex}")
 
 
-# ------------------------------------------------------------------ DataFrame and Series
 def _transform_series(encoder, series):
     names = list(encoder.get_feature_names_out([series.name] if isinstance(series.name, str) else None))
     meta = pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), columns=names,
@@ -119,7 +99,6 @@ def _encode_partition(series, encoder, names, n_partitions, partition_info=None)
     return pd.DataFrame(features, index=index, columns=names)
 
 
-# ------------------------------------------------------------------ Bag and Array
 def _transform_bag(encoder, bag):
     shipped, dim = _ship(encoder), encoder.embedding_dim_
     encode = dask.delayed(_encode_bag_partition, pure=True)

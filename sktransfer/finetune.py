@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -34,33 +35,26 @@ __all__ = ["FineTuningClassifier"]
 #: Epochs without a better validation score before early stopping ends training.
 PATIENCE = 2
 
-#: Below this many validation items the frozen-versus-tuned decision moves in steps of more than
-#: 2.5 accuracy points, and a warning says so.
+#: Below this many validation items the decision moves in steps of over 2.5 points: a warning says so.
 SMALL_VALIDATION = 40
 
 #: Adapters start from zero and hold few parameters: they take a larger step than the whole model.
 LORA_LEARNING_RATE = 2e-4
 
-_DEFAULTS = {
-    # The SetFit recipe for texts (learning rate 2e-5, batch 16, whole model); top blocks and
-    # Adam for images, as measured on hymenoptera with MobileNetV2 (docs/adapting.md).
+_DEFAULTS = {  # SetFit's recipe for texts; for images as measured on hymenoptera (docs/adapting.md)
     "text": {"unfreeze": "all", "max_epochs": 2, "learning_rate": 2e-5, "batch_size": 16},
     "image": {"unfreeze": 4, "max_epochs": 8, "learning_rate": 1e-4, "batch_size": 32},
 }
 
 
 def _head_has(attribute):
-    def check(self):
-        head = self.head_ if hasattr(self, "head_") else (self.head or LogisticRegression())
-        return hasattr(head, attribute)
-
-    return check
+    """For `available_if`: whether the fitted head, or the one ``fit`` would use, has ``attribute``."""
+    return lambda self: hasattr(self.head_ if hasattr(self, "head_") else self.head or LogisticRegression(), attribute)
 
 
 def stratified_train_counts(counts: np.ndarray, n_train: int, seed: int) -> np.ndarray:
-    """Items of each class in the training part of ``train_test_split(..., stratify=, random_state=seed)``,
-    without splitting: the floor of each class's share, and the items left to the largest remainders, ties
-    drawn by ``RandomState(seed)`` (the split's own apportionment; a test checks the two agree)."""
+    """Items per class in the training part of ``train_test_split(stratify=, random_state=seed)``, without
+    splitting: the split's own apportionment (a test checks the two agree)."""
     rng = np.random.RandomState(seed)
     share = counts / counts.sum() * n_train
     taken = np.floor(share)
@@ -78,28 +72,24 @@ def stratified_train_counts(counts: np.ndarray, n_train: int, seed: int) -> np.n
 class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a pretrained encoder on labelled data, then classify with a scikit-learn head.
 
-    The transfer-learning step after frozen features: the top of the network is adapted to the
-    labels, and a classifier is fitted on the adapted embeddings. It is safe by construction: a
-    stratified validation split of the training data scores the frozen encoder with the head
-    before any tuning and after every epoch; the best epoch is kept, and if no epoch beats the
-    frozen encoder the frozen one is kept (``tuned_`` is False, with a warning). Held-out data
-    never sees a model that did worse than the frozen one on validation.
+    The top of the network is adapted to the labels and a classifier is fitted on the adapted
+    embeddings. A stratified validation split of the training data scores the frozen encoder
+    before tuning and after every epoch; the best epoch is kept, or the frozen encoder if no epoch
+    beats it (``tuned_`` is False, with a warning). See docs/adapting.md.
 
     Parameters
     ----------
     encoder : TextEncoder or ImageEncoder
         The pretrained encoder to adapt; cloned in ``fit`` (the parameter is never modified).
     unfreeze : int, "all", "lora" or "auto", default="auto"
-        What is trained. For texts, the top ``unfreeze`` transformer layers, ``"all"`` the
-        whole model (``"auto"``: all, as SetFit does), or ``"lora"``: rank-8 LoRA adapters on
-        every linear layer (the ``peft`` package, ``sktransfer[lora]``), so the learned state is
-        the adapters only. For images, the top ``unfreeze`` blocks of the network's ``features``
-        sequence, or ``"all"`` (``"auto"``: 4, the last four inverted-residual blocks of MobileNetV2).
+        What is trained. For texts, the top ``unfreeze`` transformer layers, ``"all"`` the whole
+        model (``"auto"``: all, as SetFit does), or ``"lora"``: rank-8 LoRA adapters on every
+        linear layer, the only learned state (needs ``sktransfer[lora]``). For images, the top
+        ``unfreeze`` blocks of the network's ``features`` sequence, or ``"all"`` (``"auto"``: 4).
     objective : {"auto", "contrastive", "classification"}, default="auto"
         Texts: ``"contrastive"`` (``"auto"``) is the SetFit recipe, sentence-transformers'
-        ``CosineSimilarityLoss`` on pairs of same-class (target 1) and different-class (target 0)
-        texts, 10 pairs per text and epoch; ``"classification"`` trains a temporary linear
-        softmax layer with the unfrozen layers by cross-entropy. Images: always classification.
+        ``CosineSimilarityLoss`` on same-class and different-class pairs; ``"classification"``
+        trains a temporary linear softmax layer by cross-entropy. Images: always classification.
     max_epochs : int or None, default=None
         Most epochs to train (``None``: 2 for texts, 8 for images).
     learning_rate : float or None, default=None
@@ -110,10 +100,9 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     validation_fraction : float in [0, 1), default=0.2
         Share of the training data held out, stratified, to score every epoch and the frozen
         baseline. ``0`` trains on everything for ``max_epochs`` with no safety net: the tuned
-        encoder is kept whatever it does. The validation part needs as many items as there are
-        classes, the training part two per class, and every class must keep two training items
-        (one for images or ``objective="classification"``); ``fit`` checks this from ``y`` before
-        anything is encoded, naming the class and the fractions that work.
+        encoder is kept whatever it does. ``fit`` checks from ``y``, before anything is encoded,
+        that the split leaves every class two training items (one for images or
+        ``objective="classification"``), naming the fractions that work.
     early_stopping : bool, default=True
         Stop after 2 epochs without a better validation score, and keep the best epoch. With
         ``False`` every epoch runs and the last one is compared with the frozen baseline.
@@ -121,9 +110,9 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         The scikit-learn classifier fitted on the embeddings (``None``: ``LogisticRegression``
         with ``max_iter=1000``). It is cloned; the validation scores use it too.
     augment : bool or "auto", default="auto"
-        Images: train on random resized crops and flips, decoding every image every epoch (the
-        lower blocks then run on each pass). ``"auto"`` augments only with ``unfreeze="all"``;
-        otherwise the frozen blocks' output is computed once and cached. Texts: must be "auto".
+        Images: train on random resized crops and flips, decoding every image every epoch.
+        ``"auto"`` augments only with ``unfreeze="all"``; otherwise the frozen blocks' output is
+        computed once and cached. Texts: must be "auto".
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Arithmetic of training (autocast) and of the frozen blocks' forward pass.
     random_state : int, RandomState instance or None, default=None
@@ -132,9 +121,8 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     show_progress : bool, default=False
         Progress bars over epochs and batches.
     cache : None, str, os.PathLike or EmbeddingCache, default=None
-        An [`EmbeddingCache`][sktransfer.EmbeddingCache] for every encoder involved (the frozen baseline,
-        the frozen blocks' activations, the tuned encoder: each under its own fingerprint).
-        ``None`` keeps the encoder's own ``cache`` setting.
+        An [`EmbeddingCache`][sktransfer.EmbeddingCache] for every encoder involved (frozen, the frozen
+        blocks' activations, tuned: each under its own fingerprint). ``None`` keeps the encoder's own.
 
     Attributes
     ----------
@@ -157,13 +145,9 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
 
     Notes
     -----
-    The encoder is tuned on the training part of the split and the best epoch is kept from that
-    run (it is not retrained on all the data: the epoch count chosen on validation would not carry
-    over to a larger set exactly); the head is then refitted on all the training data. A pickle
-    holds the head and the tuned tensors, never a pickled module (measured: 86.7 MiB for
-    all-MiniLM-L6-v2 with ``unfreeze="all"``, 6.8 MiB with ``unfreeze=1``; 5.9 MiB for the top four
-    MobileNetV2 blocks, 8.6 MiB for the whole network; a few kB when the frozen encoder is kept);
-    it predicts identically in a process without a GPU.
+    The best epoch is kept from the run on the training part of the split (not retrained on all the
+    data: the epoch count would not carry over exactly); the head is then refitted on all of it. A
+    pickle holds the head and the tuned tensors, never a module, and predicts identically without a GPU.
 
     Examples
     --------
@@ -212,7 +196,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         self.show_progress = show_progress
         self.cache = cache
 
-    # ------------------------------------------------------------------ fit
     def fit(self, X, y):
         """Tune the encoder on ``(X, y)`` (safely: see the class notes), then fit the head.
 
@@ -230,17 +213,15 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         """
         self._validate_params()
         modality = self._modality()
-        X = read_once(X)  # read by fit, then by the checks below
-        # Labels and the split are checked from y alone, before any model is loaded or item encoded.
-        y = self._check_labels(y)
+        X = read_once(X)  # read more than once below
+        y = self._check_labels(y)  # labels and split checked before any model loads
         n_items = len(column_to_list(X, "FineTuningClassifier"))
         if n_items != len(y):
             raise ValueError(
                 f"FineTuningClassifier needs one label per item: X has {n_items} items and y has {len(y)} labels. "
-                "Pass X and y of the same length (the same rows)."
-            )
+                "Pass X and y of the same length (the same rows).")
         self.classes_, codes = np.unique(y, return_inverse=True)
-        seed = self._seed()
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         train, val = self._split(codes, seed, self._objective(modality))
         frozen = clone(self.encoder)
         if self.cache is not None:
@@ -251,28 +232,31 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             first = int(np.flatnonzero(~valid)[0])
             raise ValueError(
                 f"FineTuningClassifier cannot train on the item at index {first} ({items[first]!r}): the encoder's "
-                "on_error policy leaves it without an embedding. Fix or drop it, or use on_error='empty' for texts."
-            )
+                "on_error policy leaves it without an embedding. Fix or drop it, or use on_error='empty' for texts.")
         tuner = self._make_tuner(modality, frozen, seed)
         tuner.start(items, train, codes[train])
         frozen_features = tuner.features()  # before any step: the frozen encoder's embeddings
-        self._check_features(frozen_features, items)
+        bad = np.flatnonzero(~np.isfinite(frozen_features).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"FineTuningClassifier got a NaN embedding for the training item at index {bad[0]} "
+                f"({items[bad[0]]!r}): every training item must be encodable. Fix or drop it "
+                "(the encoder's on_error='nan' marks such items).")
 
-        self.history_ = []
-        best = None
+        self.history_, best = [], None
         if val.size:
             start = time.perf_counter()
-            best = self._validation_score(frozen_features[train], codes[train], frozen_features[val], codes[val])
+            best = self._validation_score(frozen_features, codes, train, val)
             self._record(0, math.nan, best, time.perf_counter() - start)
         baseline, best_state, best_epoch, stale, score = best, None, 0, 0, None
         epochs = self._setting("max_epochs", modality)
+        batches = functools.partial(tqdm, desc="batches", unit="batch", leave=False, disable=not self.show_progress)
         bar = tqdm(range(1, epochs + 1), desc="FineTuningClassifier", unit="epoch", disable=not self.show_progress)
         for epoch in bar:
             start = time.perf_counter()
-            loss = tuner.train_epoch(epoch, self._batch_progress)
+            loss = tuner.train_epoch(epoch, batches)
             if val.size:
-                features = tuner.features()
-                score = self._validation_score(features[train], codes[train], features[val], codes[val])
+                score = self._validation_score(tuner.features(), codes, train, val)
             self._record(epoch, loss, score, time.perf_counter() - start)
             if not val.size or not self.early_stopping:
                 continue  # decided after the last epoch
@@ -286,9 +270,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             best_state, best_epoch = tuner.snapshot(), epochs  # the last epoch
         bar.close()
 
-        self.n_validation_ = int(val.size)
-        self.tuned_ = best_state is not None
-        self.best_epoch_ = best_epoch
+        self.n_validation_, self.tuned_, self.best_epoch_ = int(val.size), best_state is not None, best_epoch
         if self.tuned_:
             tuner.restore(best_state)
             features = tuner.features()
@@ -299,10 +281,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             warnings.warn(
                 f"FineTuningClassifier kept the frozen encoder: no epoch of tuning beat it on the validation split "
                 f"({self.n_validation_} items; frozen accuracy {baseline['val_accuracy']:.3f}, best tuned "
-                f"{max(h['val_accuracy'] for h in self.history_[1:]):.3f}). See history_.",
-                UserWarning,
-                stacklevel=2,
-            )
+                f"{max(h['val_accuracy'] for h in self.history_[1:]):.3f}). See history_.", UserWarning, stacklevel=2)
         self.encoder_ = frozen
         self.head_ = self._new_head().fit(features, y)
         return self
@@ -312,8 +291,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             raise ValueError(
                 f"FineTuningClassifier trains the torch network, and this encoder runs with "
                 f"backend={self.encoder.backend!r}: tune with backend='torch' (the tuned encoder_ then encodes with "
-                "torch), or keep the frozen encoder with its backend and fit a classifier on its features."
-            )
+                "torch), or keep the frozen encoder with its backend and fit a classifier on its features.")
         if isinstance(self.encoder, ImageEncoder) and self.unfreeze == "lora":
             raise ValueError('unfreeze="lora" adapts transformer text models; for images choose a number of top '
                              'blocks or "all".')
@@ -328,8 +306,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         raise TypeError(
             f"FineTuningClassifier adapts a TextEncoder or an ImageEncoder, got {type(self.encoder).__name__}"
             + (" (a ClipEncoder is used frozen: put a classifier on its features, or use ZeroShotClassifier "
-               "without labels)." if isinstance(self.encoder, ClipEncoder) else ".")
-        )
+               "without labels)." if isinstance(self.encoder, ClipEncoder) else "."))
 
     def _setting(self, name: str, modality: str):
         value = getattr(self, name)
@@ -338,9 +315,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 return LORA_LEARNING_RATE
             return _DEFAULTS[modality][name]
         return value
-
-    def _seed(self) -> int:
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _objective(self, modality: str) -> str:
         if modality == "image":
@@ -359,16 +333,14 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             raise ValueError(
                 f"FineTuningClassifier needs a label for every item, but y[{missing[0]}] is a missing value "
                 f"({labels[missing[0]]!r}); {len(missing)} of {len(y)} labels are missing. Drop the unlabelled items "
-                "(from X and y alike) before fitting."
-            )
+                "(from X and y alike) before fitting.")
         texts = [isinstance(label, str) for label in labels]
         if any(texts) and not all(texts):
             first_text, first_other = texts.index(True), texts.index(False)
             raise ValueError(
                 f"FineTuningClassifier got a mix of label types (string and number): y[{first_text}] is "
                 f"{labels[first_text]!r} and y[{first_other}] is {labels[first_other]!r}. predict could not return "
-                "the labels as given: use one type for every label (e.g. all strings)."
-            )
+                "the labels as given: use one type for every label (e.g. all strings).")
         y = np.asarray(y)
         check_classification_targets(y)
         classes, counts = np.unique(y, return_counts=True)
@@ -378,22 +350,10 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             raise ValueError(
                 f"FineTuningClassifier needs at least 2 samples of every class (to build pairs and a stratified "
                 f"validation split); class {classes.tolist()[counts.argmin()]!r} has {counts.min()}. Label more, or "
-                "drop it."
-            )
+                "drop it.")
         return y
 
-    @staticmethod
-    def _check_features(features: np.ndarray, items: list) -> None:
-        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
-        if bad.size:
-            raise ValueError(
-                f"FineTuningClassifier got a NaN embedding for the training item at index {bad[0]} "
-                f"({items[bad[0]]!r}): every training item must be encodable. Fix or drop it "
-                "(the encoder's on_error='nan' marks such items)."
-            )
-
     def _split(self, codes: np.ndarray, seed: int, objective: str):
-        """The stratified training and validation rows, or a ValueError naming the class and what works."""
         rows = np.arange(len(codes))
         if self.validation_fraction == 0:
             return rows, rows[:0]
@@ -404,7 +364,8 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         fallback = "set validation_fraction=0 (no validation: no frozen fallback)."
 
         def advice(label_more: str, none_works: str) -> str:
-            works = self._working_sizes(counts, seed, needed)
+            works = [m for m in range(n_classes, n - 2 * n_classes + 1)  # the sizes whose split (this seed) works
+                     if stratified_train_counts(counts, n - m, seed).min() >= needed]
             if works:
                 return f"Use validation_fraction {self._fractions(works, n)}, {label_more}"
             return f"No validation_fraction works: {none_works}. L{label_more[1:]}"
@@ -436,32 +397,20 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 f"FineTuningClassifier: the stratified validation split (validation_fraction="
                 f"{self.validation_fraction}) leaves {kept[k]} of the {counts[k]} items of class {label!r} for "
                 f"training, and {why} ({needed} needed). {fix}"
-                + (", use objective='classification'" if needed == 2 else "") + f", or {fallback}"
-            )
+                + (", use objective='classification'" if needed == 2 else "") + f", or {fallback}")
         if n_val < SMALL_VALIDATION:
             warnings.warn(
                 f"FineTuningClassifier's validation split has {n_val} items: it scores in steps of "
                 f"{100 / n_val:.1f} accuracy points (ties are broken by log loss), so the choice between frozen and "
-                "tuned is coarse. More labels make it finer.",
-                UserWarning,
-                stacklevel=3,
-            )
+                "tuned is coarse. More labels make it finer.", UserWarning, stacklevel=3)
         return np.sort(train), np.sort(val)
 
     def _label(self, k: int):
         return np.asarray(self.classes_).tolist()[k]  # a Python value ('a', 1) for messages
 
     @staticmethod
-    def _working_sizes(counts: np.ndarray, seed: int, needed: int) -> list:
-        """The validation sizes whose split (this seed) leaves every class ``needed`` training items."""
-        n, n_classes = int(counts.sum()), len(counts)
-        return [m for m in range(n_classes, n - 2 * n_classes + 1)
-                if stratified_train_counts(counts, n - m, seed).min() >= needed]
-
-    @staticmethod
     def _fractions(sizes: list, n: int) -> str:
-        """Validation sizes as validation_fraction values (``ceil(f * n)`` is the size): ranges, at most 3."""
-
+        """Validation sizes as validation_fraction values (``ceil(f * n)`` is the size), at most 3 ranges."""
         def fraction(m: int) -> str:
             for digits in range(3, 17):  # short, but exact enough that ceil(f * n) == m
                 text = f"{(m - 0.5) / n:.{digits}g}"
@@ -477,7 +426,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         return " or ".join(runs[:3]) + (f" (or {len(runs) - 3} more ranges)" if len(runs) > 3 else "")
 
     def _class_counts(self, counts: np.ndarray) -> str:
-        """``class 'a': 12, class 'b': 2`` for an error message: the smallest classes first, at most 8."""
+        """``class 'a': 12, class 'b': 2``: the smallest classes first, at most 8."""
         order = np.argsort(counts, kind="stable")[:8]
         shown = ", ".join(f"class {self._label(k)!r}: {counts[k]}" for k in order)
         return shown + (f", and {len(counts) - 8} more" if len(counts) > 8 else "")
@@ -498,9 +447,10 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     def _new_head(self):
         return clone(self.head) if self.head is not None else LogisticRegression(max_iter=1000)
 
-    def _validation_score(self, X_train, y_train, X_val, y_val) -> tuple:
+    def _validation_score(self, features, codes, train, val) -> tuple:
         """(accuracy, -log loss) of the head on the validation split: compared in that order."""
-        head = self._new_head().fit(X_train, y_train)
+        head = self._new_head().fit(features[train], codes[train])
+        X_val, y_val = features[val], codes[val]
         accuracy = float(accuracy_score(y_val, head.predict(X_val)))
         loss = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_) if hasattr(head, "predict_proba") \
             else math.nan
@@ -511,10 +461,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                               "val_accuracy": math.nan if score is None else score[0],
                               "val_log_loss": math.nan if score is None else -score[1], "seconds": round(seconds, 3)})
 
-    def _batch_progress(self, iterable):
-        return tqdm(iterable, desc="batches", unit="batch", leave=False, disable=not self.show_progress)
-
-    # ------------------------------------------------------------------ predict
     def transform(self, X):
         """The adapted embeddings (tuned, or frozen when tuning did not help): for any other head.
 

@@ -1,18 +1,7 @@
-"""Encode a column of a Ray Dataset with a pool of actors, in the input's order.
+"""Encode a column of a Ray Dataset with a pool of actors, in the input's order: `transform`.
 
-Usage (``photos`` a Ray Dataset with a ``path`` column; the result is a lazy Ray Dataset)::
-
-    from sktransfer.ray import transform
-    encoded = transform(ImageEncoder().fit([photos.take(1)[0]["path"]]), photos, column="path")
-
-Each actor receives the fitted encoder once (about 1.5 kB, inline), loads the model once, and
-encodes the batches Ray Data streams to it. Unlike a plain ``map_batches``, rows keep the input's
-order, a dataset held in a few big blocks is split so that every actor gets work, the actors leave
-a CPU free for the read and write stages (ray-project/ray#44687), and an empty dataset keeps its
-columns.
-
-Needs the ``ray`` extra: ``pip install "sktransfer[ray]"``. ``import sktransfer`` does not import
-ray.
+Needs the ``ray`` extra (``pip install "sktransfer[ray]"``); ``import sktransfer`` does not import
+ray. What it does beyond a plain ``map_batches``: docs/scaling_out.md.
 """
 
 from __future__ import annotations
@@ -60,17 +49,14 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
     Returns
     -------
     dataset : ray.data.Dataset
-        The input's columns plus ``output_column``, in the input's row order; an empty input
-        gives an empty dataset whose schema has them too. Nothing runs until the dataset is
-        consumed (``take``, ``write_parquet``, ``to_pandas``, ...).
+        The input's columns plus ``output_column``, in the input's row order (an empty input keeps
+        them in its schema). Nothing runs until it is consumed (``take``, ``to_pandas``, ...).
 
     Notes
     -----
-    Order is kept with Ray Data's documented execution option
-    (``execution_options.preserve_order``), set on the returned dataset's own context only, so
-    other datasets of the session are not affected. An item the encoder refuses fails the job with
-    the encoder's own message plus the item itself, e.g.
-    ``[sktransfer.ray: a batch of 256 rows of column 'path'; index 3 there is '/data/x.jpg']``.
+    Order is kept with Ray Data's ``execution_options.preserve_order``, set on the returned dataset's
+    own context only. An item the encoder refuses fails the job with the encoder's own message plus
+    the item itself.
     """
     check_fitted_encoder(encoder, _HELPER)
     if not ray.is_initialized():
@@ -97,9 +83,7 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
             f"{concurrency} actor(s) x num_gpus={gpus:g} need {gpus * concurrency:g} GPU(s), and this Ray cluster "
             f"has {available_gpus:g}: the job would wait forever. Lower concurrency or num_gpus, or set the "
             "encoder's device to 'cpu' (or 'auto', which uses GPUs only where the cluster has them).")
-    if concurrency >= cpus:
-        # Each actor holds a CPU; the stage that splits blocks needs one more, or the job waits
-        # forever (seen here with 2 actors on ray.init(num_cpus=2); ray-project/ray#44687).
+    if concurrency >= cpus:  # the stage that splits blocks needs a CPU too (ray-project/ray#44687)
         raise ValueError(
             f"concurrency={concurrency} actors would hold every CPU of this Ray cluster ({cpus:g}), leaving none "
             f"for the stage that feeds them, and the job would hang. Use concurrency <= {max(1, int(cpus) - 1)}, "
@@ -108,9 +92,7 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
         # The encoder pickles to a few hundred bytes (never the weights): it travels inline.
         _EncodeBatches, fn_constructor_args=(encoder, column, output_column), batch_format="numpy",
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, num_gpus=gpus)
-    # Ray Data calls no UDF on an empty block, so an empty dataset came back with no columns at
-    # all; one empty block built like the actors' output keeps the input's columns and the
-    # embedding column (and adds no row) whatever the input holds.
+    # Ray Data calls no UDF on an empty block: one empty block built like the actors' output keeps the columns.
     empty = _empty_output(schema, output_column, encoder.embedding_dim_)
     if empty is not None:
         encoded = encoded.union(empty)
@@ -119,13 +101,9 @@ def transform(encoder, dataset, *, column, output_column="embedding", batch_size
 
 
 def _empty_output(schema, output_column, dim):
-    """A one-block dataset with no rows and the schema of the actors' batches, or None.
-
-    The input's columns make the round trip through NumPy that the actors' batches make, so
-    their types come back as the batches' do (a column of Python objects has no type: null,
-    which any type unifies with). Ray would store an empty 2-D array as Python objects, so the
-    embedding column is made a tensor column of the actors' shape and dtype directly.
-    """
+    """A no-row dataset with the actors' batch schema, or None: the input's columns take the batches' round
+    trip through NumPy (Python objects come back as null, which unifies with any type); the embedding column
+    is built as a tensor column, since Ray would store an empty 2-D array as Python objects."""
     import pyarrow as pa
     from ray.data.block import BlockAccessor, BlockType
     from ray.data.extensions import ArrowTensorArray

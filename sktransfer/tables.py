@@ -1,8 +1,5 @@
-"""Mixed tables: numeric, categorical, text and image-path columns in one ColumnTransformer.
-
-`make_table_encoder` builds the ColumnTransformer that a table with a free-text column and a column
-of image paths needs, so that one ``Pipeline`` and one ``GridSearchCV`` cover it.
-"""
+"""Mixed tables: `make_table_encoder` puts numeric, categorical, text and image-path columns in one
+ColumnTransformer (docs/mixed_tables.md)."""
 
 from __future__ import annotations
 
@@ -29,9 +26,9 @@ def make_table_encoder(*, text=None, images=None, categorical="auto", numeric="a
     own [`ImageEncoder`][sktransfer.ImageEncoder] (clones of the templates you pass, all sharing
     ``cache``); categorical columns are one-hot encoded (missing values become their own
     category) and numeric columns are median-imputed, flagged when missing, and standardised.
-    Output names are readable and unique: ``<column>_<i>`` for embeddings, ``<column>_<value>``
-    for categories and the column name for numbers; ``set_output(transform="pandas")`` works
-    end to end.
+    Output names are ``<column>_<i>`` for embeddings, ``<column>_<value>`` for categories and the
+    column name for numbers: unique without the ColumnTransformer's prefixes
+    (``verbose_feature_names_out=False``), and ``set_output(transform="pandas")`` works end to end.
 
     Parameters
     ----------
@@ -57,18 +54,12 @@ def make_table_encoder(*, text=None, images=None, categorical="auto", numeric="a
     Returns
     -------
     column_transformer : sklearn.compose.ColumnTransformer
-        Unfitted. Transformers are named ``text_<column>``, ``image_<column>``,
-        ``categorical`` and ``numeric``, so grid searches address e.g.
-        ``columntransformer__image_photo__layer``.
+        Unfitted. Transformers are named ``text_<column>``, ``image_<column>``, ``categorical`` and
+        ``numeric``, so grid searches address e.g. ``columntransformer__image_photo__layer``.
 
     See Also
     --------
     sklearn.compose.make_column_transformer : The general tool this specialises.
-
-    Notes
-    -----
-    ``verbose_feature_names_out=False`` keeps names short; they cannot collide because every
-    embedding name starts with its own column's name.
 
     Examples
     --------
@@ -94,7 +85,6 @@ def make_table_encoder(*, text=None, images=None, categorical="auto", numeric="a
             encoder = clone(template or cls())
             if cache is not None:
                 encoder.set_params(cache=cache)
-            # A column given by name reaches the encoder as a named Series: names follow it.
             transformers.append((f"{kind}_{column}", encoder, column))
 
     # "auto": a picklable selector of the columns of these dtypes that are not encoded above.

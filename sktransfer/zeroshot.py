@@ -41,25 +41,21 @@ def _template_problem(template: str) -> str | None:
 class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Classify items by the label text they are most similar to; no labelled data needed.
 
-    Every label becomes a text (``template`` filled with the label's description), the encoder
-    embeds those texts and the items in one space, and an item gets the label whose text is most
-    similar by cosine. With a [`ClipEncoder`][sktransfer.ClipEncoder] this is CLIP's zero-shot
-    classification of images ("a photo of a bee."); with a [`TextEncoder`][sktransfer.TextEncoder] it
-    classifies texts ("a positive review" / "a negative review").
+    Every label becomes a text (``template`` filled with its description), embedded with the items
+    in one space; an item gets the label whose text is most similar by cosine: images with a
+    [`ClipEncoder`][sktransfer.ClipEncoder], texts with a [`TextEncoder`][sktransfer.TextEncoder].
 
     Parameters
     ----------
     encoder : TextEncoder or ClipEncoder
         Embeds the items and the label texts in one space; it is cloned in ``fit``.
     labels : list of str or dict
-        The classes. A list of names is used as the classes and their descriptions; a dict maps
-        each class (as it appears in ``y``, e.g. ``0`` and ``1``) to its description or to a
-        list of descriptions, whose embeddings are averaged (prompt ensembling). Each class is
-        listed once.
+        The classes. A list of names serves as classes and descriptions; a dict maps each class
+        (as in ``y``, e.g. ``0`` and ``1``) to its description or to a list of descriptions, whose
+        embeddings are averaged (prompt ensembling). Each class is listed once.
     template : str or None, default="a photo of a {}."
-        Filled with each description (``template.format(description)``): it holds exactly one
-        ``{}``, and literal braces are doubled (``"{{{}}}"`` gives ``"{ant}"``); ``fit`` refuses any
-        other template, naming it. ``None`` uses the descriptions as they are.
+        Filled with each description (``template.format(description)``): exactly one ``{}``, literal
+        braces doubled (``"{{{}}}"`` gives ``"{ant}"``); ``fit`` refuses any other. ``None``: as they are.
     temperature : float or "auto", default="auto"
         ``predict_proba`` is the softmax of cosine similarities divided by it. ``"auto"`` uses
         the model's learned scale for a ClipEncoder (CLIP: 1/100) and 0.01 otherwise.
@@ -79,10 +75,9 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    ``fit(X, y=None)`` learns nothing from ``X`` or ``y``: it fits the encoder (which only
-    loads the model and, for a ClipEncoder, decides the column's kind) and embeds the label
-    texts. ``score(X, y)`` then measures zero-shot accuracy. Any parameter, ``template``
-    included, can be searched with ``GridSearchCV``.
+    ``fit(X, y=None)`` learns nothing from ``X`` or ``y``: it fits the encoder (which loads the
+    model and, for a ClipEncoder, decides the column's kind) and embeds the label texts.
+    ``score(X, y)`` then measures zero-shot accuracy; ``GridSearchCV`` can choose any parameter.
 
     Examples
     --------
@@ -128,8 +123,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"ZeroShotClassifier's template={self.template!r} {problem}. A template holds exactly one '{{}}', "
                 "filled with each label's description (e.g. 'a photo of a {}.'); write a literal brace twice ('{{' "
-                "or '}}'), or pass template=None to use the descriptions as they are."
-            )
+                "or '}}'), or pass template=None to use the descriptions as they are.")
         prompts = [[text if self.template is None else self.template.format(text) for text in texts]
                    for texts in descriptions]
         owner = {}  # the same texts embed to the same point: the first class would win every tie
@@ -140,8 +134,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"ZeroShotClassifier's labels describe the classes {other!r} and {cls!r} by the same text "
                     f"{shown!r}: they would get the same embedding, and every prediction would be {other!r}. Give "
-                    "each class a description of its own."
-                )
+                    "each class a description of its own.")
         return classes, prompts
 
     def fit(self, X, y=None):
@@ -163,8 +156,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self.encoder_ = clone(self.encoder).fit(X)
         flat = [text for texts in prompts for text in texts]
         if isinstance(self.encoder_, ClipEncoder):
-            # The items' encoder may be fitted on images: label texts go through a text twin
-            # (the same model and settings, so the same space and registry entry).
+            # The items may be images: label texts go through a text twin (same model and settings, same space).
             text_encoder = clone(self.encoder).set_params(modality="text").fit(flat)
             scale = self.encoder_.logit_scale_
         else:
