@@ -110,6 +110,19 @@ def test_a_raised_limit_reaches_decoding_processes(monkeypatch):
     assert reason is None and Image.MAX_IMAGE_PIXELS == 20_000
 
 
+def test_advice_keeps_the_style_it_was_asked_in_inside_decoding_processes():
+    # The CLI builds its datasets inside flag_style; a decoding process runs outside it, so the
+    # dataset carries the style, and a float photo out of [0, 1] is advised in the CLI's terms.
+    from sktransfer._messages import flag_style
+
+    bright = np.full((8, 8, 3), 200.0, dtype=np.float32)
+    with flag_style():
+        for_cli = images_module.ImageDataset([bright], lambda image: torch.zeros(3, 2, 2), None, None)
+    for_python = images_module.ImageDataset([bright], lambda image: torch.zeros(3, 2, 2), None, None)
+    assert "--value-range 0,255" in for_cli[0][2] and "value_range=(0, 255)" not in for_cli[0][2]
+    assert "value_range=(0, 255)" in for_python[0][2] and "--value-range" not in for_python[0][2]
+
+
 # ---------------------------------------------------------------------- 2. the range of float and 16-bit data
 def test_floats_are_read_as_zero_to_one_and_other_ranges_are_named_not_guessed(images):
     dark = gradient(top=1.0).astype(np.float32)  # a dark photo stored as 0-255 floats: every value <= 1
