@@ -46,36 +46,36 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model", default=None, help="images: a torchvision model name (default mobilenet_v2) or timm:<name> (e.g. "
         "timm:tf_efficientnet_lite0); texts: a sentence-transformers or transformers model name or folder (default "
         "all-MiniLM-L6-v2)")
-    add("--weights", default=None,
-        help="torchvision weights name, e.g. IMAGENET1K_V1, or a timm pretrained tag, e.g. in1k (images only; default "
-             "DEFAULT: torchvision's recommended weights, IMAGENET1K_V2 for mobilenet_v2, downloaded on first use; the "
-             "offline set-up seeds IMAGENET1K_V1, and 'sktransfer models' lists what is on this machine)")
+    add("--weights", default=None, help="torchvision weights name, e.g. IMAGENET1K_V1, or a timm pretrained tag, e.g. "
+        "in1k (images only; default DEFAULT: torchvision's recommended weights, IMAGENET1K_V2 for mobilenet_v2, "
+        "downloaded on first use; the offline set-up seeds IMAGENET1K_V1, and 'sktransfer models' lists what is on "
+        "this machine)")
     add("--layer", nargs="+", default=None, help="node name(s) of the image network to read; several are concatenated "
         "(default: the penultimate representation)")
     add("--pooling", choices=["auto", "avg", "max", "avgmax", "cls", "none"], default=None,
         help="reduction of spatial maps or token sequences (images only; default auto)")
-    add("--value-range", type=_value_range, default=None, metavar="LOW,HIGH",
-        help="images only: the range the pixel values of float or 16-bit image files come from, mapped onto black to "
-             "white, e.g. 0,255 or 0,4095 (default: the file's container range, [0, 1] for floats, 0-65535 for 16-bit; "
-             "a negative LOW is written --value-range=-1,1)")
+    add("--value-range", type=_value_range, default=None, metavar="LOW,HIGH", help="images only: the range the pixel "
+        "values of float or 16-bit image files come from, mapped onto black to white, e.g. 0,255 or 0,4095 (default: "
+        "the file's container range, [0, 1] for floats, 0-65535 for 16-bit; a negative LOW is written "
+        "--value-range=-1,1)")
     add("--prompt", default=None, help="texts only: a prefix for every text, e.g. 'query: ' for E5-style models")
     add("--long-text", choices=["truncate", "chunk"], default=None, help="texts only: cut texts longer than the "
         "model's limit (truncate, the default) or average overlapping windows over the whole text (chunk)")
     add("--batch-size", type=int, default=32, help="items per forward pass (default: %(default)s)")
-    add("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-        help="forward-pass arithmetic (default: %(default)s; images run bf16/fp16 under autocast; texts run bf16 with "
-             "bfloat16 weights and fp16 under autocast; the output is float32 in every case)")
-    add("--backend", choices=["torch", "onnx", "openvino"], default="torch",
-        help="what runs the network: torch, ONNX Runtime (needs sktransfer[onnx]) or OpenVINO (needs "
-             "sktransfer[openvino]); exported once into $SKTRANSFER_EXPORTS (default: %(default)s)")
-    add("--device", default="auto",
-        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
+    add("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="forward-pass arithmetic (default: "
+        "%(default)s; images run bf16/fp16 under autocast; texts run bf16 with bfloat16 weights and fp16 under "
+        "autocast; the output is float32 in every case)")
+    add("--backend", choices=["torch", "onnx", "openvino"], default="torch", help="what runs the network: torch, ONNX "
+        "Runtime (needs sktransfer[onnx]) or OpenVINO (needs sktransfer[openvino]); exported once into "
+        "$SKTRANSFER_EXPORTS (default: %(default)s)")
+    add("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: "
+        "%(default)s)")
     add("--cache", default=None, metavar="DIR",
         help="embedding cache folder (default: $SKTRANSFER_CACHE or ~/.cache/sktransfer/cache)")
     add("--no-cache", action="store_true", help="encode everything, read and write no cache")
-    add("--on-error", choices=["raise", "nan", "empty"], default="raise",
-        help="unreadable images or missing texts: stop with the reason (raise), write NaN rows (nan), or, for texts "
-             "only, encode them as empty strings (empty) (default: %(default)s)")
+    add("--on-error", choices=["raise", "nan", "empty"], default="raise", help="unreadable images or missing texts: "
+        "stop with the reason (raise), write NaN rows (nan), or, for texts only, encode them as empty strings (empty) "
+        "(default: %(default)s)")
     add("--quiet", action="store_true", help="no progress bar")
     add("--scheduler", default=None, metavar="ADDRESS", help="encode on an existing Dask cluster (e.g. "
         "tcp://10.0.0.5:8786; needs sktransfer[dask]); OUTPUT is then a folder of Parquet partitions. A Parquet INPUT "
@@ -96,8 +96,7 @@ def _value_range(text: str) -> tuple[float, float]:
 
 
 def _all_images(values, base: Path | None) -> tuple[bool, list]:
-    """Whether every value is an image path (by extension: the encoder names a missing file), and the
-    values, a relative path not found here looked up in ``base``."""
+    """Whether every value is an image path (by extension), and the values, relative paths looked up in ``base``."""
     resolved = []
     for value in values:
         if not isinstance(value, str) or Path(value.strip()).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -150,13 +149,11 @@ def _read_table(path: Path, column: str | None, keep: list[str]) -> tuple[list, 
     if parquet:
         optional_import("pyarrow", "cli", f"reading {path.name}")  # pandas reads Parquet with it
     try:
-        if parquet:
-            table = pd.read_parquet(path)
-        else:
-            # Every cell is text as written ("007" is not 7, NA and null are words); only an empty
-            # cell is missing, and a blank line is a row of them, never a silently dropped row.
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                                keep_default_na=False, na_values=[""], skip_blank_lines=False)
+        # Every cell of a CSV is text as written ("007" is not 7, NA and null are words); only an empty
+        # cell is missing, and a blank line is a row of them, never a silently dropped row.
+        table = pd.read_parquet(path) if parquet else pd.read_csv(
+            path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False,
+            na_values=[""], skip_blank_lines=False)
     except Exception as exc:  # pandas raises many parser errors; all mean the same to the user
         raise EmbedError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
     column = _pick_column(table.columns, column, path.name)
@@ -165,8 +162,7 @@ def _read_table(path: Path, column: str | None, keep: list[str]) -> tuple[list, 
 
 
 def read_items(source: str, kind: str, column: str | None, keep: list[str] = ()) -> tuple[list, str, bool, object]:
-    """Items to encode, the encoder kind ("image" or "text"), whether the order is ours (a folder)
-    and the ``--keep`` columns of a table (a DataFrame, or None)."""
+    """Items, encoder kind, whether the order is ours (a folder) and the ``--keep`` columns (or None)."""
     path = Path(source).expanduser()
     if not path.exists():
         raise EmbedError(f"input not found: {source}")
@@ -236,12 +232,11 @@ def resolve_target(target) -> Path:
 
 
 def probe_writable(*targets) -> None:
-    """Create and remove the files `atomic_output` will create for ``targets``, or raise `EmbedError`:
-    the real test of writability (``os.access`` passes on a read-only mount) and of the names' length."""
+    """Create and remove the files `atomic_output` will create, or raise `EmbedError` (``os.access``
+    passes on a read-only mount)."""
     for given in targets:
         target = resolve_target(given)
-        probes = [_beside(target, "tmp")] + ([] if os.path.lexists(target) else [target])
-        for probe in probes:
+        for probe in [_beside(target, "tmp")] + ([] if os.path.lexists(target) else [target]):
             try:
                 os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
@@ -254,19 +249,14 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_output(*targets):
-    """Write ``targets`` (files or folders) in one step: yield temporary paths beside them (one path,
-    or a tuple for several), renamed into place on success, all together or none.
-
-    On any exception the temporaries are removed and every target is left as it was. Files are
-    fsynced before the first rename; each old target is kept under a backup name (a hard link, else
-    a rename) until all are renamed, and restored if a later rename fails.
-    """
+    """Write ``targets`` in one step: yield temporary paths beside them (one, or a tuple), renamed into
+    place on success, all or none; on an exception every target is left as it was (each old one is kept
+    under a backup name, a hard link else a rename, until all are renamed)."""
     targets = [resolve_target(target) for target in targets]
     temporaries = [_beside(target, "tmp") for target in targets]
     done = []  # (target, backup or None, whether the backup is a hard link) of the targets being replaced
@@ -437,7 +427,7 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
                              "replaced even with --overwrite: choose a new folder name")
     if not output.parent.is_dir():
         raise EmbedError(f"output folder does not exist: {output.parent}")
-    if not Path(args.input).expanduser().exists():
+    if not (source := Path(args.input).expanduser()).exists():
         raise EmbedError(f"input not found: {args.input}")
     distributed = optional_import("distributed", "dask", "--scheduler")
     dd = optional_import("dask.dataframe", "dask", "--scheduler")
@@ -450,7 +440,6 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
     except (OSError, TimeoutError) as exc:
         raise EmbedError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
     with client:
-        source = Path(args.input).expanduser()
         if source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet"))):
             frame = dd.read_parquet(str(source))  # lazy: only the columns selected below are read
             column = _pick_column(frame.columns, args.column, source.name)

@@ -70,9 +70,8 @@ def file_kind(mode: int) -> str:
 def open_regular_file(path):
     """Open a regular file for binary reading; anything else raises `NotRegularFileError`.
 
-    A pipe or a device would block or never end (``/dev/zero``): the type is checked on the opened
-    descriptor itself (no swap after a check), opened non-blocking (a pipe waits for a writer).
-    """
+    A pipe or a device would block or never end (``/dev/zero``): the type is checked on the descriptor
+    itself (no swap after a check), opened non-blocking (a pipe waits for a writer)."""
     found = os.stat(path)
     if not stat.S_ISREG(found.st_mode):  # a socket cannot even be opened: say what it is first
         raise NotRegularFileError(path, file_kind(found.st_mode))
@@ -152,9 +151,7 @@ def bytes_key(data) -> bytes:
 
 def pixels_key(size: tuple, pixels: bytes) -> bytes:
     """Cache key of decoded 8-bit RGB pixels of a given size."""
-    hasher = hashlib.blake2b(f"rgb:{size}:".encode(), digest_size=16)
-    hasher.update(pixels)
-    return hasher.digest()
+    return hashlib.blake2b(f"rgb:{size}:".encode() + pixels, digest_size=16).digest()
 
 
 def file_content_key(path) -> bytes:
@@ -182,11 +179,6 @@ def _hash_files(root: Path, files: list) -> str:
     return _MODEL_HASHES.get(key, max((stat[-1] for stat in stats), default=0), compute)
 
 
-def _ignored(parts: tuple) -> bool:
-    # Model cards and VCS/cache metadata (.git, .cache) are read by no loader.
-    return parts[-1].lower().startswith("readme") or any(part.startswith(".") for part in parts)
-
-
 def _folder_files(root: Path) -> list:
     """Every file under ``root`` with its relative name, symbolic links followed (a loop is an error)."""
     found, on_path = [], {}
@@ -200,7 +192,8 @@ def _folder_files(root: Path) -> list:
         with os.scandir(folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 child = parts + (entry.name,)
-                if _ignored(child):
+                # Model cards and VCS/cache metadata (.git, .cache) are read by no loader.
+                if entry.name.lower().startswith("readme") or any(part.startswith(".") for part in child):
                     continue
                 if entry.is_dir():  # follows symbolic links
                     walk(Path(entry.path), child)
@@ -261,8 +254,7 @@ class _Describer:
     MAX_DEPTH = 400
 
     def __init__(self, hasher, root: str):
-        self.hasher = hasher
-        self.root = root
+        self.hasher, self.root = hasher, root
         # Each object is hashed on its own and its parent takes that digest, so an object reached
         # twice counts the same as two equal copies (a pickle round trip may split or merge them).
         self._done: dict = {}  # id -> digest of an object already described
@@ -289,15 +281,12 @@ class _Describer:
         if depth > self.MAX_DEPTH:
             self.refuse(path, obj, f"it nests deeper than {self.MAX_DEPTH} levels")
         if obj is None or isinstance(obj, (bool, int, float, complex, str)):
-            self.feed(type(obj).__name__, repr(obj))
-            return
+            return self.feed(type(obj).__name__, repr(obj))
         if isinstance(obj, (bytes, bytearray)):
-            self.feed("bytes", bytes(obj))
-            return
+            return self.feed("bytes", bytes(obj))
         key = id(obj)
         if key in self._done:
-            self.feed("object", self._done[key])
-            return
+            return self.feed("object", self._done[key])
         if key in self._stack:  # a cycle: its position relative to here, the same after a pickle round trip
             position = self._stack[key]
             self.feed("cycle", len(self._stack) - position)
@@ -333,8 +322,7 @@ class _Describer:
             return None
         try:
             stated = obj.__dict__.get(IDENTITY_ATTRIBUTE) if hasattr(obj, "__dict__") else None
-            if stated is None:
-                stated = getattr(type(obj), IDENTITY_ATTRIBUTE, None)
+            stated = getattr(type(obj), IDENTITY_ATTRIBUTE, None) if stated is None else stated
         except Exception:  # an object whose __dict__ access fails states nothing
             return None
         if stated is None:
@@ -370,7 +358,10 @@ class _Describer:
             for name in parts[2]:
                 self.describe(getattr(obj, name), f"{path}.{name}", depth)
         elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
-            self._builtin(obj, path, depth)
+            self.feed("builtin", _qualified(obj))
+            owner = getattr(obj, "__self__", None)
+            if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+                self.describe(owner, f"{path}.__self__", depth)  # a bound method of a live object
         elif isinstance(obj, (types.WrapperDescriptorType, types.MethodDescriptorType,
                               types.ClassMethodDescriptorType, types.GetSetDescriptorType,
                               types.MemberDescriptorType)):
@@ -411,13 +402,13 @@ class _Describer:
         self.feed(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
 
     def _container(self, obj, path: str, depth: int) -> None:
-        if isinstance(obj, (list, tuple)):
+        if isinstance(obj, (set, frozenset)):
+            # Iteration order of a set depends on string hashing, which differs between processes.
+            self.feed(type(obj).__qualname__, *sorted(object_digest(value, f"{path} item") for value in obj))
+        elif isinstance(obj, (list, tuple)):
             self.feed(type(obj).__qualname__, len(obj))
             for i, value in enumerate(obj):
                 self.describe(value, f"{path}[{i}]", depth)
-        elif isinstance(obj, (set, frozenset)):
-            # Iteration order of a set depends on string hashing, which differs between processes.
-            self.feed(type(obj).__qualname__, *sorted(object_digest(value, f"{path} item") for value in obj))
         else:
             self.feed(type(obj).__qualname__, len(obj))
             for name, value in list(obj.items()):
@@ -429,12 +420,6 @@ class _Describer:
             self.describe(getattr(obj, "default_factory", None), f"{path}.default_factory", depth)
             if hasattr(obj, "__dict__"):
                 self.describe(dict(vars(obj)), f"{path}.__dict__", depth)
-
-    def _builtin(self, function, path: str, depth: int) -> None:
-        owner = getattr(function, "__self__", None)
-        self.feed("builtin", _qualified(function))
-        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-            self.describe(owner, f"{path}.__self__", depth)  # a bound method of a live object
 
     def _class(self, cls, path: str, depth: int) -> None:
         if _is_library(cls.__module__):
@@ -464,8 +449,7 @@ class _Describer:
                 value = "<empty cell>"
             self.describe(name, path, depth)
             self._read_value(value, attributes, f"{path} (closure variable {name!r})", depth)
-        namespace = function.__globals__
-        builtins = namespace.get("__builtins__", {})
+        namespace, builtins = function.__globals__, function.__globals__.get("__builtins__", {})
         for name in sorted(loaded):
             if name in namespace:
                 self.describe(name, path, depth)
@@ -491,33 +475,17 @@ class _Describer:
     def _module(self, module, path: str, depth: int) -> None:
         self.describe(type(module), f"{path}.__class__", depth)
         for name, value in module.__dict__.items():
-            if name in _MODULE_SKIP:
-                continue
-            self.describe(name, path, depth)
-            if "hook" in name and isinstance(value, dict):
-                # Keyed by torch's process-wide handle counter: the hooks in order are what counts.
-                value = list(value.values())
-            self.describe(value, f"{path}.{name}", depth)
+            if name not in _MODULE_SKIP:
+                self.describe(name, path, depth)
+                # Hooks are keyed by torch's process-wide handle counter: the hooks in order are what counts.
+                self.describe(list(value.values()) if "hook" in name and isinstance(value, dict) else value,
+                              f"{path}.{name}", depth)
         if not self._global_hooks_done:  # hooks registered for every module of the process
             self._global_hooks_done = True
             from torch.nn.modules import module as torch_module
 
             for name in ("_global_forward_hooks", "_global_forward_pre_hooks"):
                 self.describe(list(getattr(torch_module, name, {}).values()), f"torch {name}", depth)
-
-    def _left_out_state(self, obj, state, path: str) -> None:
-        """Attributes ``__getstate__`` leaves out, which the code may still read: by content, else by type."""
-        attributes = getattr(obj, "__dict__", None)
-        if not isinstance(attributes, dict):
-            return
-        pickled = state[0] if isinstance(state, tuple) and len(state) == 2 else state
-        pickled = pickled if isinstance(pickled, dict) else {}
-        for name in sorted(set(attributes) - set(pickled)):
-            try:
-                part = object_digest(attributes[name], f"{path}.{name}")
-            except IdentityError:
-                part = "opaque " + _qualified(type(attributes[name]))
-            self.feed("left out of the pickle", name, part)
 
     def _reduced(self, obj, path: str, depth: int) -> None:
         """Any other object, as the pickler sees it (``__reduce_ex__``), with its class's code."""
@@ -527,23 +495,29 @@ class _Describer:
             self.refuse(path, obj, f"it cannot be pickled ({type(exc).__name__}: {exc})")
         if isinstance(reduced, str):  # a global singleton or a wrapped function, pickled by name
             self.feed("global", _qualified(type(obj)), reduced)
-            wrapped = getattr(obj, "__wrapped__", None)
-            if wrapped is not None:
+            if (wrapped := getattr(obj, "__wrapped__", None)) is not None:
                 self.describe(wrapped, f"{path}.__wrapped__", depth)
             return
-        constructor, args, *rest = tuple(reduced) + (None,) * (5 - len(reduced))
+        constructor, args, state, list_items, dict_items = (tuple(reduced) + (None,) * 5)[:5]
         self.feed("object")
         self.describe(type(obj), f"{path}.__class__", depth)
         if constructor is not copyreg.__newobj__ and constructor is not getattr(copyreg, "__newobj_ex__", None):
             self.describe(constructor, f"{path} (reconstructor)", depth)
         self.describe(args, f"{path} (constructor arguments)", depth)
-        state, list_items, dict_items = rest[:3]
         if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
             for part in state:  # (__dict__, __slots__ values)
                 self.describe(part, path, depth)
         else:
             self.describe(state, f"{path} (state)", depth)
-        self._left_out_state(obj, state, path)
+        # Attributes __getstate__ leaves out, which the code may still read: by content, else by type.
+        if isinstance(attributes := getattr(obj, "__dict__", None), dict):
+            pickled = state[0] if isinstance(state, tuple) and len(state) == 2 else state
+            for name in sorted(set(attributes) - set(pickled if isinstance(pickled, dict) else {})):
+                try:
+                    part = object_digest(attributes[name], f"{path}.{name}")
+                except IdentityError:
+                    part = "opaque " + _qualified(type(attributes[name]))
+                self.feed("left out of the pickle", name, part)
         if list_items is not None:
             self.describe(list(list_items), f"{path} (items)", depth)
         if dict_items is not None:
