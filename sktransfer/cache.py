@@ -1,10 +1,7 @@
 """EmbeddingCache: every distinct input is encoded once, across folds, grid points and processes.
 
-An entry is keyed by the encoder's fingerprint and the item's content hash, and stored in one
-SQLite database per folder (WAL mode, several processes at once, raw float32 bytes with a CRC32
-each: no pickle). Faults never serve a wrong vector: a damaged row is re-encoded, and a damaged
-file, a full disk or a read-only folder raise `CacheError` naming the file and the fix, which
-encoders turn into a warning. docs/cache.md describes the keys, the storage and every fault.
+Entries are keyed by the encoder's fingerprint and the item's content hash, in one SQLite database
+per folder; faults never serve a wrong vector (docs/cache.md describes keys, storage and faults).
 """
 
 from __future__ import annotations
@@ -76,9 +73,7 @@ class CacheStats:
     last: dict = field(default_factory=lambda: {"hits": 0, "misses": 0, "corrupt": 0})
 
     def record(self, hits: int, misses: int, corrupt: int) -> None:
-        self.hits += hits
-        self.misses += misses
-        self.corrupt += corrupt
+        self.hits, self.misses, self.corrupt = self.hits + hits, self.misses + misses, self.corrupt + corrupt
         self.last = {"hits": hits, "misses": misses, "corrupt": corrupt}
 
 
@@ -114,8 +109,7 @@ def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"):
         yield
         db.execute("COMMIT")
     except BaseException:
-        # SQLite has already rolled back after some errors (a full disk): rolling back again
-        # would raise "no transaction is active" and hide the real cause.
+        # SQLite has already rolled back after some errors (a full disk): a second ROLLBACK would hide them.
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
@@ -127,11 +121,9 @@ class _Store:
     and a memory layer per budget (so ``memory_bytes=0`` reads the disk while another keeps one)."""
 
     def __init__(self, key: tuple, stats: CacheStats):
-        self.directory, self.read_only = Path(key[0]), key[1]
+        self.directory, self.read_only, self.stats = Path(key[0]), key[1], stats
         self.path = self.directory / _FILES[0]
-        self.stats = stats
-        self.memories: dict[int, _MemoryLayer] = {}
-        self.lock = threading.RLock()
+        self.memories, self.lock = {}, threading.RLock()  # memory layers by budget
         self.warned_gone = False  # a loaded pickle has reported this folder missing
         self._connection = self._pid = self._inode = self._closer = None
         self._fingerprint_ids: dict[str, int] = {}
@@ -235,19 +227,15 @@ class _Store:
     def fingerprint_id(self, db: sqlite3.Connection, fingerprint: str) -> int | None:
         """The row id of ``fingerprint``, or None (lookups check each row's width, not the stored one)."""
         if fingerprint not in self._fingerprint_ids:
-            row = db.execute("SELECT id FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
-            if row is None:
+            if (row := db.execute("SELECT id FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()) is None:
                 return None
             self._fingerprint_ids[fingerprint] = row[0]
         return self._fingerprint_ids[fingerprint]
 
     def writing_fingerprint_id(self, db: sqlite3.Connection, fingerprint: str, description: str, dim: int,
                                encoder_width: bool) -> int:
-        """The row id of ``fingerprint`` for a write of ``dim``-d vectors, created if absent.
-
-        ``encoder_width``: an encoder's width is the fingerprint's, so a stored one that differs (an
-        unchecked import) is corrected and its rows deleted; an import's raises ``ValueError``.
-        """
+        """The row id of ``fingerprint`` for ``dim``-d vectors, created if absent; another stored width is
+        corrected, its rows deleted, for an encoder (``encoder_width``), and a ``ValueError`` for an import."""
         select = "SELECT id, dim FROM fingerprints WHERE fingerprint = ?"
         row = db.execute(select, (fingerprint,)).fetchone()
         if row is None:
@@ -289,19 +277,16 @@ class EmbeddingCache:
     Parameters
     ----------
     path : str, os.PathLike or None, default=None
-        Folder of the cache. ``None`` uses `default_cache_dir`. Encoders of any models and
-        settings can share one folder: entries are keyed by each encoder's fingerprint. The
-        folder is created (owner-only) by the first write, not before.
+        Folder of the cache; ``None`` uses `default_cache_dir`. Encoders of any models and settings can
+        share one (entries are keyed by fingerprint); it is created (owner-only) by the first write.
     memory_bytes : int, default=256 MiB
-        Size of the in-process layer that serves repeat lookups without reading the database;
-        0 disables it. Instances of one folder with the same budget share one layer.
+        Size of the in-process layer that serves repeat lookups without reading the database; 0 disables it.
     max_bytes : int or None, default=None
         Size limit of the database. When a write takes it over, whole fingerprints are evicted,
         least recently used first (never the one being written).
     read_only : bool, default=False
-        Serve hits from an existing cache without writing anything (misses are encoded and
-        returned, not stored), e.g. a cache shipped to workers on read-only storage, whose files
-        must not change while it is open.
+        Serve hits from an existing cache without writing anything (misses are encoded, not
+        stored), e.g. one shipped to workers on read-only storage; its files must not change meanwhile.
 
     Attributes
     ----------
@@ -310,8 +295,7 @@ class EmbeddingCache:
 
     Notes
     -----
-    The caches of one folder in one process share a connection and their counters (docs/cache.md).
-    A pickled cache stores only its settings. SQLite's locking needs a local filesystem (not NFS).
+    docs/cache.md says what the caches of one folder share, what a pickle stores, and why NFS will not do.
 
     Examples
     --------
@@ -331,9 +315,7 @@ class EmbeddingCache:
                  read_only: bool = False):
         # Absolute from the start: a relative folder must not change meaning after a chdir.
         self.path = (Path(path).expanduser() if path is not None else default_cache_dir()).absolute()
-        self.memory_bytes = int(memory_bytes)
-        self.max_bytes = max_bytes
-        self.read_only = bool(read_only)
+        self.memory_bytes, self.max_bytes, self.read_only = int(memory_bytes), max_bytes, bool(read_only)
 
     def __repr__(self):
         return f"EmbeddingCache({str(self.path)!r})"
@@ -354,8 +336,7 @@ class EmbeddingCache:
     def __setstate__(self, state):
         self.__init__(state["path"], memory_bytes=state["memory_bytes"], max_bytes=state["max_bytes"],
                       read_only=state.get("read_only", False))
-        # Loaded where the folder of a cache that held entries is gone: said once, not silently
-        # started afresh. A copy never written to (clone, GridSearchCV) has nothing to lose.
+        # A written cache whose folder is gone here is said once; a copy never written to has nothing to lose.
         if state.get("written", True) and not self.read_only and not (self.path / _FILES[0]).exists():
             store = self._store  # remembers the warning while a cache of the folder lives
             with store.lock:
@@ -369,8 +350,7 @@ class EmbeddingCache:
     def _store(self) -> _Store:
         key = (str(self.path.resolve()), self.read_only)
         with _STORES_LOCK:
-            store = _STORES.get(key)
-            if store is None:
+            if (store := _STORES.get(key)) is None:
                 store = _STORES[key] = _Store(key, _COUNTS.setdefault(key, CacheStats()))
         self._shared = store  # held, so that the store lives as long as this cache
         return store
@@ -389,10 +369,8 @@ class EmbeddingCache:
         found : ndarray of shape (len(keys),), bool
             Which keys hit.
         """
-        store = self._store
-        vectors = np.empty((len(keys), dim), dtype=np.float32)
-        found = np.zeros(len(keys), dtype=bool)
-        corrupt = 0
+        store, corrupt = self._store, 0
+        vectors, found = np.empty((len(keys), dim), dtype=np.float32), np.zeros(len(keys), dtype=bool)
         memory = store.memory(self.memory_bytes)
         with store.lock, store.translated():
             pending = {}
@@ -425,10 +403,8 @@ class EmbeddingCache:
         return vectors, found
 
     def put(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str = "") -> None:
-        """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call.
-
-        The caller is the encoder of ``fingerprint``, so stored rows of another width are deleted.
-        """
+        """Store ``vectors`` (float32 rows) under ``fingerprint``, one transaction per call; the caller is
+        the encoder of ``fingerprint``, so stored rows of another width are deleted."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if not len(keys) or self.read_only:
             return
@@ -439,8 +415,7 @@ class EmbeddingCache:
     def _write(self, fingerprint: str, keys: list[bytes], vectors: np.ndarray, description: str,
                encoder_width: bool) -> int:
         """Rows written in one transaction: an encoder's replace their keys' rows, an import's none."""
-        verb = "INSERT OR REPLACE" if encoder_width else "INSERT OR IGNORE"
-        store = self._store
+        store, verb = self._store, "INSERT OR REPLACE" if encoder_width else "INSERT OR IGNORE"
         memory = store.memory(self.memory_bytes) if encoder_width else None
         with store.lock, store.translated():
             blobs = [vector.tobytes() for vector in vectors]
@@ -464,10 +439,9 @@ class EmbeddingCache:
         Parameters
         ----------
         path : str or os.PathLike
-            A local path or an fsspec URL (``s3://bucket/cache/``, ``gs://...``, ``memory://...``;
-            remote file systems need their fsspec package, e.g. ``s3fs``). A path that ends with
-            ``/`` or is an existing folder receives a new ``part-<host>-<pid>-<random>.parquet``,
-            so that many workers can export into one dataset; any other path is the file itself.
+            A local path or an fsspec URL (``s3://bucket/cache/``, ``gs://...``, ``memory://...``; remote
+            file systems need their fsspec package, e.g. ``s3fs``). A path that ends with ``/`` or is an
+            existing folder receives a new ``part-<host>-<pid>-<random>.parquet``; any other is the file.
         fingerprint : str or None, default=None
             Only this fingerprint's entries (a unique prefix is enough); None: all of them.
 
@@ -478,22 +452,21 @@ class EmbeddingCache:
 
         Notes
         -----
-        Columns: ``fingerprint`` and ``description`` (string), ``item_key`` (binary: the item's
-        content key) and ``vector`` (list of float32). Nothing in the file is code.
+        The columns (none of them code) are listed in docs/cache.md.
         """
-        pa, pq = _parquet("EmbeddingCache.export")
-        fs, target = _file_system(path)
+        pa, pq, fs, target = _parquet_file_system("EmbeddingCache.export", path)
         if str(path).endswith("/") or fs.isdir(target):
             fs.makedirs(target, exist_ok=True)
             target = f"{target.rstrip('/')}/{export_part_name()}"
-        store = self._store
+        store, schema = self._store, pa.schema([("fingerprint", pa.string()), ("description", pa.string()),
+                                                ("item_key", pa.binary()), ("vector", pa.list_(pa.float32()))])
         exported = damaged = 0
         with store.lock, store.translated():
             db = store.connection(create=False)  # a folder never written to exports no entries
             selected = store.matching(db, fingerprint, required=True)
             # One snapshot: writers in other processes do not tear the export.
             with (_transaction(db, "BEGIN") if db is not None else contextlib.nullcontext()), \
-                    fs.open(target, "wb") as handle, pq.ParquetWriter(handle, _export_schema(pa)) as writer:
+                    fs.open(target, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
                 for fid, fp, description, dim in selected:
                     cursor = db.execute("SELECT item_key, vector, crc FROM embeddings WHERE fingerprint_id = ?", (fid,))
                     while rows := cursor.fetchmany(_EXPORT_ROWS):
@@ -503,12 +476,10 @@ class EmbeddingCache:
                             continue
                         values = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32)
                         offsets = np.arange(len(good) + 1, dtype=np.int32) * dim
-                        writer.write_table(pa.table({
-                            "fingerprint": pa.array([fp] * len(good), pa.string()),
-                            "description": pa.array([description] * len(good), pa.string()),
-                            "item_key": pa.array([key for key, _ in good], pa.binary()),
-                            "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
-                        }, schema=_export_schema(pa)))
+                        writer.write_table(pa.Table.from_arrays([
+                            pa.array([fp] * len(good), pa.string()), pa.array([description] * len(good), pa.string()),
+                            pa.array([key for key, _ in good], pa.binary()),
+                            pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))], schema=schema))
                         exported += len(good)
         if damaged:
             warnings.warn(f"EmbeddingCache.export left out {damaged} damaged entries of {self.path} (their checksum "
@@ -538,15 +509,13 @@ class EmbeddingCache:
 
         Notes
         -----
-        Import only exports you trust, as you would a cache folder: a vector is served to any
-        encoder whose fingerprint matches, and its values cannot be checked without encoding the
-        item again (docs/cache.md says what an import checks).
+        Import only exports you trust, as you would a cache folder: a vector's values cannot be checked
+        without encoding the item again (docs/cache.md says what an import checks).
         """
         if self.read_only:
             raise CacheError(f"the embedding cache at {self.path} was opened with read_only=True; import into a "
                              "writable cache")
-        pa, pq = _parquet("EmbeddingCache.import_")
-        fs, target = _file_system(path)
+        pa, pq, fs, target = _parquet_file_system("EmbeddingCache.import_", path)
         if fs.isdir(target):
             files = sorted(fs.glob(f"{target.rstrip('/')}/**/*.parquet"))
             if not files:
@@ -582,20 +551,15 @@ class EmbeddingCache:
         with store.lock, store.translated():
             db = store.connection(create=False)  # looking creates nothing
             rows = [] if db is None else db.execute(
-                "SELECT f.fingerprint, f.description, f.dim, f.last_used, count(e.item_key), "
-                "coalesce(sum(length(e.vector) + length(e.item_key)), 0) FROM fingerprints f "
+                "SELECT f.fingerprint, f.description, f.dim, count(e.item_key), "
+                "coalesce(sum(length(e.vector) + length(e.item_key)), 0), f.last_used FROM fingerprints f "
                 "LEFT JOIN embeddings e ON e.fingerprint_id = f.id GROUP BY f.id ORDER BY f.last_used DESC"
             ).fetchall()
-        fingerprints = [
-            {"fingerprint": fp, "description": desc, "dim": dim, "entries": n, "bytes": size, "last_used": used}
-            for fp, desc, dim, used, n, size in rows
-        ]
-        return {
-            "path": str(store.path),
-            "entries": sum(f["entries"] for f in fingerprints),
-            "bytes": sum(p.stat().st_size for p in store.directory.glob(_FILES[0] + "*") if p.exists()),
-            "fingerprints": fingerprints,
-        }
+        fingerprints = [dict(zip(("fingerprint", "description", "dim", "entries", "bytes", "last_used"), row))
+                        for row in rows]
+        return {"path": str(store.path), "entries": sum(f["entries"] for f in fingerprints),
+                "bytes": sum(p.stat().st_size for p in store.directory.glob(_FILES[0] + "*") if p.exists()),
+                "fingerprints": fingerprints}
 
     def clear(self, fingerprint: str | None = None, *, force: bool = False) -> int:
         """Delete every entry, or those of one fingerprint (a unique prefix is enough).
@@ -626,13 +590,11 @@ class EmbeddingCache:
                     deleted = 0
                 store.close()
                 for name in _FILES:
-                    with contextlib.suppress(FileNotFoundError):
-                        (store.directory / name).unlink()
+                    (store.directory / name).unlink(missing_ok=True)
                 store.forget()
             return deleted
         with store.lock, store.translated():
-            db = store.connection(create=False)
-            if db is None:
+            if (db := store.connection(create=False)) is None:
                 return 0  # nothing was ever written here
             deleted = _delete(db, [row[0] for row in store.matching(db, fingerprint)])
             store.forget()
@@ -644,17 +606,12 @@ class EmbeddingCache:
         with store.lock, store.translated():
             db = store.connection()
             page_size = db.execute("PRAGMA page_size").fetchone()[0]
-
-            def used():
-                pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-                return pages * page_size
-
+            used = lambda: page_size * (db.execute("PRAGMA page_count").fetchone()[0]
+                                        - db.execute("PRAGMA freelist_count").fetchone()[0])
             if used() <= self.max_bytes:
                 return
-            candidates = db.execute(
-                "SELECT id, fingerprint FROM fingerprints WHERE fingerprint != ? ORDER BY last_used ASC", (keep,)
-            ).fetchall()
-            for fid, fingerprint in candidates:
+            for fid, fingerprint in db.execute("SELECT id, fingerprint FROM fingerprints WHERE fingerprint != ? "
+                                               "ORDER BY last_used ASC", (keep,)).fetchall():
                 _delete(db, [fid])
                 store.forget(fingerprint)
                 if used() <= self.max_bytes:
@@ -681,52 +638,35 @@ def _delete(db: sqlite3.Connection, ids) -> int:
     return deleted
 
 
-def _parquet(what: str):
-    return optional_import("pyarrow", "cli", what), optional_import("pyarrow.parquet", "cli", what)
-
-
-def _export_schema(pa):
-    return pa.schema([("fingerprint", pa.string()), ("description", pa.string()), ("item_key", pa.binary()),
-                      ("vector", pa.list_(pa.float32()))])
-
-
 def export_part_name() -> str:
     """A new file name in an export folder, unique across hosts, processes and calls."""
     return f"part-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def _file_system(path):
-    """fsspec's file system for a local path or a URL (s3://, gs://, hdfs://, memory://, ...)."""
+def _parquet_file_system(what: str, path):
+    """pyarrow, pyarrow.parquet, and fsspec's file system and path for a local path or a URL."""
     import fsspec  # a dependency of huggingface_hub, so always present with sentence-transformers
 
-    return fsspec.core.url_to_fs(os.fspath(path))
-
-
-def _check_export_types(pa, schema, file) -> None:
-    """Refuse columns of other types before any row is read (numbers written as strings, text keys)."""
-    types = pa.types
-    strings = lambda t: types.is_string(t) or types.is_large_string(t)
-    expected = {
-        "fingerprint": ("string", strings),
-        "description": ("string", lambda t: strings(t) or types.is_null(t)),
-        "item_key": ("binary", lambda t: types.is_binary(t) or types.is_large_binary(t)
-                     or types.is_fixed_size_binary(t)),
-        "vector": ("a list of floats", lambda t: (types.is_list(t) or types.is_large_list(t)
-                                                  or types.is_fixed_size_list(t)) and types.is_floating(t.value_type)),
-    }
-    for name, (wanted, accepts) in expected.items():
-        found = schema.field(name).type
-        if not accepts(found):
-            raise CacheError(f"{file} is not an sktransfer cache export: column {name!r} holds {found}, not {wanted}")
+    return (optional_import("pyarrow", "cli", what), optional_import("pyarrow.parquet", "cli", what),
+            *fsspec.core.url_to_fs(os.fspath(path)))
 
 
 def _exported_rows(pa, pq, handle, file):
     """Yield ``(fingerprint, description, keys, vectors)`` groups of an export file, validated."""
-    parquet = pq.ParquetFile(handle)
-    missing = [c for c in _EXPORT_COLUMNS if c not in parquet.schema_arrow.names]
-    if missing:
+    parquet, t = pq.ParquetFile(handle), pa.types
+    if missing := [c for c in _EXPORT_COLUMNS if c not in parquet.schema_arrow.names]:
         raise CacheError(f"{file} is not an sktransfer cache export: it has no column(s) {missing}")
-    _check_export_types(pa, parquet.schema_arrow, file)
+    # Column types are refused before any row is read (numbers written as strings, text keys).
+    for name, wanted, accepts in [
+        ("fingerprint", "string", (t.is_string, t.is_large_string)),
+        ("description", "string", (t.is_string, t.is_large_string, t.is_null)),
+        ("item_key", "binary", (t.is_binary, t.is_large_binary, t.is_fixed_size_binary)),
+        ("vector", "a list of floats", (lambda f: (t.is_list(f) or t.is_large_list(f) or t.is_fixed_size_list(f))
+                                        and t.is_floating(f.value_type),)),
+    ]:
+        found = parquet.schema_arrow.field(name).type
+        if not any(accept(found) for accept in accepts):
+            raise CacheError(f"{file} is not an sktransfer cache export: column {name!r} holds {found}, not {wanted}")
     first_row = 0
     for batch in parquet.iter_batches(batch_size=_EXPORT_ROWS, columns=list(_EXPORT_COLUMNS)):
         columns = batch.to_pydict()
@@ -740,9 +680,8 @@ def _exported_rows(pa, pq, handle, file):
             dims = {lengths[i] for i in rows}
             if len(dims) != 1 or 0 in dims:
                 bad = next(i for i in rows if lengths[i] != lengths[rows[0]] or not lengths[i])
-                width = with_article(f"{lengths[bad]}-d")
-                raise CacheError(f"{file}: row {first_row + bad} holds {width} vector where fingerprint "
-                                 f"{fp[:12]} has {lengths[rows[0]]}-d ones")
+                raise CacheError(f"{file}: row {first_row + bad} holds {with_article(f'{lengths[bad]}-d')} vector "
+                                 f"where fingerprint {fp[:12]} has {lengths[rows[0]]}-d ones")
             with np.errstate(over="ignore"):  # a float64 too large for float32 is refused just below
                 vectors = np.asarray([columns["vector"][i] for i in rows], dtype=np.float32)
             finite = np.isfinite(vectors).all(axis=1)
@@ -759,8 +698,7 @@ def forget_process_state(path) -> None:
     with _STORES_LOCK:
         for key in [key for key in {*_STORES, *_COUNTS} if key[0] == folder]:
             _COUNTS.pop(key, None)
-            store = _STORES.pop(key, None)
-            if store is not None:
+            if (store := _STORES.pop(key, None)) is not None:
                 with store.lock:
                     store.close()
 

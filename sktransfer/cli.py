@@ -1,7 +1,6 @@
 """The ``sktransfer`` command line: ``embed``, ``models``, ``cache info|clear|export|import`` and ``demo``.
 
-Bad input ends with a one-line reason on stderr and a non-zero exit status, never a traceback
-(docs/cli.md describes each command).
+Bad input ends with a one-line reason on stderr, never a traceback (docs/cli.md describes each command).
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ from .cache import CacheError, EmbeddingCache, default_cache_dir, export_part_na
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB"):
-        if n < 1024:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"
 
 
 def _cache(args) -> EmbeddingCache | None:
@@ -162,14 +160,12 @@ def _demo(args) -> int:
     if not all((folder / name).is_file() for name in QUICK_ARGS):
         return _fail(f"the example scripts are not in {folder} (sktransfer demo runs the examples/ folder of a "
                      "source checkout); pass --examples DIR")
-    env = dict(os.environ)
+    env = {"HF_HUB_OFFLINE": "1", **os.environ}  # the default models resolve from the local model folder
     if args.data:
         env["SKTRANSFER_DATA"] = str(Path(args.data).resolve())
-    env.setdefault("HF_HUB_OFFLINE", "1")  # the default models resolve from the local model folder
     for name, quick in QUICK_ARGS.items():
         print(f"\n=== {name} ===", flush=True)
-        code = subprocess.call([sys.executable, str(folder / name), *(quick if args.quick else [])], env=env)
-        if code:
+        if code := subprocess.call([sys.executable, str(folder / name), *(quick if args.quick else [])], env=env):
             return _fail(f"{name} exited with status {code}", code)
     return 0
 
@@ -275,27 +271,22 @@ def _unrecognized(parser: argparse.ArgumentParser, extras: list[str], stray: str
     """The usage error for ``extras``, with the likely intended flag (``stray``: the hint for a bare word)."""
     flags = [flag for action in parser._actions if action.help is not argparse.SUPPRESS
              for flag in action.option_strings]
-    hints = []
-    flagged = any(word.startswith("-") for word in extras)  # then a bare word may be an unknown flag's value
-    for word in extras:
-        if word.startswith("-"):
-            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1)
-            hints += [f"did you mean {close[0]}?"] if close else []
-        elif stray and not flagged:
-            hints.append(stray.format(word))
+    if any(word.startswith("-") for word in extras):  # then a bare word may be an unknown flag's value
+        hints = [f"did you mean {close[0]}?" for word in extras if word.startswith("-")
+                 and (close := difflib.get_close_matches(word.split("=", 1)[0], flags, n=1))]
+    else:
+        hints = [stray.format(word) for word in extras] if stray else []
     return f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
-    """Parse the command line; a usage error shows the usage of the (sub)command that was given it,
-    not the top-level one argparse would print, so that it lists the flags the user meant."""
+    """Parse the command line; a usage error shows the given (sub)command's usage, listing the flags meant."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     where = getattr(args, "usage_parser", parser)
     if extras:
         where.error(_unrecognized(where, extras, getattr(args, "stray", None)))
-    legacy = getattr(args, "legacy_path", None)
-    if legacy is not None:
+    if (legacy := getattr(args, "legacy_path", None)) is not None:
         if args.cache is not None:
             where.error(
                 f"--path {legacy} and --cache {args.cache} both name the cache folder (--path is the old spelling "
