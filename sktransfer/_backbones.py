@@ -1,9 +1,6 @@
-"""torchvision backbones, and what every ImageEncoder source shares: preprocessing, layers, pooling.
-
-A *source* is what ``ImageEncoder(model=...)`` names: `TorchvisionSource`, `ModuleSource` or
-``_timm.TimmSource``. Each gives its identity (``name``, ``content()``), its weights' ``location``,
-the network (``create()``), its default ``preprocessing`` and its `Backbone` (``build``).
-"""
+"""torchvision backbones, and what every ImageEncoder source shares: preprocessing, layers, pooling. A source
+(`TorchvisionSource`, `ModuleSource`, timm's) gives ``name``, ``content()``, ``location``, ``create()``,
+``preprocessing`` and its `Backbone` (``build``)."""
 
 from __future__ import annotations
 
@@ -202,11 +199,8 @@ def resize_side(preprocess) -> int | None:
 
 
 def preprocessing_settings(preprocess) -> dict:
-    """What a preprocessing callable does, for the encoder's identity.
-
-    Presets and `DescribedPreprocess` objects by their settings, any other callable by its
-    `object_digest` (code, closures, globals, state); it must give the same output twice on a probe.
-    """
+    """What a preprocessing does, for the identity: its settings, or any callable's `object_digest`
+    (it must give the same output twice on a probe)."""
     from torchvision.transforms._presets import ImageClassification
 
     if isinstance(preprocess, DescribedPreprocess):
@@ -216,8 +210,8 @@ def preprocessing_settings(preprocess) -> dict:
                 "mean": list(preprocess.mean), "std": list(preprocess.std),
                 "interpolation": str(preprocess.interpolation), "antialias": preprocess.antialias}
     name = getattr(preprocess, "__qualname__", type(preprocess).__qualname__)
-    first, second = (preprocess(probe_image()) for _ in range(2))
-    arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32) for out in (first, second)]
+    arrays = [np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32)
+              for out in (preprocess(probe_image()), preprocess(probe_image()))]
     if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
         raise ValueError(f"{name} returned different outputs for the same image; preprocessing must be deterministic "
                          "(move random augmentation out of the encoder's preprocess).")
@@ -226,7 +220,6 @@ def preprocessing_settings(preprocess) -> dict:
 
 
 def preprocessing_summary(settings: dict) -> str:
-    """One readable line for `preprocessing_settings`' output."""
     if "timm" in settings:
         config = settings["timm"]
         return (f"timm: resize {math.floor(config['input_size'][-1] / config['crop_pct'])}, crop "
@@ -238,7 +231,6 @@ def preprocessing_summary(settings: dict) -> str:
 
 
 def probe_image():
-    """A fixed 320x256 RGB image with structure in every channel."""
     from PIL import Image
 
     y, x = np.mgrid[0:256, 0:320]
@@ -293,8 +285,7 @@ def check_layer_names(layers, available: list, what: str, listing: str) -> None:
 def build_backbone(network: nn.Module, layer, *, head: bool) -> Backbone:
     """``network`` frozen, returning ``layer``; by default the input of its classifier head (``head``) or its output."""
     network = network.eval().requires_grad_(False)
-    class_token = hasattr(network, "class_token")
-    channels_last_maps = type(network).__name__.startswith("SwinTransformer")
+    class_token, channels_last_maps = hasattr(network, "class_token"), type(network).__name__.startswith("SwinTransformer")
     if layer is None:
         name = last_linear(network) if head else None
         if name is not None:  # the network was loaded for this backbone alone: editing it in place is safe
@@ -324,10 +315,8 @@ def effective_pooling(output: torch.Tensor, pooling, class_token: bool):
 def pool(tensor: torch.Tensor, pooling, *, class_token: bool, channels_last_maps: bool) -> torch.Tensor:
     """One layer's output as ``(N, features)``: maps ``(N, C, H, W)`` (Swin: ``(N, H, W, C)``), tokens ``(N, L, D)``."""
     pooling = effective_pooling(tensor, pooling, class_token)
-    if pooling is None:
-        return tensor
-    if pooling == "flatten":
-        return tensor.flatten(1)
+    if pooling in (None, "flatten"):
+        return tensor if pooling is None else tensor.flatten(1)
     if tensor.ndim not in (3, 4):
         raise ValueError(f"cannot pool an output of shape {tuple(tensor.shape)}; use pooling=None to flatten it")
     dims = (1,) if tensor.ndim == 3 else (1, 2) if channels_last_maps else (2, 3)

@@ -1,9 +1,6 @@
 """Inference backends: the same frozen network run by ONNX Runtime or OpenVINO instead of torch.
-
-`exported_network` exports an encoder's checked torch network once into a per-user folder keyed by
-what it computes and the versions, and loads it as a `Network`. Tokenizing, preprocessing, pooling
-and normalisation stay in torch: a backend never changes what the features mean. Runtimes are
-imported on demand (`require`).
+`exported_network` exports a network once into a per-user folder keyed by what it computes and the
+versions, and loads it as a `Network`; preprocessing and pooling stay in torch.
 """
 
 from __future__ import annotations
@@ -35,9 +32,7 @@ __all__ = ["BACKENDS", "ExportMismatchError", "ExportSpec", "Network", "check_pr
 BACKENDS = ("torch", "onnx", "openvino")
 
 _RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
-
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-
 _EXPORT_LOCK = threading.Lock()
 
 
@@ -122,10 +117,8 @@ class ExportSpec:
     dynamic_axes: tuple  # per input, the axes whose size varies between calls (the batch, the tokens)
 
 
-#: Bumped when what is exported for a payload changes (wrappers, exporter options, manifest), so older
-#: exports stop matching. Format 2: a manifest with each file's SHA-256, checked before a file is served.
+#: Bumped when what is exported for a payload changes, so older exports stop matching.
 EXPORT_FORMAT = 2
-
 MANIFEST = "manifest.json"
 
 
@@ -194,14 +187,10 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
 
 
 def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
-    """The network ``payload`` (all that decides its output) describes, exported once and run by ``backend``.
-
-    ``build()`` gives the `ExportSpec`, called only when no matching export is on disk. A folder
-    whose files do not match their manifest is never served: it is exported again, with a warning.
-    """
+    """The network ``payload`` describes, exported once (``build()`` gives the `ExportSpec`) and run by
+    ``backend``; a folder whose files do not match their manifest is exported again, with a warning."""
     key = export_key(backend, payload)
-    root = private_folder(exports_dir(), "export folder")
-    folder = private_folder(root / backend, "export folder") / key
+    folder = private_folder(private_folder(exports_dir(), "export folder") / backend, "export folder") / key
     contents = None
     with _EXPORT_LOCK:
         if folder.exists():
@@ -212,37 +201,29 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
                 warnings.warn(f"The exported network in {folder} does not match what was exported: {exc}. "
                               "Exporting it again (the files found there are not used).", UserWarning, stacklevel=3)
                 shutil.rmtree(folder, ignore_errors=True)
-        exported = contents is None
-        if exported:
-            _export_into(backend, key, folder, build, payload)
+        if exported := contents is None:
+            spec = build()
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
+            try:
+                _export(backend, spec, staging)
+                files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(staging.iterdir()) if p.is_file()}
+                (staging / MANIFEST).write_text(json.dumps(
+                    {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,
+                     "input_names": spec.input_names, "output_names": spec.output_names}, indent=1, sort_keys=True))
+                try:
+                    os.replace(staging, folder)  # atomic: another process sees all of it or none
+                except OSError:
+                    if not (folder / MANIFEST).exists():  # not a concurrent export of the same key
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
             contents = _read_verified(backend, folder, key)
     return Network(backend, folder, contents, device=device, precision=precision, exported=exported)
 
 
-def _export_into(backend: str, key: str, folder: Path, build, payload: dict) -> None:
-    spec = build()
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
-    try:
-        _export(backend, spec, staging)
-        files = {path.name: sha256_hex(path.read_bytes()) for path in sorted(staging.iterdir()) if path.is_file()}
-        (staging / MANIFEST).write_text(json.dumps(
-            {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,
-             "input_names": spec.input_names, "output_names": spec.output_names}, indent=1, sort_keys=True))
-        try:
-            os.replace(staging, folder)  # atomic: another process sees all of it or none
-        except OSError:
-            if not (folder / MANIFEST).exists():  # not a concurrent export of the same key
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 class Network:
-    """An exported network loaded by its runtime; `run` takes NumPy inputs.
-
-    One session or compiled model per thread count: both runtimes fix their thread pool at load.
-    ``exported``: its files were exported for it, not found from an earlier export.
-    """
+    """An exported network loaded by its runtime; `run` takes NumPy inputs. One session or compiled model
+    per thread count (runtimes fix their pool at load); ``exported``: not found from an earlier export."""
 
     def __init__(self, backend: str, folder: Path, contents: dict, *, device: str, precision: str,
                  exported: bool = False):
@@ -257,17 +238,15 @@ class Network:
         else:
             weights = contents.get(self.path.with_suffix(".bin").name, b"")
             self._source = _openvino_core().read_model(contents[self.path.name], weights)
-        self._loaded: dict = {}
-        self._lock = threading.Lock()
-        self._idle_requests: dict = {}  # OpenVINO: thread count -> idle infer requests
+        # Per thread count: loaded runners, and (OpenVINO) idle infer requests.
+        self._loaded, self._idle_requests, self._lock = {}, {}, threading.Lock()
         self._runner(None)  # load now: a broken file fails in fit, not in the middle of transform
 
     def _runner(self, n_threads):
         with self._lock:
-            runner = self._loaded.get(n_threads)
-            if runner is None:
-                runner = self._loaded[n_threads] = self._load(n_threads)
-            return runner
+            if n_threads not in self._loaded:
+                self._loaded[n_threads] = self._load(n_threads)
+            return self._loaded[n_threads]
 
     def _load(self, n_threads):
         if self.backend == "onnx":
@@ -309,8 +288,7 @@ class Network:
         runner = self._runner(n_threads)
         arrays = [np.ascontiguousarray(array) for array in inputs]
         if self.backend == "onnx":
-            names = [i.name for i in runner.get_inputs()]
-            return runner.run(None, dict(zip(names, arrays)))
+            return runner.run(None, dict(zip([i.name for i in runner.get_inputs()], arrays)))
         # An infer request serves one call at a time: concurrent calls take one each from a pool
         # owned here, so requests live and die with their compiled model.
         with self._lock:

@@ -1,9 +1,6 @@
 """Reading every kind of image a user has into 8-bit RGB: `to_rgb`, and `ImageDataset` for a DataLoader.
-
-One route for paths, bytes, PIL images and arrays, so one picture gives the same features in any
-container. Data that are not 8-bit are scaled from their container's range or the stated
-``value_range``, never guessed from their values (a dark 0-255 float photo would read as a bright
-[0, 1] one), and never clipped. Failures raise `ImageReadError`; callers add the index.
+Data that are not 8-bit are scaled from their container's range or ``value_range``, never guessed
+from their values (a dark 0-255 float photo would read as a bright [0, 1] one), never clipped.
 """
 
 from __future__ import annotations
@@ -82,8 +79,7 @@ def check_value_range(value_range) -> tuple[float, float] | None:
 
 
 def item_key(item):
-    """Key under which identical items are encoded once per call: bytes by value (a truncated hash could
-    merge two files), in-memory images by identity (hashing their pixels costs more than it saves)."""
+    """Key of identical items within a call: bytes by value, in-memory images by identity (hashing costs more)."""
     if isinstance(item, (str, os.PathLike)):
         return ("path", os.path.realpath(os.fspath(item)))
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -92,8 +88,7 @@ def item_key(item):
 
 
 def content_key(item, value_range=None) -> bytes | None:
-    """Digest of an item's content for the embedding cache, or None if it cannot be read; in-memory
-    images by the RGB pixels `to_rgb` makes of them under ``value_range`` (what the network sees)."""
+    """Digest of an item's content for the cache (in-memory images: their `to_rgb` pixels), or None."""
     try:
         if isinstance(item, (str, os.PathLike)):
             return file_content_key(item)
@@ -135,9 +130,8 @@ def _open_path(item):
             f"{path!r} is not a regular file ({exc.kind}), so it is not read (a pipe or a device may never "
             "end); pass the path of an image file, or read the data yourself and pass its bytes") from None
     except FileNotFoundError:
-        if os.path.lexists(path):
-            raise ImageReadError(f"file not found: {path!r} is a symbolic link to a missing file") from None
-        raise ImageReadError(f"file not found: {path!r}") from None
+        link = " is a symbolic link to a missing file" if os.path.lexists(path) else ""
+        raise ImageReadError(f"file not found: {path!r}{link}") from None
     except PermissionError:
         raise ImageReadError(f"permission denied: {path!r} cannot be read by this process") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
@@ -150,8 +144,7 @@ def _bomb(message: str) -> str:
 
 
 def _check_pixel_limit(size) -> None:
-    """Refuse an image over ``Image.MAX_IMAGE_PIXELS``, where Pillow only warns (up to twice the limit);
-    checked here, not through the warning, because warning filters are process-wide and decoding is threaded."""
+    """Refuse what Pillow only warns about (up to twice the limit): warning filters are process-wide."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = max(1, size[0]) * max(1, size[1])  # Pillow's own count
     if limit is not None and pixels > limit:
@@ -161,7 +154,6 @@ def _check_pixel_limit(size) -> None:
 
 
 def _decode(source, draft_size: int | None) -> Image.Image:
-    """Open and load one image from an open binary file; the caller closes ``source``."""
     image = None
     try:
         image = Image.open(source)
@@ -184,7 +176,6 @@ def _decode(source, draft_size: int | None) -> Image.Image:
 
 
 def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
-    """The RGB image of a file path or encoded bytes; the file is closed on every path out."""
     source = _open_path(item) if isinstance(item, (str, os.PathLike)) else io.BytesIO(bytes(item))
     with source:  # formats with frames (GIF, TIFF) keep their file open after load: ours to close
         image = _decode(source, draft_size)
@@ -196,8 +187,7 @@ def _read_encoded(item, draft_size: int | None, value_range) -> Image.Image:
 
 
 def _check_resized_size(image: Image.Image, resize_side: int | None) -> None:
-    """Refuse an image whose resize would exceed the decompression-bomb limit: a thin image (1x20000)
-    resized to a 256-pixel shorter side is a huge one (256x5,120,000)."""
+    """Refuse a thin image whose resize is a bomb (1x20000 at shorter side 256: 256x5,120,000)."""
     limit = Image.MAX_IMAGE_PIXELS
     if resize_side is None or limit is None:
         return
@@ -211,7 +201,6 @@ def _check_resized_size(image: Image.Image, resize_side: int | None) -> None:
 
 
 def _is_closed(image: Image.Image) -> bool:
-    """Whether a PIL image can no longer give its pixels: its file or its pixels were closed."""
     if getattr(image, "tile", None):  # not loaded yet: the pixels are still in the file
         return getattr(image, "fp", None) is None
     try:
@@ -245,8 +234,7 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
     if image.width == 0 or image.height == 0:
         raise ImageReadError(f"image has no pixels ({image.width}x{image.height})")
     image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode == "RGB":
+    if (mode := image.mode) == "RGB":
         return image
     if mode in WIDE_MODES:
         # Scaled from the container's range, not clipped at 255 as Image.convert does. Pillow decodes
@@ -269,8 +257,7 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
         return _float_to_rgb(_scaled(np.asarray(image), value_range, default, what))
     if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
         image = image.convert("LA")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
-    if has_alpha:
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -278,14 +265,12 @@ def _pil_to_rgb(image: Image.Image, value_range=None, from_file: bool = False):
 
 
 def _range_advice(value_range=None, owner: str | None = "ImageEncoder") -> str:
-    """``ImageEncoder(value_range=(0, 255))`` as advice names it; ``(low, high)`` when None."""
     if value_range is None:
         return setting("value_range", None, owner=owner, shown="(low, high)")
     return setting("value_range", tuple(int(v) if float(v).is_integer() else v for v in value_range), owner=owner)
 
 
 def _suggested_range(low: float, high: float) -> str:
-    """A hint for values outside their container's range: the usual range that holds them, if any."""
     if low >= 0.0:
         for top, data in ((255, "8-bit values"), (4095, "12-bit data"), (65535, "16-bit data")):
             if high <= top:
@@ -296,8 +281,7 @@ def _suggested_range(low: float, high: float) -> str:
 
 
 def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.ndarray:
-    """``values`` mapped onto [0, 1] from ``value_range`` or the container's ``default``; values outside are
-    an error (clipped, the image would silently be a different picture)."""
+    """``values`` mapped onto [0, 1] from ``value_range`` or ``default``; values outside are an error."""
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{what} contains NaN or infinity; replace those pixels (np.nan_to_num) first")
@@ -315,7 +299,6 @@ def _scaled(values: np.ndarray, value_range, default: tuple, what: str) -> np.nd
 
 
 def _float_to_rgb(values: np.ndarray) -> Image.Image:
-    """[0, 1] floats (H, W) or (H, W, 3) to an 8-bit RGB image, rounding to nearest."""
     pixels = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
     return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").convert("RGB")
 
@@ -331,19 +314,14 @@ def _array_to_rgb(array: np.ndarray, value_range=None):
         mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[2] if array.ndim == 3 else 2]
         return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), mode=mode))
     kind = array.dtype.kind
-    if kind == "f":
-        default = UNIT
-    elif array.dtype == np.uint16:
-        default = SIXTEEN_BIT
-    elif kind in "iu" and value_range is not None:
-        default = None  # the range comes from value_range
-    elif kind in "iu":
+    default = UNIT if kind == "f" else SIXTEEN_BIT if array.dtype == np.uint16 else None
+    if default is None and kind not in "iu":
+        raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
+                             f"other ranges with {_range_advice()})")
+    if default is None and value_range is None:
         raise ImageReadError(
             f"array dtype {array.dtype} has no standard range; pass {_range_advice()} with the range its values "
             "come from (such as (0, 255)), or convert it to uint8 or uint16")
-    else:
-        raise ImageReadError(f"array dtype {array.dtype} is not supported; use uint8, uint16 or float (read as [0, 1]; "
-                             f"other ranges with {_range_advice()})")
     array = _scaled(array, value_range, default, f"{array.dtype} array")  # alpha shares the range
     if array.ndim == 3 and array.shape[2] == 4:  # composite the alpha channel onto white
         alpha = array[:, :, 3:4]
@@ -366,11 +344,8 @@ def to_rgb(item, draft_size: int | None = None, value_range=None):
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Reads and preprocesses one item per index; a failure is returned, not raised.
-
-    The pixel limit and the flag style of advice in force when it is made travel with it: a
-    spawned decoding process starts with Pillow's default limit and outside the CLI's `flag_style`.
-    """
+    """Reads and preprocesses one item per index; a failure is returned, not raised. The pixel limit
+    and flag style travel with it: a spawned decoding process starts with neither."""
 
     def __init__(self, items, preprocess, draft_size, resize_side, value_range=None):
         self.items, self.preprocess, self.value_range = items, preprocess, value_range
@@ -399,15 +374,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def collate(samples):
     ok = [(index, tensor) for index, tensor, _ in samples if tensor is not None]
-    errors = [(index, reason) for index, tensor, reason in samples if tensor is None]
-    batch = torch.stack([tensor for _, tensor in ok]) if ok else None
-    return [index for index, _ in ok], batch, errors
+    return ([index for index, _ in ok], torch.stack([tensor for _, tensor in ok]) if ok else None,
+            [(index, reason) for index, tensor, reason in samples if tensor is None])
 
 
 def decode_ahead(dataset: ImageDataset, batch_size: int, ahead: int = 2):
-    """Collated batches in order while one thread decodes the next ``ahead`` (decoding, resizing and the
-    forward pass release the GIL; memory stays flat)."""
-    def decode(start):
-        return collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-
-    return ordered_map(decode, range(0, len(dataset), batch_size), workers=1, ahead=ahead, name="sktransfer-decode")
+    """Collated batches in order while one thread decodes the next ``ahead`` (decoding releases the GIL)."""
+    return ordered_map(lambda start: collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]),
+                       range(0, len(dataset), batch_size), workers=1, ahead=ahead, name="sktransfer-decode")

@@ -21,7 +21,7 @@ DEFAULT_TEMPERATURE = 0.01
 
 
 def _template_problem(template: str) -> str | None:
-    """What keeps ``template`` from holding exactly one plain ``{}`` (literal braces doubled), if anything."""
+    """Why ``template`` does not hold exactly one plain ``{}``, or None."""
     try:
         fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
@@ -41,24 +41,22 @@ def _template_problem(template: str) -> str | None:
 class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Classify items by the label text they are most similar to; no labelled data needed.
 
-    Every label becomes a text (``template`` filled with its description), embedded with the items
-    in one space; an item gets the label whose text is most similar by cosine: images with a
-    [`ClipEncoder`][sktransfer.ClipEncoder], texts with a [`TextEncoder`][sktransfer.TextEncoder].
+    Images with a [`ClipEncoder`][sktransfer.ClipEncoder], texts with a
+    [`TextEncoder`][sktransfer.TextEncoder]; see docs/clip.md.
 
     Parameters
     ----------
     encoder : TextEncoder or ClipEncoder
         Embeds the items and the label texts in one space; it is cloned in ``fit``.
     labels : list of str or dict
-        The classes. A list of names serves as classes and descriptions; a dict maps each class
-        (as in ``y``, e.g. ``0`` and ``1``) to its description or to a list of descriptions, whose
-        embeddings are averaged (prompt ensembling). Each class is listed once.
+        The classes: a list of names (also their descriptions), or a dict mapping each class (as in
+        ``y``) to a description or a list of them, whose embeddings are averaged. Each class once.
     template : str or None, default="a photo of a {}."
-        Filled with each description (``template.format(description)``): exactly one ``{}``, literal
-        braces doubled (``"{{{}}}"`` gives ``"{ant}"``); ``fit`` refuses any other. ``None``: as they are.
+        Filled with each description: exactly one ``{}``, literal braces doubled (``"{{{}}}"`` gives
+        ``"{ant}"``); ``fit`` refuses any other. ``None``: descriptions as they are.
     temperature : float or "auto", default="auto"
-        ``predict_proba`` is the softmax of cosine similarities divided by it. ``"auto"`` uses
-        the model's learned scale for a ClipEncoder (CLIP: 1/100) and 0.01 otherwise.
+        ``predict_proba`` is the softmax of the similarities divided by it; ``"auto"``: a
+        ClipEncoder's learned scale (CLIP: 1/100), else 0.01.
 
     Attributes
     ----------
@@ -75,9 +73,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    ``fit(X, y=None)`` learns nothing from ``X`` or ``y``: it fits the encoder (which loads the
-    model and, for a ClipEncoder, decides the column's kind) and embeds the label texts.
-    ``score(X, y)`` then measures zero-shot accuracy; ``GridSearchCV`` can choose any parameter.
+    ``fit`` learns nothing from ``X`` or ``y``: it fits the encoder and embeds the label texts.
 
     Examples
     --------
@@ -96,10 +92,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
-        self.encoder = encoder
-        self.labels = labels
-        self.template = template
-        self.temperature = temperature
+        self.encoder, self.labels, self.template, self.temperature = encoder, labels, template, temperature
 
     def _class_prompts(self):
         if isinstance(self.labels, dict):
@@ -165,8 +158,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         owners = np.repeat(np.arange(len(classes)), [len(texts) for texts in prompts])
         centroids = np.stack([vectors[owners == k].mean(0) for k in range(len(classes))])
         self.label_embeddings_ = _unit(centroids).astype(np.float32)
-        self.classes_ = np.asarray(classes)
-        self.prompts_ = prompts
+        self.classes_, self.prompts_ = np.asarray(classes), prompts
         self.temperature_ = 1.0 / scale if self.temperature == "auto" else float(self.temperature)
         return self
 
@@ -227,7 +219,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        scores = self.similarities(X)  # checks the fit first (before classes_ is read)
+        scores = self.similarities(X)  # checks the fit before classes_ is read
         return self.classes_[scores.argmax(axis=1)]
 
     def __sklearn_tags__(self):
