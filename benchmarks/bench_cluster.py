@@ -10,7 +10,7 @@ steady-state throughput (models already loaded on the workers) and, separately, 
 costs: starting each cluster, and the first run, which ships the encoder and loads the model in
 every worker; and the resident memory of a Dask worker, idle and with each model loaded. On a 2-core machine expect no gain: the point is the overhead.
 
-Usage: python benchmarks/bench_cluster.py [--texts 1000] [--photos 160] [--repeats 3] [--no-ray]
+Usage: python benchmarks/bench_cluster.py [--texts 1000] [--photos 160] [--repeats 3] [--workers 1 2] [--no-ray]
 Writes docs/benchmarks_cluster.json (the run the "Scaling out" page quotes).
 """
 
@@ -54,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--texts", type=int, default=1000, help="SST-2 training sentences")
     parser.add_argument("--photos", type=int, default=160, help="hymenoptera photos")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="Dask cluster sizes; worker memory is read on the last (default: 1 2)")
     parser.add_argument("--no-ray", action="store_true", help="Dask only")
     parser.add_argument("--output", default=str(OUT), help="JSON results file (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -75,7 +77,7 @@ def main(argv=None):
         encoder.transform(items[:8])  # baseline warm-up outside the timing
 
     startup, runners, clients = {}, {}, []
-    for n_workers in (1, 2):
+    for n_workers in args.workers:
         name = f"dask, {n_workers} worker(s)"
         seconds, cluster = timed(lambda n=n_workers: LocalCluster(n_workers=n, threads_per_worker=1,
                                                                   processes=True, dashboard_address=None))
@@ -110,7 +112,8 @@ def main(argv=None):
             runners[f"ray, {n_actors} actor(s)"] = run_ray
 
     baseline = {kind: encoder.transform(items) for kind, (encoder, items) in workloads.items()}
-    memory = {"idle worker": list(clients[1][0].run(resident_mib).values())}
+    memory_name, memory_client = f"dask, {args.workers[-1]} worker(s)", clients[-1][0]
+    memory = {"idle worker": list(memory_client.run(resident_mib).values())}
     first_run = {}
     for name, run in runners.items():  # first run: ships the encoder and loads the model everywhere
         first_run[name] = {}
@@ -118,8 +121,8 @@ def main(argv=None):
             seconds, features = timed(lambda r=run, e=encoder, i=items: r(e, i))
             first_run[name][kind] = seconds
             assert np.abs(features - baseline[kind]).max() < 1e-5, (name, kind)
-            if name == "dask, 2 worker(s)":  # resident memory once this model is loaded (and the ones before)
-                memory[f"after {kind}"] = list(clients[1][0].run(resident_mib).values())
+            if name == memory_name:  # resident memory once this model is loaded (and the ones before)
+                memory[f"after {kind}"] = list(memory_client.run(resident_mib).values())
 
     times = {kind: {name: [] for name in ["single process", *runners]} for kind in workloads}
     for _ in range(args.repeats):  # alternating: every configuration once per repetition
@@ -146,7 +149,7 @@ def main(argv=None):
         print(f"  {name:<22} cluster start {values['start_s']:.1f} s")
     for name, values in first_run.items():
         print(f"  {name:<22} first run " + ", ".join(f"{k} {v:.1f} s" for k, v in values.items()))
-    print("resident memory of each of the 2 Dask workers: " + "; ".join(
+    print(f"resident memory of each of the {args.workers[-1]} Dask workers: " + "; ".join(
         f"{stage} {', '.join(f'{v:.0f}' for v in values)} MiB" for stage, values in memory.items()))
     Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {args.output}")

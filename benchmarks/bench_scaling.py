@@ -8,7 +8,7 @@ hide the work). Each size runs in a fresh child process, which reports its wall 
 peak resident memory above the level reached after loading the model.
 
 Usage: python benchmarks/bench_scaling.py [--image-factors 1 4 16] [--text-sizes 10000 40000 160000]
-       [--precision bf16] [--repeats 1]
+       [--precision bf16] [--repeats 1] [--limit N]
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ def _distinct_copies(files, factor):
     return items
 
 
-def child(kind: str, size: int, precision: str) -> dict:
+def child(kind: str, size: int, precision: str, limit: int | None = None) -> dict:
     """Run one size in this process; return time and memory figures."""
     from sktransfer import ImageEncoder, TextEncoder
 
     if kind == "image":
-        items = _distinct_copies(hymenoptera_files(), size)
+        items = _distinct_copies(hymenoptera_files()[:limit], size)
         encoder = ImageEncoder(weights="IMAGENET1K_V1", precision=precision).fit(items[:1])
         encoder.transform(items[:8])  # warm up (oneDNN kernels), outside the timing
     else:
@@ -104,8 +104,9 @@ def child(kind: str, size: int, precision: str) -> dict:
     }
 
 
-def run_child(kind, size, precision):
-    return run_json_child([__file__, "--child", kind, str(size), "--precision", precision])
+def run_child(kind, size, precision, limit):
+    return run_json_child([__file__, "--child", kind, str(size), "--precision", precision,
+                           *(["--limit", str(limit)] if limit else [])])
 
 
 def main(argv=None):
@@ -114,10 +115,11 @@ def main(argv=None):
     parser.add_argument("--text-sizes", type=int, nargs="*", default=[10_000, 40_000, 160_000])
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all sizes (interleaved); median time")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N image files (smoke test)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.precision)))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.precision, args.limit)))
         return
 
     print(f"Machine: {machine_description()}")
@@ -126,7 +128,7 @@ def main(argv=None):
     results = {label: [] for _, _, label in runs}
     for _ in range(args.repeats):  # rounds interleave the sizes, so machine drift hits them alike
         for kind, size, label in runs:
-            results[label].append(run_child(kind, size, args.precision))
+            results[label].append(run_child(kind, size, args.precision, args.limit))
 
     rows, series = [], {}
     for kind, _size, label in runs:

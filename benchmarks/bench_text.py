@@ -70,7 +70,7 @@ def main(argv=None):
         texts, _ = read_sst2(DATA_DIR / "sst2" / "stsa.binary.train")
         corpus = "SST-2 training sentences"
     else:
-        texts = read_docstring_paragraphs(2000)
+        texts = read_docstring_paragraphs(args.limit or 2000)  # the first N: a smoke run parses a few files
         corpus = "stdlib docstring paragraphs"
     texts = texts[: args.limit]
     fp32 = TextEncoder(device="cpu").fit(texts)
