@@ -1,9 +1,5 @@
-"""Reading one column of input: whatever container the user passes becomes a list of items.
-
-The shared front of every reader (texts, images, pairs): a list, tuple, array, pandas or polars
-Series or one-column DataFrame, pyarrow array or table, or any ordered iterable. Sets and
-mappings have no row order and are refused; so is anything wider than one column.
-"""
+"""The shared front of every reader: one column of input, in whatever container, as a list of items.
+Sets and mappings have no row order and are refused; so is anything wider than one column."""
 
 from __future__ import annotations
 

@@ -61,19 +61,9 @@ def setting(name: str, value, *, owner: str | None = None, shown: str | None = N
 
 
 class ItemError(ValueError):
-    """An item of the input that cannot be encoded: where it is, what it is and why.
-
-    Parameters
-    ----------
-    message : str
-        The whole message, naming the index and the fix.
-    index : int or None
-        The item's position in the column the encoder was given.
-    item : object
-        The item itself (pickled as its ``repr`` when it cannot be pickled, e.g. an open file).
-    reason : str or None
-        Why it failed, without the advice.
-    """
+    """An item that cannot be encoded: ``message`` names its index and the fix; ``index`` is its
+    position in the column the encoder was given, ``item`` the item (its ``repr`` once pickled if
+    it cannot be pickled, e.g. an open file), ``reason`` why it failed, without the advice."""
 
     def __init__(self, message: str, index: int | None = None, item=None, reason: str | None = None):
         super().__init__(message)

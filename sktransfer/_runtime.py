@@ -1,9 +1,5 @@
-"""How work runs, shared by every encoder and tuner: optional imports, bounded worker threads,
-DataLoaders, torch's thread count and Hugging Face's progress bars.
-
-One helper per mechanism, so that each behaviour (how far ahead threads run, what a missing extra
-says, which bars stay quiet) is decided in one place.
-"""
+"""How work runs, one helper per mechanism for every encoder and tuner: optional imports, bounded
+worker threads, DataLoaders, torch's thread count and Hugging Face's progress bars."""
 
 from __future__ import annotations
 
@@ -35,12 +31,9 @@ def optional_import(module: str, extra: str, needed_for: str):
 
 def ordered_map(function: Callable, items: Iterable, *, workers: int, ahead: int | None = None,
                 initializer: Callable | None = None, initargs: tuple = (), name: str = "sktransfer") -> Iterator:
-    """``map(function, items)`` on ``workers`` threads, yielding results in input order.
-
-    At most ``ahead`` calls (default ``2 * workers``) are submitted and not yet yielded, so memory
-    stays flat however long ``items`` is. With one worker and ``ahead=0`` it runs in the caller's
-    thread. Closing the generator (or an error) cancels what has not started and waits for the rest.
-    """
+    """``map(function, items)`` on ``workers`` threads in input order, at most ``ahead`` (default
+    ``2 * workers``) calls pending, so memory stays flat; ``ahead=0`` runs in the caller's thread.
+    Closing the generator cancels what has not started and waits for the rest."""
     ahead = 2 * workers if ahead is None else ahead
     if ahead == 0:
         yield from map(function, items)
@@ -92,12 +85,9 @@ def quiet_hugging_face():
 
 
 def default_num_workers(device: torch.device) -> int:
-    """Decoding processes chosen from the machine.
-
-    With an accelerator the CPU only decodes, so every core but one decodes (at most 8). On a CPU
-    the network already uses every core: extra decoding processes only pay off on larger machines
-    (measured on 2 cores, 398 photos: bf16 5.7 s with 0 workers vs 6.0 s with 1; fp32 8.9 s vs 8.2 s).
-    """
+    """Decoding processes: with an accelerator every core but one (at most 8); on a CPU the network
+    already uses every core, so only larger machines get some (2 cores, 398 photos: bf16 5.7 s
+    with 0 workers vs 6.0 s with 1; fp32 8.9 s vs 8.2 s)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type != "cpu":
         return max(0, min(8, cores - 1))

@@ -28,12 +28,8 @@ _TOKEN_COUNTS_MAX = 200_000
 
 
 def check_texts(items: list, on_error: str, owner: str) -> np.ndarray:
-    """The rows that are texts; items that are not strings follow ``on_error`` (in fit and transform alike).
-
-    ``"raise"`` raises an `ItemError` naming the first; ``"empty"`` replaces them in ``items`` by
-    ``""``; ``"nan"`` leaves them out of the returned mask. A string that is not valid Unicode (a
-    lone surrogate) is always an error: no policy can encode it.
-    """
+    """The rows that are texts; others follow ``on_error``: an `ItemError` (``"raise"``), ``""`` in
+    their place (``"empty"``) or out of the mask (``"nan"``). A lone surrogate is always an error."""
     for i, item in enumerate(items):
         if isinstance(item, str) and not item.isascii():
             try:
@@ -81,11 +77,8 @@ def length_sorted_batches(texts: list, batch_size: int, rows=None) -> list[list[
 
 
 def warn_truncated(owner: str, tokenizer, texts: set, limit: int, advice: str) -> None:
-    """Warn when texts are longer than ``limit`` tokens, whether or not their vectors are cached.
-
-    A token covers at least one UTF-8 byte, plus the special tokens and a SentencePiece word-start
-    marker, so shorter texts cannot be cut and need no tokenizing.
-    """
+    """Warn when texts are longer than ``limit`` tokens, cached or not. A token covers at least one
+    UTF-8 byte (plus special tokens and a word-start marker): shorter texts need no tokenizing."""
     budget = limit - tokenizer.num_special_tokens_to_add(pair=False) - 1
     candidates = [t for t in texts if 4 * len(t) > budget and len(t.encode("utf-8", "surrogatepass")) > budget]
     if not candidates:

@@ -1,12 +1,9 @@
 """What every sktransfer encoder shares, in the style of scikit-learn's ``preprocessing/_encoders.py``.
 
-An encoder's ``fit`` resolves its source (the model and its content hash) into an
-`EncoderIdentity` and records it with `BaseEncoder._set_identity`; its ``transform`` is
-`BaseEncoder._begin_transform` (the fit still holds, the column read, the model loaded through the
-registry) and one call of `BaseEncoder._encode_column` (`sktransfer._pipeline`). Each encoder
-supplies the hooks declared below: ``_valid_rows`` (its reader's checks), ``_load_model`` (its
-source) and ``_output_parameters``. Pickles carry the parameters and the identity, never weights
-nor a path of this machine: the model is found again by name where the pickle is loaded.
+``fit`` resolves the source into an `EncoderIdentity` (`BaseEncoder._set_identity`); ``transform``
+is `BaseEncoder._begin_transform` and one `BaseEncoder._encode_column` (`sktransfer._pipeline`).
+Each encoder supplies the hooks declared below (docs/architecture.md). Pickles carry the parameters
+and the identity, never weights nor a path: the model is found again by name where loaded.
 """
 
 from __future__ import annotations

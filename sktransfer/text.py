@@ -291,12 +291,8 @@ class TextEncoder(BaseEncoder):
         return model
 
     def _load_backend(self, identity: EncoderIdentity, device: str):
-        """The model with its transformer run by the identity's backend, from its export.
-
-        A private torch copy is loaded (checked against the content hash), exported if no export
-        exists yet, and its transformer module swapped for the runtime: tokenizer, pooling and
-        the rest of the head stay sentence-transformers' own.
-        """
+        """A private torch copy whose transformer the identity's backend runs from its export (made
+        if absent); tokenizer, pooling and the rest of the head stay sentence-transformers' own."""
         model = self._load_torch(self._torch_identity(identity), torch.device("cpu"))
         transformer = model[0]
         auto_model = _text_head.transformer_of(model, identity.model)
@@ -320,11 +316,8 @@ class TextEncoder(BaseEncoder):
         return model
 
     def trainable_model(self):
-        """A private float32 torch copy of the fitted model on ``device_``, outside the registry.
-
-        The seam fine-tuning trains through: the copy is checked against the fitted content and
-        holds any tuned tensors the identity names; the registry's shared model is never touched.
-        """
+        """A private float32 torch copy of the fitted model on ``device_``, outside the registry: the
+        seam fine-tuning trains through (content checked, tuned tensors applied)."""
         identity = self.identity_
         fp32 = dataclasses.replace(identity, settings={**identity.settings, "weights": "float32"})
         return self._load_model(fp32, torch.device(self.device_))
@@ -381,12 +374,9 @@ class TextEncoder(BaseEncoder):
     def encode_texts(self, model, texts: list, on_batch=None):
         """Encode distinct texts in length-sorted batches, one or several streams at once.
 
-        Returns the features in the given order and no failures (a text always encodes).
-        ``on_batch(positions, features)`` is called as each batch finishes, so the cache keeps
-        finished work when a run is interrupted. On a CPU, small batches keep torch's threads
-        waiting on one another; single-threaded streams keep every core busy (SST-2 at bf16: 2
-        streams of 1 thread ran 1.26x as fast as 1 stream of 2 threads), so torch's threads are
-        split between the streams while the call runs.
+        Returns the features in order and no failures; ``on_batch(positions, features)`` runs as
+        each batch finishes. On a CPU, single-threaded streams keep every core busy where small
+        batches leave torch's threads waiting (SST-2 at bf16: 1.26x one stream of 2 threads).
         """
         batches = length_sorted_batches(texts, self.batch_size)
         out = np.empty((len(texts), self.embedding_dim_), dtype=np.float32)

@@ -92,7 +92,10 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
-        self.encoder, self.labels, self.template, self.temperature = encoder, labels, template, temperature
+        self.encoder = encoder
+        self.labels = labels
+        self.template = template
+        self.temperature = temperature
 
     def _class_prompts(self):
         if isinstance(self.labels, dict):
