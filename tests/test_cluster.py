@@ -295,13 +295,21 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
-def test_ray_matches_local_keeps_order_and_loads_once_per_actor(ray_session, local_features):
-    ray, log = ray_session
+@pytest.fixture(scope="module")
+def ray_encoded(ray_session):
+    """TEXTS and their row numbers through ``sktransfer.ray.transform``, run once (each Ray
+    execution starts its actors anew, and loads the model in each)."""
+    ray, _ = ray_session
     from sktransfer.ray import transform
 
     encoder = CountingTextEncoder().fit(TEXTS[:2])
     dataset = ray.data.from_pandas(pd.DataFrame({"text": TEXTS, "row": np.arange(len(TEXTS))}))  # one block
-    encoded = transform(encoder, dataset, column="text", batch_size=8).materialize()
+    return transform(encoder, dataset, column="text", batch_size=8).materialize()
+
+
+def test_ray_matches_local_keeps_order_and_loads_once_per_actor(ray_session, ray_encoded, local_features):
+    _, log = ray_session
+    encoded = ray_encoded
     assert encoded.num_blocks() >= 2  # the single block was split so every actor gets work
     result = encoded.to_pandas()
     assert result["row"].tolist() == list(range(len(TEXTS)))  # input order
@@ -348,12 +356,13 @@ def test_cli_embed_on_a_dask_scheduler(dask_client, hymenoptera, tmp_path):
     (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
     address = dask_client.scheduler.address
 
-    def embed(*args):
-        return subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(tmp_path / "list.txt"),
-                               "--weights", "IMAGENET1K_V1", "--no-cache", "--scheduler", address, *args],
-                              capture_output=True, text=True, timeout=WATCHDOG_S)
+    def argv(*args):
+        return ["embed", str(tmp_path / "list.txt"), "--weights", "IMAGENET1K_V1", "--no-cache", "--scheduler",
+                address, *args]
 
-    result = embed("-o", str(tmp_path / "out"), "--partitions", "2")
+    # The real entry point, in a process of its own: the client it opens and closes is not this test's.
+    result = subprocess.run([sys.executable, "-m", "sktransfer", *argv("-o", str(tmp_path / "out"), "--partitions", "2")],
+                            capture_output=True, text=True, timeout=WATCHDOG_S)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "wrote 2 Parquet partition(s) of image features" in result.stdout
     written = pd.read_parquet(tmp_path / "out")
@@ -361,8 +370,11 @@ def test_cli_embed_on_a_dask_scheduler(dask_client, hymenoptera, tmp_path):
     assert written["item"].tolist() == paths
     assert list(written.columns[1:]) == list(local.get_feature_names_out())
     np.testing.assert_allclose(written.iloc[:, 1:].to_numpy(), local.transform(paths), atol=1e-5)
+    # Refused before any client connects, so in this process.
+    from test_docs import sktransfer_in_process
+
     for output, message in [("out", "is not an empty folder"), ("x.npy", "not a .npy file")]:
-        result = embed("-o", str(tmp_path / output))
+        result = sktransfer_in_process(argv("-o", str(tmp_path / output)), {})
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
@@ -388,13 +400,13 @@ def test_ray_gpus_follow_the_encoder_device(ray_session, text_encoder):
         transform(text_encoder, dataset, column="text", num_gpus=1)
 
 
-def test_ray_empty_dataset_keeps_its_columns(ray_session, text_encoder):
+def test_ray_empty_dataset_keeps_its_columns(ray_session, ray_encoded, text_encoder):
     """Ray Data runs no batch of an empty dataset: the output used to have no columns at all."""
     ray, _ = ray_session
     from sktransfer.ray import transform
 
     some = ray.data.from_pandas(pd.DataFrame({"text": TEXTS[:3], "row": np.arange(3)}))
-    expected = transform(text_encoder, some, column="text").schema()
+    expected = ray_encoded.schema()  # what a non-empty dataset of the same columns gives
     assert expected.names == ["text", "row", "embedding"]
     nothing = ray.data.from_pandas(pd.DataFrame({"text": pd.Series([], dtype=object), "row": pd.Series([], dtype="int64")}))
     from ray.data.expressions import col
