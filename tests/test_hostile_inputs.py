@@ -1,8 +1,6 @@
 """Hostile inputs (issue 12): each gets a named error or a documented result, never a silent wrong one."""
 
 import io
-import subprocess
-import sys
 import threading
 import warnings
 
@@ -169,14 +167,14 @@ def test_embed_checks_the_output_before_encoding(tmp_path):
     # The input names a missing photo: had encoding started first, that would be the error.
     listing = tmp_path / "photos.txt"
     listing.write_text(f"{tmp_path / 'absent.jpg'}\n")
+    from test_docs import sktransfer_in_process  # cli.main here; tests/test_cli.py runs the entry point
+
     taken = tmp_path / "out.npy"
     taken.mkdir()  # the output path is a folder
-    result = subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(listing), "-o", str(taken),
-                             "--no-cache"], capture_output=True, text=True)
+    result = sktransfer_in_process(["embed", str(listing), "-o", str(taken), "--no-cache"], {})
     assert result.returncode == 2, result.stderr
     assert f"cannot write the output {taken}: it is a folder" in result.stderr
-    inside_a_file = subprocess.run([sys.executable, "-m", "sktransfer", "embed", str(listing), "-o",
-                                    str(listing / "out.npy"), "--no-cache"], capture_output=True, text=True)
+    inside_a_file = sktransfer_in_process(["embed", str(listing), "-o", str(listing / "out.npy"), "--no-cache"], {})
     assert inside_a_file.returncode == 2 and "output folder does not exist" in inside_a_file.stderr
 
 
