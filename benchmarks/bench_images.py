@@ -25,6 +25,14 @@ from _common import (  # noqa: E402
 )
 
 from sktransfer import ImageEncoder  # noqa: E402
+from sktransfer._runtime import default_num_workers  # noqa: E402
+
+
+def resolved_workers(encoder, n_items: int) -> int:
+    """The decoding processes the encoder's DataLoader uses for ``n_items`` (``_runtime.data_loader``'s rule)."""
+    if encoder.num_workers != "auto":
+        return encoder.num_workers
+    return 0 if n_items <= encoder.batch_size else default_num_workers(torch.device(encoder.device_))
 
 
 def tutorial_loop(files, model, transform, batch_size=32):
@@ -86,7 +94,7 @@ def main(argv=None):
         rows.append([name, summary(seconds), f"{len(files) / median:.1f}", f"{base / median:.2f}x", *cos])
     table = Table(
         f"Images: {len(files)} hymenoptera files, MobileNetV2 IMAGENET1K_V1, batch 32, ImageEncoder "
-        f"num_workers={fp32._resolved_num_workers(len(files))}, {args.repeats} alternating repetitions",
+        f"num_workers={resolved_workers(fp32, len(files))}, {args.repeats} alternating repetitions",
         ["pipeline", "time (this machine)", "images/s", "vs baseline", "min cosine", "min cosine (photos)"],
         rows,
         notes=[
