@@ -49,7 +49,7 @@ def main(argv=None):
     once = {}
     for name, candidate in [("top 4 blocks, fp32", top), ("top 4 blocks, bf16", top_bf16)]:
         start = time.perf_counter()
-        candidate.activations  # the frozen 15 blocks, once per photo (a cached property)
+        _ = candidate.activations  # the frozen 15 blocks, once per photo (a cached property)
         once[name] = time.perf_counter() - start
     epochs = iter(range(1, 10_000))
     quiet = lambda batches: batches  # noqa: E731
