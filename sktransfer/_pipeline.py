@@ -108,7 +108,7 @@ def _through_cache(cache: EmbeddingCache, items: list, encode, content_key, iden
 
 
 def _warn_cache_fault(owner: str, exc: Exception, consequence: str) -> None:
-    warnings.warn(f"{owner}: {exc} ({consequence}).", UserWarning, stacklevel=6)
+    warnings.warn(f"{owner}: {exc} ({consequence}).", UserWarning, stacklevel=7)
 
 
 def warn_nan_rows(owner: str, n_bad: int, n_items: int, first: int, what: str, reason: str, policy: str) -> None:
@@ -117,7 +117,7 @@ def warn_nan_rows(owner: str, n_bad: int, n_items: int, first: int, what: str, r
         f"{owner} returned NaN rows for {n_bad} of {n_items} items ({policy}); first at index {first} "
         f"({what}): {reason}.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 

@@ -357,18 +357,15 @@ class TextEncoder(BaseEncoder):
         """
         items, valid, model = self._begin_transform(X)
         if self.identity_.settings.get("long_text") != "chunk":
-            self._warn_truncated(model, {items[i] for i in np.flatnonzero(valid)})
+            prompt = self.identity_.settings.get("prompt", "")
+            warn_truncated("TextEncoder", model.tokenizer, {prompt + items[i] for i in np.flatnonzero(valid)},
+                           self.max_length_, f". Set {setting('long_text', 'chunk')} to encode the whole text in "
+                           "overlapping windows, or raise max_length (up to the model's limit).")
         out, _ = self._encode_column(items, valid, lambda texts, on_batch: self.encode_texts(model, texts, on_batch),
                                      dedupe_key=lambda text: text, content_key=text_key)
         settle_failures("TextEncoder", [(i, items[i], "not a string") for i in np.flatnonzero(~valid)], len(items),
                         self.on_error)
         return out
-
-    def _warn_truncated(self, model, texts: set) -> None:
-        prompt = self.identity_.settings.get("prompt", "")
-        warn_truncated("TextEncoder", model.tokenizer, {prompt + t for t in texts} if prompt else texts,
-                       self.max_length_, f". Set {setting('long_text', 'chunk')} to encode the whole text in "
-                       "overlapping windows, or raise max_length (up to the model's limit).")
 
     # ------------------------------------------------------------------ encoding strategy
     def encode_texts(self, model, texts: list, on_batch=None):

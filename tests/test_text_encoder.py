@@ -133,6 +133,17 @@ def test_normalize_gives_unit_rows(encoder):
     np.testing.assert_allclose(out, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
 
 
+def test_transform_warnings_point_at_the_callers_line(encoder):
+    # Truncation and NaN-row warnings name the line that called transform (through scikit-learn's
+    # set_output wrapper), so a user sees where in their code the problem is.
+    short = clone(encoder).set_params(max_length=16, on_error="nan").fit(TEXTS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        short.transform(TEXTS + [None])
+    assert {str(w.message).split(" ")[1] for w in caught} == {"truncated", "returned"}
+    assert {w.filename for w in caught} == {__file__}
+
+
 def test_max_length_truncates_and_warns(encoder):
     short = clone(encoder).set_params(max_length=16).fit(TEXTS)
     with pytest.warns(UserWarning, match=r"truncated 1 distinct text\(s\) longer than max_length=16"):
