@@ -23,11 +23,18 @@ torch_spec="${SKTRANSFER_TORCH_SPEC:-$torch_spec}"
 stamp_file="$venv/.sktransfer-install-stamp"
 stamp="$(cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh" | sha256sum | cut -c1-16) $torch_spec"
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
-  echo "[bootstrap] installing sktransfer and its test/example/docs/cli/lint/dask/ray/domain/lora/timm/onnx/openvino extras (a few minutes the first time)"
+  echo "[bootstrap] installing sktransfer and its test/example/docs/cli/lint/dask/ray/spark/domain/lora/timm/onnx/openvino extras (a few minutes the first time)"
   # shellcheck disable=SC2086
-  "$venv/bin/python" -m pip install --quiet --progress-bar off $torch_spec -e "$root[test,examples,docs,cli,lint,dask,ray,domain,lora,timm,onnx,openvino]" \
+  "$venv/bin/python" -m pip install --quiet --progress-bar off $torch_spec -e "$root[test,examples,docs,cli,lint,dask,ray,spark,domain,lora,timm,onnx,openvino]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$stamp" > "$stamp_file"
 fi
 
 "$venv/bin/python" "$root/scripts/seed_offline_weights.py"
+
+# Spark (the spark extra, its tests and `sktransfer embed --spark`) runs on a Java 17+ runtime, which pip cannot
+# install: say how to get one where it is missing (the Spark tests fail without it, they are not skipped).
+if ! problem="$("$venv/bin/python" -c 'from sktransfer.spark import java_problem; print(java_problem() or "")')" \
+    || [ -n "$problem" ]; then
+  echo "[bootstrap] warning: ${problem:-could not check for Java (import sktransfer.spark failed)}" >&2
+fi

@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -80,8 +81,11 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     add("--scheduler", default=None, metavar="ADDRESS", help="encode on an existing Dask cluster (e.g. "
         "tcp://10.0.0.5:8786; needs sktransfer[dask]); OUTPUT is then a folder of Parquet partitions. A Parquet INPUT "
         "is read by the workers, other inputs by this process; paths must be readable on the workers")
-    add("--partitions", type=int, default=None,
-        help="with --scheduler: how many partitions to split a non-Parquet input into (default: 4 per worker thread)")
+    add("--spark", default=None, metavar="MASTER", help="encode on a Spark session with this master (e.g. local[2], "
+        "spark://host:7077, yarn; needs sktransfer[spark] and Java 17+); OUTPUT is then a folder of Parquet "
+        "partitions. A Parquet INPUT is read by the executors, other inputs by this process")
+    add("--partitions", type=int, default=None, help="with --scheduler or --spark: how many partitions to split a "
+        "non-Parquet input into (default: 4 per worker thread, or per core of the Spark session)")
 
 
 def _value_range(text: str) -> tuple[float, float]:
@@ -325,8 +329,12 @@ def embed(args) -> str:
     keep = parse_keep(args.keep)
     if args.no_cache and args.cache:
         raise EmbedError(f"--cache {args.cache} and --no-cache contradict each other; pass one of them")
+    if args.scheduler and args.spark:
+        raise EmbedError(f"--scheduler {args.scheduler} (Dask) and --spark {args.spark} are two clusters; pass one")
     if args.scheduler:
         return embed_on_cluster(args, output, keep)
+    if args.spark:
+        return embed_on_spark(args, output, keep)
     suffix = output.suffix.lower()
     if suffix not in OUTPUT_EXTENSIONS:
         raise EmbedError(f"output must end in .npy or .parquet, got {output.name}")
@@ -408,20 +416,23 @@ def _model_name(encoder) -> str:
     return encoder.model if isinstance(encoder.model, str) else type(encoder.model).__name__
 
 
-def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
-    """``sktransfer embed --scheduler ADDRESS``: encode on a Dask cluster, write Parquet partitions."""
+def check_partitions_output(args, output: Path, flag: str) -> Path:
+    """The checks of a run that writes a folder of Parquet partitions (``--scheduler``, ``--spark``), made
+    before any cluster is reached; returns the input's path."""
     if output.suffix.lower() == ".npy":
-        raise EmbedError("--scheduler writes a folder of Parquet partitions; give -o a folder name, not a .npy file")
+        raise EmbedError(f"{flag} writes a folder of Parquet partitions; give -o a folder name, not a .npy file")
     if output.exists() and not output.is_dir():
-        raise EmbedError(f"output {output} exists and is not an empty folder (it is a file); --scheduler writes a "
+        raise EmbedError(f"output {output} exists and is not an empty folder (it is a file); {flag} writes a "
                          "folder of Parquet partitions: choose a new folder name")
     if output.is_dir() and any(output.iterdir()):
         if not args.overwrite:
             raise EmbedError(f"output {output} exists and is not an empty folder; pass --overwrite to replace it, "
                              "or choose a new folder name")
-        # What a Dask Parquet output folder holds; --overwrite replaces no folder holding anything else.
+        # What a Dask or Spark Parquet output folder holds (Spark's local writer adds hidden .crc checksums);
+        # --overwrite replaces no folder holding anything else.
         stranger = next((entry.name for entry in sorted(output.iterdir()) if not entry.is_file() or not (
-            entry.suffix == ".parquet" or entry.name in {"_metadata", "_common_metadata", "_SUCCESS"})), None)
+            entry.suffix == ".parquet" or entry.name in {"_metadata", "_common_metadata", "_SUCCESS"}
+            or (entry.name.startswith(".") and entry.suffix == ".crc"))), None)
         if stranger is not None:
             raise EmbedError(f"output {output} holds {stranger}, which is not part of a Parquet dataset; it is not "
                              "replaced even with --overwrite: choose a new folder name")
@@ -429,6 +440,23 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
         raise EmbedError(f"output folder does not exist: {output.parent}")
     if not (source := Path(args.input).expanduser()).exists():
         raise EmbedError(f"input not found: {args.input}")
+    return source
+
+
+def _is_parquet(source: Path) -> bool:
+    return source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet")))
+
+
+def _kind_and_fit_items(args, sample: list) -> tuple[str, list]:
+    """For an input read on the workers: the kind from the first rows, and one good item for ``fit`` (the
+    column is validated on the workers; fit needs one item to resolve the model)."""
+    kind = args.kind if args.kind != "auto" else ("image" if _all_images(sample, None)[0] else "text")
+    return kind, next(([value] for value in sample if isinstance(value, (str, bytes))), sample[:1])
+
+
+def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
+    """``sktransfer embed --scheduler ADDRESS``: encode on a Dask cluster, write Parquet partitions."""
+    source = check_partitions_output(args, output, "--scheduler")
     distributed = optional_import("distributed", "dask", "--scheduler")
     dd = optional_import("dask.dataframe", "dask", "--scheduler")
     import pandas as pd  # dask.dataframe's own dependency
@@ -440,15 +468,12 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
     except (OSError, TimeoutError) as exc:
         raise EmbedError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
     with client:
-        if source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet"))):
+        if _is_parquet(source):
             frame = dd.read_parquet(str(source))  # lazy: only the columns selected below are read
             column = _pick_column(frame.columns, args.column, source.name)
             keep = _check_keep(list(keep), frame.columns, source.name)
             frame = frame.assign(item=frame[column])[["item", *keep]]
-            sample = frame["item"].head(20).tolist()
-            kind = args.kind if args.kind != "auto" else ("image" if _all_images(sample, None)[0] else "text")
-            # The column is validated on the workers; fit needs one good item to resolve the model.
-            fit_on = next(([value] for value in sample if isinstance(value, (str, bytes))), sample[:1])
+            kind, fit_on = _kind_and_fit_items(args, frame["item"].head(20).tolist())
         else:
             items, kind, _, kept = read_items(args.input, args.kind, args.column, keep)
             threads = sum(client.nthreads().values()) or 1
@@ -471,3 +496,63 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
     return (f"wrote {frame.npartitions} Parquet partition(s) of {kind} features ({_model_name(encoder)}, "
             f"{encoder.embedding_dim_} columns) to {output} in {seconds:.1f} s on {n_workers} Dask worker(s) at "
             f"{args.scheduler}")
+
+
+def embed_on_spark(args, output: Path, keep: list[str] = ()) -> str:
+    """``sktransfer embed --spark MASTER``: encode on a Spark session, write Parquet partitions with the
+    column names of a local run."""
+    source = check_partitions_output(args, output, "--spark")
+    optional_import("pyspark", "spark", "--spark")
+    from .spark import java_problem, transform, worker_error
+
+    if (problem := java_problem()) is not None:
+        raise EmbedError(problem)
+    from pyspark.errors import PythonException
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    if args.spark.startswith("local"):  # local workers run this interpreter, where sktransfer is installed
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    ours = SparkSession.getActiveSession() is None  # a session this process already runs is not ours to stop
+    session = (SparkSession.builder.master(args.spark).appName("sktransfer embed")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    if ours:
+        session.sparkContext.setLogLevel("FATAL")  # a failed task is reported below, in one line
+    try:
+        if _is_parquet(source):
+            frame = session.read.parquet(str(source))  # read by the executors
+            column = _pick_column(frame.columns, args.column, source.name)
+            keep = _check_keep(list(keep), frame.columns, source.name)
+            frame = frame.select(*dict.fromkeys([column, *keep]))  # errors then name the file's column
+            kind, fit_on = _kind_and_fit_items(args, [row[0] for row in frame.select(column).limit(20).collect()])
+        else:
+            import pandas as pd  # pyspark's pandas conversion needs it
+
+            items, kind, _, kept = read_items(args.input, args.kind, args.column, keep)
+            table = pd.concat([pd.DataFrame({"item": items}, dtype=object), kept], axis=1)  # concat skips None
+            column, frame = "item", session.createDataFrame(table).repartition(
+                max(1, min(len(items), args.partitions or 4 * session.sparkContext.defaultParallelism)))
+            fit_on = items  # validates the whole column here, before any executor starts
+        encoder = build_encoder(kind, args)
+        encoder.set_params(show_progress=False)  # executors have no terminal
+        encoder.fit(fit_on)
+        names = list(encoder.get_feature_names_out())
+        _refuse_clash(names, ["item", *keep])
+        start = time.perf_counter()
+        vectors = "__sktransfer_embedding__"
+        encoded = transform(encoder, frame, column, output_col=vectors, batch_size=max(256, args.batch_size))
+        # The item, the kept columns and one float column per feature, named as in a local run's Parquet output.
+        encoded = encoded.select(F.col(column).alias("item"), *keep,
+                                 *[F.col(vectors)[i].alias(name) for i, name in enumerate(names)])
+        with atomic_output(output) as staging:
+            encoded.write.parquet(str(staging))
+        seconds = time.perf_counter() - start
+        written = sum(1 for part in output.glob("*.parquet"))
+    except PythonException as exc:  # a refused item or a failure on an executor: exit status 1, in one line
+        raise RuntimeError(worker_error(exc) or str(exc)) from None
+    finally:
+        if ours:
+            session.stop()
+    return (f"wrote {written} Parquet partition(s) of {kind} features ({_model_name(encoder)}, "
+            f"{encoder.embedding_dim_} columns) to {output} in {seconds:.1f} s on Spark ({args.spark})")

@@ -21,7 +21,7 @@ LAYERS = {
     "estimator base": ["base"],
     "encoders": ["text", "image", "clip"],
     "built on encoders": ["_tuning", "_tune_text", "_tune_images", "finetune", "zeroshot", "tables"],
-    "entry points": ["_cluster", "dask", "ray", "_cli_embed", "cli", "__main__", "__init__"],
+    "entry points": ["_cluster", "dask", "ray", "spark", "_cli_embed", "cli", "__main__", "__init__"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 
