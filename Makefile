@@ -54,6 +54,6 @@ bench-finetune: setup
 bench-backends: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only backends
 
-# Dask and Ray local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
+# Dask, Ray and Spark local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
 bench-cluster: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cluster.py

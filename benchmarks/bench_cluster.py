@@ -1,16 +1,19 @@
-"""Encoding on Dask and Ray local clusters against the single-process encoder (the baseline).
+"""Encoding on Dask, Ray and Spark local clusters against the single-process encoder (the baseline).
 
 The same fitted encoder (no cache, so every item is encoded every time) encodes the same SST-2
 sentences and hymenoptera photos: in this process (``encoder.transform``, torch's default
 threads), through ``sktransfer.dask.transform`` on a LocalCluster of 1 and of 2 worker processes
 (one thread each), and through ``sktransfer.ray.transform`` with 1 and 2 actors on
 ``ray.init(num_cpus=3)`` (3 logical CPUs on the 2 cores: each actor holds one, and the stage
-that feeds them needs another). Repetitions alternate between the configurations; the figures are
+that feeds them needs another), and through ``sktransfer.spark.transform`` on a ``local[2]`` Spark
+session (2 task slots, one Python worker each; the rows collected and put back in input order on
+the driver, as a user would). Repetitions alternate between the configurations; the figures are
 steady-state throughput (models already loaded on the workers) and, separately, the start-up
 costs: starting each cluster, and the first run, which ships the encoder and loads the model in
 every worker; and the resident memory of a Dask worker, idle and with each model loaded. On a 2-core machine expect no gain: the point is the overhead.
 
 Usage: python benchmarks/bench_cluster.py [--texts 1000] [--photos 160] [--repeats 3] [--workers 1 2] [--no-ray]
+       [--no-spark]
 Writes docs/benchmarks_cluster.json (the run the "Scaling out" page quotes).
 """
 
@@ -56,7 +59,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="Dask cluster sizes; worker memory is read on the last (default: 1 2)")
-    parser.add_argument("--no-ray", action="store_true", help="Dask only")
+    parser.add_argument("--no-ray", action="store_true", help="no Ray rows")
+    parser.add_argument("--no-spark", action="store_true", help="no Spark rows")
     parser.add_argument("--output", default=str(OUT), help="JSON results file (default: %(default)s)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -111,6 +115,29 @@ def main(argv=None):
 
             runners[f"ray, {n_actors} actor(s)"] = run_ray
 
+    session = None
+    if not args.no_spark:
+        from pyspark.sql import SparkSession
+
+        import sktransfer.spark
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers run this interpreter
+        seconds, session = timed(lambda: SparkSession.builder.master("local[2]").appName("bench_cluster")
+                                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                                 .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+        session.sparkContext.setLogLevel("ERROR")
+        startup["spark, local[2]"] = {"start_s": seconds}
+
+        def run_spark(encoder, items):
+            frame = session.createDataFrame(pd.DataFrame({"row": np.arange(len(items)), "item": items}))
+            rows = sktransfer.spark.transform(encoder, frame.repartition(8), "item", batch_size=64).select(
+                "row", "embedding").collect()
+            features = np.empty((len(items), encoder.embedding_dim_), dtype=np.float32)
+            features[[row["row"] for row in rows]] = [row["embedding"] for row in rows]
+            return features
+
+        runners["spark, local[2]"] = run_spark
+
     baseline = {kind: encoder.transform(items) for kind, (encoder, items) in workloads.items()}
     memory_name, memory_client = f"dask, {args.workers[-1]} worker(s)", clients[-1][0]
     memory = {"idle worker": list(memory_client.run(resident_mib).values())}
@@ -158,6 +185,8 @@ def main(argv=None):
         cluster.close()
     if ray is not None:
         ray.shutdown()
+    if session is not None:
+        session.stop()
 
 
 if __name__ == "__main__":

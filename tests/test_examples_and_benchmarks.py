@@ -80,14 +80,16 @@ def test_cluster_benchmark_smoke(data_dir, tmp_path, capsys, monkeypatch):
     import pytest
 
     pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'sktransfer[dask]'")
-    # Dask only: every Ray execution restarts its actors (about 10 s each here), and the Ray calls
-    # the benchmark makes are those of tests/test_cluster.py. One cluster size: the loop over
-    # sizes is the same for each.
+    # Dask and Spark, no Ray: every Ray execution restarts its actors (about 10 s each here), and the
+    # Ray calls the benchmark makes are those of tests/test_cluster.py. One Dask cluster size: the
+    # loop over sizes is the same for each.
     monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # what the benchmark sets, undone after
     out = run_in_process("benchmarks/bench_cluster.py", "--texts", "16", "--photos", "4", "--repeats", "1",
                          "--workers", "2", "--no-ray", "--output", str(tmp_path / "cluster.json"), capsys=capsys,
                          status=None).out
-    assert "dask, 2 worker(s)" in out and "ray" not in out and "x the single process" in out
+    assert "dask, 2 worker(s)" in out and "spark, local[2]" in out and "ray" not in out
+    assert "x the single process" in out
     results = json.loads((tmp_path / "cluster.json").read_text())
     assert set(results["seconds"]) == {"texts", "photos"} and len(results["worker_rss_mib"]["after photos"]) == 2
 

@@ -46,19 +46,19 @@ def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
 
     log = tmp_path_factory.mktemp("spark") / "loads.txt"
-    # The JVM and the Python workers it starts take this process's environment at launch: this
-    # interpreter for the workers, cluster_helpers importable there, and where CountingTextEncoder logs.
-    env = {"PYSPARK_PYTHON": sys.executable, "SKTRANSFER_TEST_LOAD_LOG": str(log),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+    # The Python workers run this interpreter (PYSPARK_PYTHON, read when the context starts); they import
+    # cluster_helpers and CountingTextEncoder logs its loads through the executor environment, which
+    # reaches them whether or not an earlier session (a docs page's) launched the JVM.
+    saved = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     try:
         session = (SparkSession.builder.master("local[2]").appName("sktransfer tests")
                    .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.executorEnv.SKTRANSFER_TEST_LOAD_LOG", str(log))
+                   .config("spark.executorEnv.PYTHONPATH", str(HERE))
                    .config("spark.sql.shuffle.partitions", "4").getOrCreate())
     finally:
-        for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        os.environ.pop("PYSPARK_PYTHON") if saved is None else os.environ.__setitem__("PYSPARK_PYTHON", saved)
     session.sparkContext.setLogLevel("FATAL")  # a refused item is the point of some tests, not log noise
     yield session, log
     session.stop()
