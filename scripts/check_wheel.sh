@@ -28,7 +28,7 @@ import sktransfer
 from sktransfer import EmbeddingCache, FineTuningClassifier, ImageEncoder, TextEncoder, make_table_encoder  # noqa: F401
 
 assert sktransfer.__file__.startswith(sys.argv[1]), f"imported {sktransfer.__file__}, not the wheel"
-heavy = {"dask", "distributed", "ray", "skada", "peft", "timm", "onnx", "onnxruntime", "onnxscript", "openvino", "pyspark", "py4j"} & set(sys.modules)
+heavy = {"dask", "distributed", "ray", "skada", "peft", "timm", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf", "pyspark", "py4j"} & set(sys.modules)
 assert not heavy, f"import sktransfer imported the optional {sorted(heavy)}"
 import sktransfer.dask, sktransfer.ray, sktransfer.spark  # noqa: E401,F401  (the extras' modules ship in the wheel)
 print(f"[wheel] sktransfer {sktransfer.__version__} imports from {sktransfer.__file__}")

@@ -22,6 +22,7 @@ import torch
 from ._content import digest, sha256_hex
 from ._device import warn_cpu_fallback
 from ._folders import check_private_file, private_folder
+from ._quantize import quantize
 from ._runtime import optional_import
 from .model_store import sktransfer_home
 
@@ -32,8 +33,9 @@ __all__ = ["BACKENDS", "ExportMismatchError", "ExportSpec", "Network", "check_pr
 BACKENDS = ("torch", "onnx", "openvino")
 
 _RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
-_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-_EXPORT_LOCK = threading.Lock()
+# int8: the quantized operations run in int8 whatever the hint; the rest stays float32.
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+_EXPORT_LOCK = threading.RLock()  # an int8 export makes its float32 export inside
 
 
 def require(backend: str):
@@ -98,12 +100,18 @@ def fallback_device(backend: str, device: str, owner: str) -> str:
         return "cpu"
 
 
-def check_precision(backend: str, precision: str) -> None:
-    if backend == "onnx" and precision != "fp32":
+def check_precision(backend: str, precision: str, owner: str) -> None:
+    """Refuse a precision ``backend`` does not offer, naming what would work."""
+    if precision == "int8" and backend == "torch":
+        fix = ("ClipEncoder runs on torch only: use precision='fp32', or 'bf16' on a CPU with native bf16"
+               if owner == "ClipEncoder" else "Set backend='onnx' or backend='openvino'")
+        raise ValueError(f"{owner}: precision='int8' needs backend='onnx' (ONNX Runtime's quantization) or "
+                         f"backend='openvino' (NNCF); torch computes in fp32, bf16 or fp16. {fix}.")
+    if backend == "onnx" and precision in ("bf16", "fp16"):
         raise ValueError(
             f"precision={precision!r} is not offered with backend='onnx': ONNX Runtime's CPU provider has no bf16 or "
-            "fp16 arithmetic for these networks. Use precision='fp32', backend='openvino' (its inference precision "
-            "hint), or backend='torch'.")
+            "fp16 arithmetic for these networks. Use precision='fp32' or 'int8', backend='openvino' (its inference "
+            "precision hint), or backend='torch'.")
 
 
 @dataclass(frozen=True)
@@ -186,38 +194,57 @@ def _read_verified(backend: str, folder: Path, key: str) -> dict:
     return contents
 
 
-def exported_network(backend: str, payload: dict, build, *, device: str, precision: str) -> Network:
-    """The network ``payload`` describes, exported once (``build()`` gives the `ExportSpec`) and run by
-    ``backend``; a folder whose files do not match their manifest is exported again, with a warning."""
+def _stored(backend: str, payload: dict, write) -> tuple[Path, dict, bool]:
+    """The export ``payload`` keys, made by ``write(staging_folder)`` if absent or damaged (with a
+    warning); returns its folder, its verified files and whether it was made now."""
     key = export_key(backend, payload)
     folder = private_folder(private_folder(exports_dir(), "export folder") / backend, "export folder") / key
-    contents = None
     with _EXPORT_LOCK:
         if folder.exists():
             private_folder(folder, "export folder", create=False)
             try:
-                contents = _read_verified(backend, folder, key)
+                return folder, _read_verified(backend, folder, key), False
             except ExportMismatchError as exc:
                 warnings.warn(f"The exported network in {folder} does not match what was exported: {exc}. "
-                              "Exporting it again (the files found there are not used).", UserWarning, stacklevel=3)
+                              "Exporting it again (the files found there are not used).", UserWarning, stacklevel=4)
                 shutil.rmtree(folder, ignore_errors=True)
-        if exported := contents is None:
-            spec = build()
-            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))  # mkdtemp: owner-only
+        try:
+            write(staging)
+            files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(staging.iterdir()) if p.is_file()}
+            (staging / MANIFEST).write_text(json.dumps(
+                {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files},
+                indent=1, sort_keys=True))
             try:
-                _export(backend, spec, staging)
-                files = {p.name: sha256_hex(p.read_bytes()) for p in sorted(staging.iterdir()) if p.is_file()}
-                (staging / MANIFEST).write_text(json.dumps(
-                    {"key": key, "format": EXPORT_FORMAT, "backend": backend, "payload": payload, "files": files,
-                     "input_names": spec.input_names, "output_names": spec.output_names}, indent=1, sort_keys=True))
-                try:
-                    os.replace(staging, folder)  # atomic: another process sees all of it or none
-                except OSError:
-                    if not (folder / MANIFEST).exists():  # not a concurrent export of the same key
-                        raise
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            contents = _read_verified(backend, folder, key)
+                os.replace(staging, folder)  # atomic: another process sees all of it or none
+            except OSError:
+                if not (folder / MANIFEST).exists():  # not a concurrent export of the same key
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder, _read_verified(backend, folder, key), True
+
+
+def exported_network(backend: str, payload: dict, build, *, device: str, precision: str, int8=None) -> Network:
+    """The network ``payload`` describes, exported once (``build()`` gives the `ExportSpec`) and run by
+    ``backend``; a folder whose files do not match their manifest is exported again, with a warning.
+
+    ``int8``: ``(settings, calibration)`` for ``precision="int8"``: the float32 export, quantized by
+    `sktransfer._quantize.quantize`, is an export of its own, keyed by the payload and the settings.
+    """
+    def export(staging):
+        _export(backend, build(), staging)
+
+    if int8 is None:
+        folder, contents, exported = _stored(backend, payload, export)
+    else:
+        settings, calibration = int8
+
+        def quantized(staging):
+            _, fp32, _ = _stored(backend, payload, export)
+            quantize(backend, settings, fp32, _model_file(backend, staging).name, calibration, staging)
+
+        folder, contents, exported = _stored(backend, {**payload, "int8": settings}, quantized)
     return Network(backend, folder, contents, device=device, precision=precision, exported=exported)
 
 
@@ -273,7 +300,7 @@ class Network:
         compiled = _openvino_core().compile_model(self._source, self.device.upper(), config)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
-        if self.precision != "fp32" and effective != _OPENVINO_PRECISION[self.precision]:
+        if self.precision in ("bf16", "fp16") and effective != _OPENVINO_PRECISION[self.precision]:
             warnings.warn(
                 f"OpenVINO runs this network in {effective} on {self.device.upper()}: the device has no "
                 f"{self.precision} arithmetic, so precision={self.precision!r} gives float32 features (and speed) here.",

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._images import IMAGE_EXTENSIONS
+from ._quantize import CALIBRATION_ITEMS, FIDELITY_ITEMS
 from ._runtime import optional_import
 from .cache import as_cache, default_cache_dir
 from .image import ImageEncoder
 from .text import TextEncoder
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 TABLE_EXTENSIONS = {".csv", ".tsv", ".parquet", ".pq"}
 OUTPUT_EXTENSIONS = {".npy", ".parquet", ".pq"}
 
@@ -63,9 +64,10 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     add("--long-text", choices=["truncate", "chunk"], default=None, help="texts only: cut texts longer than the "
         "model's limit (truncate, the default) or average overlapping windows over the whole text (chunk)")
     add("--batch-size", type=int, default=32, help="items per forward pass (default: %(default)s)")
-    add("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="forward-pass arithmetic (default: "
-        "%(default)s; images run bf16/fp16 under autocast; texts run bf16 with bfloat16 weights and fp16 under "
-        "autocast; the output is float32 in every case)")
+    add("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32", help="forward-pass arithmetic "
+        "(default: %(default)s; images run bf16/fp16 under autocast; texts run bf16 with bfloat16 weights and fp16 "
+        "under autocast; int8 needs --backend onnx or openvino, quantizes the export and measures its cosine to "
+        "fp32 on the input; the output is float32 in every case)")
     add("--backend", choices=["torch", "onnx", "openvino"], default="torch", help="what runs the network: torch, ONNX "
         "Runtime (needs sktransfer[onnx]) or OpenVINO (needs sktransfer[openvino]); exported once into "
         "$SKTRANSFER_EXPORTS (default: %(default)s)")
@@ -447,11 +449,20 @@ def _is_parquet(source: Path) -> bool:
     return source.suffix.lower() in {".parquet", ".pq"} or (source.is_dir() and any(source.glob("*.parquet")))
 
 
+def _fit_sample_size(args) -> int:
+    """Rows read on the driver for ``fit``: 20 (the kind, one good item), or with ``--precision int8``
+    enough for the calibration and the fidelity sample."""
+    return CALIBRATION_ITEMS + FIDELITY_ITEMS if args.precision == "int8" else 20
+
+
 def _kind_and_fit_items(args, sample: list) -> tuple[str, list]:
-    """For an input read on the workers: the kind from the first rows, and one good item for ``fit`` (the
-    column is validated on the workers; fit needs one item to resolve the model)."""
+    """For an input read on the workers: the kind from the first rows, and the items ``fit`` needs (the
+    column is validated on the workers): one good item, or with int8 every good one of the sample."""
     kind = args.kind if args.kind != "auto" else ("image" if _all_images(sample, None)[0] else "text")
-    return kind, next(([value] for value in sample if isinstance(value, (str, bytes))), sample[:1])
+    good = [value for value in sample if isinstance(value, (str, bytes))]
+    if args.precision == "int8" and good:
+        return kind, good
+    return kind, good[:1] or sample[:1]
 
 
 def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
@@ -473,7 +484,7 @@ def embed_on_cluster(args, output: Path, keep: list[str] = ()) -> str:
             column = _pick_column(frame.columns, args.column, source.name)
             keep = _check_keep(list(keep), frame.columns, source.name)
             frame = frame.assign(item=frame[column])[["item", *keep]]
-            kind, fit_on = _kind_and_fit_items(args, frame["item"].head(20).tolist())
+            kind, fit_on = _kind_and_fit_items(args, frame["item"].head(_fit_sample_size(args)).tolist())
         else:
             items, kind, _, kept = read_items(args.input, args.kind, args.column, keep)
             threads = sum(client.nthreads().values()) or 1
@@ -525,7 +536,7 @@ def embed_on_spark(args, output: Path, keep: list[str] = ()) -> str:
             column = _pick_column(frame.columns, args.column, source.name)
             keep = _check_keep(list(keep), frame.columns, source.name)
             frame = frame.select(*dict.fromkeys([column, *keep]))  # errors then name the file's column
-            kind, fit_on = _kind_and_fit_items(args, [row[0] for row in frame.select(column).limit(20).collect()])
+            kind, fit_on = _kind_and_fit_items(args, [row[0] for row in frame.select(column).limit(_fit_sample_size(args)).collect()])
         else:
             import pandas as pd  # pyspark's pandas conversion needs it
 

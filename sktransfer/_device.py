@@ -8,7 +8,30 @@ import warnings
 import torch
 
 #: Precision names accepted by the ``precision`` parameter and the autocast dtype they select.
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: int8 is a quantized export's (ONNX Runtime, OpenVINO): torch's share of the work stays float32.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
+
+
+def native_bf16() -> bool | None:
+    """Whether this CPU has bf16 instructions (AVX-512 BF16, AMX, Arm BF16); None where it cannot be told."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = set(info.read().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def warn_slow_bf16(owner: str, device: torch.device, precision: str) -> None:
+    """Warn at fit when torch would run bf16 on a CPU without bf16 instructions (several times slower than fp32)."""
+    if precision != "bf16" or device.type != "cpu" or native_bf16() is not False:
+        return
+    warnings.warn(
+        f"{owner}(precision='bf16') runs on this CPU's torch, and the CPU has no bf16 instructions (no avx512_bf16 "
+        "or amx_bf16 flag): torch emulates bf16 there, which this project measured at 7x (TextEncoder) to 12x "
+        "(ImageEncoder) slower than fp32 on an AVX2 CPU (docs/benchmarks.md). Use precision='fp32'; for more "
+        "speed backend='onnx' (precision 'fp32' or 'int8'). `sktransfer speed` measures each option here.",
+        UserWarning, stacklevel=4)
 
 
 def _mps_available() -> bool:

@@ -19,8 +19,11 @@ from ._content import NotRegularFileError, bytes_key, file_content_key, open_reg
 from ._messages import ItemError, flag_style, flags_on, setting
 from ._runtime import ordered_map
 
-__all__ = ["ImageDataset", "ImageReadError", "check_images", "check_value_range", "collate", "content_key",
+__all__ = ["IMAGE_EXTENSIONS", "ImageDataset", "ImageReadError", "check_images", "check_value_range", "collate", "content_key",
            "decode_ahead", "describe_item", "is_image_item", "item_key", "to_rgb", "unsupported_reason"]
+
+#: File name endings read as image files where a path could be either (a folder, a list, a column).
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 #: Transparent pixels are composited onto white, as image viewers show them.
 BACKGROUND = (255, 255, 255)

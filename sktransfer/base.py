@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -19,12 +20,12 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from . import _backends
+from . import _backends, _quantize
 from ._content import object_digest, sha256_hex
-from ._device import PRECISIONS, fallback_device, resolve_device
+from ._device import PRECISIONS, fallback_device, resolve_device, warn_slow_bf16
 from ._identity import EncoderIdentity, ModelMismatchError
 from ._columns import column_to_list, is_dataframe, is_missing, numbers_hint, read_once, series_name
-from ._pipeline import encode_column, warn_nan_rows
+from ._pipeline import encode_column, settle_failures, warn_nan_rows
 from ._registry import model_registry
 from ._weights import apply_weights, weights_from_bytes
 from ._runtime import torch_threads
@@ -113,20 +114,115 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         return "torch"
 
     # ------------------------------------------------------------------ fit and transform
-    def _begin_fit(self, X) -> torch.device:
-        """Validate the parameters and ``X`` and resolve the device, before any model is loaded.
+    def _items_inputs(self, model, identity: EncoderIdentity, items: list) -> tuple[list, list]:
+        """The network inputs of ``items`` for int8 calibration (one tuple of arrays with a batch axis
+        of 1 per item that could be read) and the ``(position, reason)`` of the others."""
+        raise NotImplementedError
+
+    def _encode_items(self, model, items: list, on_batch=None) -> tuple[np.ndarray, dict]:
+        """Its encoding strategy: distinct items to vectors, ``{position: reason}`` for failures."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit and transform
+    def _begin_fit(self, X) -> tuple[torch.device, list, np.ndarray]:
+        """Validate the parameters and ``X`` and resolve the device, before any model is loaded;
+        returns the device, the items and the mask of rows to encode.
 
         With another backend, torch only loads the model to export it, on the CPU.
         """
         self._validate_params()
-        self.read_column(X, reset=True)
+        items, valid = self.read_column(X, reset=True)
+        for attribute in ("calibration_", "fidelity_"):  # an earlier int8 fit's
+            self.__dict__.pop(attribute, None)
         backend = self._requested_backend()
+        _backends.check_precision(backend, self.precision, type(self).__name__)
         if backend == "torch":
-            return resolve_device(self.device)
+            device = resolve_device(self.device)
+            warn_slow_bf16(type(self).__name__, device, self.precision)
+            return device, items, valid
         _backends.require(backend)
-        _backends.check_precision(backend, self.precision)
         _backends.resolve_device(backend, self.device)
-        return torch.device("cpu")
+        return torch.device("cpu"), items, valid
+
+    # ------------------------------------------------------------------ int8
+    def _int8_identity(self, identity: EncoderIdentity, kind: str, items: list, valid: np.ndarray, device):
+        """The identity of ``identity``'s network quantized to int8, and the float32 model it is measured against.
+
+        A calibrated recipe takes the network inputs of up to ``CALIBRATION_ITEMS`` fit items
+        (seeded sample) as ``calibration_``: fitted state that pickles carry, whose digest enters
+        the identity, so the same quantized network can be made again elsewhere.
+        """
+        owner = type(self).__name__
+        rows = np.random.default_rng(0).permutation(np.flatnonzero(valid))
+        if not rows.size:
+            raise ValueError(f"{owner} with precision='int8' measures the int8 network on the items given to fit, "
+                             f"and none of the {len(items)} can be encoded. Fit on some of the data you will "
+                             "transform.")
+        fp32 = dataclasses.replace(identity, settings={**identity.settings, "precision": "fp32"})
+        reference = model_registry.get(fp32.registry_key(device), lambda: self._load_model(fp32, device))
+        settings = _quantize.recipe(identity.settings["backend"], kind)
+        calibration = None
+        if settings["calibrated"]:
+            chosen = rows[:_quantize.CALIBRATION_ITEMS]
+            calibration, failed = self._items_inputs(reference, fp32, [items[i] for i in chosen])
+            settle_failures(owner, [(int(chosen[p]), items[chosen[p]], reason) for p, reason in failed], len(items),
+                            self.on_error)
+            if not calibration:
+                raise ValueError(f"{owner} with precision='int8' calibrates on the items given to fit, and none of "
+                                 "those sampled could be read.")
+            # Float inputs kept as float16: a bounded pickle (64 photos: 19 MB), the same ranges. In
+            # content order, so that the same items in another order are the same calibration.
+            calibration = sorted((tuple(a.astype(np.float16) if a.dtype.kind == "f" else a for a in batch)
+                                  for batch in calibration), key=lambda batch: _quantize.calibration_digest([batch]))
+            self.calibration_ = calibration
+        settings["calibration"] = None if calibration is None else _quantize.calibration_digest(calibration)
+        quantized = dataclasses.replace(
+            identity, settings={**identity.settings, "int8": settings},
+            model_settings=tuple(identity.model_settings) + ("int8",),
+            summary={**identity.summary, "int8": f"{settings['method']} by {settings['tool']}"})
+        return quantized, reference, rows
+
+    def _int8_spec(self, identity: EncoderIdentity):
+        """``(settings, calibration)`` for `sktransfer._backends.exported_network`, checked against the
+        identity (None without int8)."""
+        settings = identity.settings.get("int8")
+        if settings is None:
+            return None
+        owner = type(self).__name__
+        _quantize.check_recipe(settings, owner)
+        if settings["calibration"] is None:
+            return settings, None
+        calibration = self.__dict__.get("calibration_")
+        if calibration is None or _quantize.calibration_digest(calibration) != settings["calibration"]:
+            raise ModelMismatchError(
+                f"{owner} was fitted with precision='int8' calibrated on inputs {settings['calibration'][:12]}, but "
+                + ("holds no calibration inputs" if calibration is None else "holds other calibration inputs")
+                + ": its int8 network cannot be made again. Use the fitted encoder as it was pickled, or fit again.")
+        return settings, [tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in batch)
+                          for batch in calibration]
+
+    def _measure_fidelity(self, reference, items: list, rows: np.ndarray) -> None:
+        """``fidelity_``: the int8 vectors of up to ``FIDELITY_ITEMS`` fit items against float32's,
+        beyond the calibration sample where there are enough; a warning below ``FIDELITY_WARNING``."""
+        calibrated = self.identity_.settings["int8"]["calibration"] is not None
+        held_out = calibrated and rows.size > _quantize.CALIBRATION_ITEMS
+        start = _quantize.CALIBRATION_ITEMS if held_out else 0
+        sample = [items[i] for i in rows[start:start + _quantize.FIDELITY_ITEMS]]
+        with torch_threads(self.n_threads):
+            expected, _ = self._encode_items(reference, sample)
+            found, _ = self._encode_items(self.model_, sample)
+        figures = {**_quantize.fidelity(expected, found), "held_out": bool(held_out or not calibrated)}
+        self.fidelity_ = figures
+        shown = (f"{self.identity_.summary['int8']}; at fit, cosine to fp32 min {figures['min_cosine']:.4f}, "
+                 f"mean {figures['mean_cosine']:.4f} on {figures['n_items']} items")
+        self.identity_ = dataclasses.replace(self.identity_, summary={**self.identity_.summary, "int8": shown})
+        if not figures["mean_cosine"] >= _quantize.FIDELITY_WARNING:
+            warnings.warn(
+                f"{type(self).__name__}(precision='int8', backend={self._backend()!r}): its vectors have a mean cosine "
+                f"of {figures['mean_cosine']:.4f} (min {figures['min_cosine']:.4f}) to float32's on {figures['n_items']} "
+                f"fit items, below {_quantize.FIDELITY_WARNING}: int8 is not faithful for this model here. Use "
+                "precision='fp32' with the same backend, or precision='bf16' on a CPU with native bf16 "
+                "(`sktransfer speed` measures each option on your data).", UserWarning, stacklevel=3)
 
     def _backend(self) -> str:
         """The backend the fitted identity runs on (``fit`` reads the ``backend`` parameter)."""
@@ -151,7 +247,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
     @staticmethod
     def _torch_identity(identity: EncoderIdentity) -> EncoderIdentity:
         """The identity of the torch model a backend's export is made from (same settings, torch's registry key)."""
-        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision"))
+        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision", "int8"))
         return dataclasses.replace(identity, model_settings=shaping)
 
     def _network_payload(self, identity: EncoderIdentity, **layout) -> dict:

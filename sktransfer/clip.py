@@ -182,7 +182,7 @@ class ClipEncoder(BaseEncoder):
         self._validate_params()
         # Decided once from this column, before validation reads every row by that kind.
         self.modality_ = self._column_modality(self._items_of(X))
-        device = self._begin_fit(X)
+        device, _, _ = self._begin_fit(X)
         name = os.fspath(self.model)
         location = resolve_text_model(name)
         draft = EncoderIdentity("ClipEncoder", name, folder_digest(location), {"weights": "float32"},

@@ -172,7 +172,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         "early_stopping": ["boolean"],
         "head": [HasMethods(["fit", "predict"]), None],
         "augment": ["boolean", StrOptions({"auto"})],
-        "precision": [StrOptions(set(PRECISIONS))],
+        "precision": [StrOptions(set(PRECISIONS) - {"int8"})],  # training arithmetic: int8 is an export's
         "random_state": ["random_state"],
         "show_progress": ["boolean"],
         "cache": [None, str, os.PathLike, EmbeddingCache],

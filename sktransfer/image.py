@@ -243,7 +243,7 @@ class ImageEncoder(BaseEncoder):
         self : object
             The fitted encoder.
         """
-        device = self._begin_fit(X)
+        device, items, valid = self._begin_fit(X)
         value_range = check_value_range(self.value_range)
         layers = self._layers()
         source = _source(self.model, self.weights)
@@ -271,8 +271,12 @@ class ImageEncoder(BaseEncoder):
         identity = EncoderIdentity("ImageEncoder", name, content, settings, shaping, summary=summary)
         if self.backend != "torch":
             device = _backends.resolve_device(self.backend, self.device)
+            if self.precision == "int8":
+                identity, reference, rows = self._int8_identity(identity, "image", items, valid, device)
             backbone = model_registry.get(identity.registry_key(device), lambda: self._load_backend(identity, device))
         self._set_identity(identity, backbone, device)
+        if self.precision == "int8":
+            self._measure_fidelity(reference, items, rows)
         return self
 
     def _layers(self):
@@ -313,7 +317,7 @@ class ImageEncoder(BaseEncoder):
 
         network = _backends.exported_network(
             identity.settings["backend"], self._network_payload(identity, input=list(input_shape)), export_spec,
-            device=device, precision=identity.settings["precision"])
+            device=device, precision=identity.settings["precision"], int8=self._int8_spec(identity))
         return _BackendBackbone(**{**vars(backbone), "network": network})  # the same layout, one output_dims
 
     def _probe(self, backbone: Backbone, preprocess, device) -> dict:
@@ -370,6 +374,24 @@ class ImageEncoder(BaseEncoder):
 
     def _valid_rows(self, items: list) -> np.ndarray:
         return check_images(items, self.on_error, "ImageEncoder")
+
+    def _items_inputs(self, model, identity: EncoderIdentity, items: list) -> tuple[list, list]:
+        # Decoded and preprocessed as transform does, so the ranges are those of the real inputs.
+        side = resize_side(self.preprocess_)
+        value_range = identity.settings.get("value_range")
+        dataset = ImageDataset(items, self.preprocess_, 4 * side if identity.settings["jpeg_draft"] else None, side,
+                               None if value_range is None else tuple(value_range))
+        inputs, failed = [], []
+        for position in range(len(dataset)):
+            _, tensor, reason = dataset[position]
+            if tensor is None:
+                failed.append((position, reason))
+            else:
+                inputs.append((tensor.unsqueeze(0).numpy(),))
+        return inputs, failed
+
+    def _encode_items(self, model, items: list, on_batch=None):
+        return self._encode_images(model, items, on_batch)
 
     def transform(self, X):
         """Encode each image into the selected layers' pooled features.

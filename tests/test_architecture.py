@@ -17,11 +17,11 @@ LAYERS = {
     "mechanisms": ["_messages", "_runtime", "_device", "testing"],
     "identity and storage": ["_folders", "_content", "_identity", "_registry", "_weights", "cache", "model_store"],
     "readers, sources and runners": ["_columns", "_texts", "_images", "_text_head", "_backbones", "_timm",
-                                     "_backends", "_pipeline"],
+                                     "_quantize", "_backends", "_pipeline"],
     "estimator base": ["base"],
     "encoders": ["text", "image", "clip"],
     "built on encoders": ["_tuning", "_tune_text", "_tune_images", "finetune", "zeroshot", "tables"],
-    "entry points": ["_cluster", "dask", "ray", "spark", "_cli_embed", "cli", "__main__", "__init__"],
+    "entry points": ["_cluster", "dask", "ray", "spark", "speed", "_cli_embed", "cli", "__main__", "__init__"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 

@@ -178,7 +178,7 @@ def test_parameter_validation():
     with pytest.raises(InvalidParameterError, match="batch_size"):
         TextEncoder(batch_size=0).fit(["a"])
     with pytest.raises(InvalidParameterError, match="precision"):
-        TextEncoder(precision="int8").fit(["a"])
+        TextEncoder(precision="int4").fit(["a"])
     with pytest.raises(InvalidParameterError, match="on_error"):
         TextEncoder(on_error="skip").fit(["a"])
     with pytest.raises(InvalidParameterError, match="n_streams"):

@@ -1,0 +1,93 @@
+"""The speed advisor (`sktransfer.speed.speed`, ``sktransfer speed``) and the slow-bf16 warning.
+
+On a tiny input: every configuration measured in one process, the table's figures consistent with
+one another, the recommendation's line of Python building the encoder it measured.
+"""
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sktransfer import ImageEncoder, TextEncoder, _device, cli
+from sktransfer.speed import SpeedReport, machine_description, speed
+
+needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                                reason="the onnx extra is not installed: pip install 'sktransfer[onnx]'")
+
+
+@pytest.fixture(scope="module")
+def report(sst2_sample):
+    return speed(sst2_sample[0][:24], configurations=[("torch", "fp32"), ("torch", "bf16"), ("onnx", "int8")],
+                 repeats=2, show_progress=False, batch_size=8)
+
+
+@needs_onnx
+def test_the_report_measures_each_configuration_against_torch_fp32(report):
+    assert report.kind == "text" and report.n_items == 24 and report.repeats == 2
+    names = [row["configuration"] for row in report.rows]
+    assert names == ["torch fp32", "torch bf16", "onnx int8"]
+    reference = report.rows[0]
+    assert reference["ratio"] == 1.0 and reference["min_cosine"] == pytest.approx(1.0, abs=1e-6)
+    for row in report.rows:
+        assert len(row["seconds"]) in (1, 2) and row["items_per_second"] > 0
+        assert row["items_per_second"] == pytest.approx(24 / np.median(row["seconds"]), rel=1e-3)
+        assert row["ratio"] == pytest.approx(row["items_per_second"] / reference["items_per_second"], rel=1e-2)
+        assert 0.5 < row["min_cosine"] <= row["mean_cosine"] <= 1.0 + 1e-6
+    assert report.rows[2]["fidelity_at_fit"]["n_items"] == 24
+    assert "CPU capability" in report.machine and "bf16 instructions" in report.machine
+
+
+@needs_onnx
+def test_the_recommendation_is_the_fastest_faithful_row_and_its_line_builds_it(report):
+    for level, row in report.recommended.items():
+        faithful = [r for r in report.rows if r["mean_cosine"] >= level]
+        assert row is max(faithful, key=lambda r: r["items_per_second"])
+        line = report.python(row)
+        built = eval(line, {"TextEncoder": TextEncoder})  # noqa: S307 - our own line
+        assert built.backend == row["backend"] and built.precision == row["precision"]
+    shown = str(report)
+    assert "fastest at mean cosine >= 0.99:" in shown and "fastest at mean cosine >= 0.999:" in shown
+    assert "TextEncoder('all-MiniLM-L6-v2'" in shown
+    json.dumps(report.to_dict())  # serialisable as it is
+
+
+def test_a_slow_configuration_is_not_timed_again():
+    rows = [{"items_per_second": 10.0, "mean_cosine": 1.0, "configuration": "torch fp32", "backend": "torch",
+             "precision": "fp32", "params": {}, "ratio": 1.0},
+            {"items_per_second": 1.0, "mean_cosine": 0.9999, "configuration": "torch bf16", "backend": "torch",
+             "precision": "bf16", "params": {}, "ratio": 0.1}]
+    report = SpeedReport("text", "m", 4, 3, machine_description(), rows, [], {})
+    assert report.recommended[0.999]["configuration"] == "torch fp32"
+    assert report.python(rows[1]) == "TextEncoder('m', precision='bf16')"
+
+
+@needs_onnx
+def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys, hymenoptera):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in map(Path, hymenoptera["val"]["ants"][:3]):
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "speed.json"
+    code = cli.main(["speed", str(folder), "--weights", "IMAGENET1K_V1", "--repeats", "1", "--batch-size", "2",
+                     "--json", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "3 images, mobilenet_v2" in printed and "onnx int8" in printed
+    found = json.loads(out.read_text())
+    assert found["kind"] == "image" and [r["configuration"] for r in found["rows"]][0] == "torch fp32"
+    assert cli.main(["speed", str(folder), "--kind", "text", "--weights", "X"]) == 2
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_at_fit(monkeypatch, sst2_sample):
+    monkeypatch.setattr(_device, "native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match=r"no bf16 instructions .* 7x \(TextEncoder\) to 12x"):
+        TextEncoder(device="cpu", precision="bf16").fit(sst2_sample[0][:2])
+    monkeypatch.setattr(_device, "native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TextEncoder(device="cpu", precision="bf16").fit(sst2_sample[0][:2])
+        ImageEncoder(weights="IMAGENET1K_V1", device="cpu").fit(["unused.jpg"])  # fp32: never
