@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 
 # `make docs` builds the documentation site into site/ (warnings are errors).
-.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster bench-finetune bench-backends
+.PHONY: setup demo test lint check-wheel docs bench bench-text bench-images bench-cache bench-scaling bench-threads bench-cluster bench-finetune bench-backends bench-speed-advice
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -50,9 +50,14 @@ bench-threads: setup
 bench-finetune: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only finetune
 
-# torch, ONNX Runtime and OpenVINO under ImageEncoder and TextEncoder (docs/image_encoder.md#backends).
+# torch, ONNX Runtime and OpenVINO (fp32, bf16, int8) under ImageEncoder and TextEncoder, with downstream
+# accuracy beside cosine (docs/image_encoder.md#backends, docs/cpu_speed.md).
 bench-backends: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py --only backends
+
+# The speed advisor on one corpus, its choice applied to another (docs/cpu_speed.md, docs/speed_advice.json).
+bench-speed-advice: setup
+	@HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_speed_advice.py
 
 # Dask, Ray and Spark local clusters vs the single-process encoder: overhead and start-up (docs/scaling_out.md).
 bench-cluster: setup

@@ -230,7 +230,8 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
     ``backend``; a folder whose files do not match their manifest is exported again, with a warning.
 
     ``int8``: ``(settings, calibration)`` for ``precision="int8"``: the float32 export, quantized by
-    `sktransfer._quantize.quantize`, is an export of its own, keyed by the payload and the settings.
+    `sktransfer._quantize.quantize`, is an export of its own, keyed by the payload and the settings;
+    ``calibration()`` gives the calibration inputs (checked by the caller), called only to quantize.
     """
     def export(staging):
         _export(backend, build(), staging)
@@ -242,7 +243,7 @@ def exported_network(backend: str, payload: dict, build, *, device: str, precisi
 
         def quantized(staging):
             _, fp32, _ = _stored(backend, payload, export)
-            quantize(backend, settings, fp32, _model_file(backend, staging).name, calibration, staging)
+            quantize(backend, settings, fp32, _model_file(backend, staging).name, calibration(), staging)
 
         folder, contents, exported = _stored(backend, {**payload, "int8": settings}, quantized)
     return Network(backend, folder, contents, device=device, precision=precision, exported=exported)

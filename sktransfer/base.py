@@ -123,6 +123,15 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         """Its encoding strategy: distinct items to vectors, ``{position: reason}`` for failures."""
         raise NotImplementedError
 
+    def _sample_key(self, item) -> str | None:
+        """A key of ``item`` that orders the int8 fit sample whatever the input's order, and says which
+        items are the same (None: the item has no stable key, such as an in-memory image)."""
+        raise NotImplementedError
+
+    def _describe(self, item) -> str:
+        """How an error names one of its items."""
+        return repr(item)
+
     # ------------------------------------------------------------------ fit and transform
     def _begin_fit(self, X) -> tuple[torch.device, list, np.ndarray]:
         """Validate the parameters and ``X`` and resolve the device, before any model is loaded;
@@ -153,7 +162,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         the identity, so the same quantized network can be made again elsewhere.
         """
         owner = type(self).__name__
-        rows = np.random.default_rng(0).permutation(np.flatnonzero(valid))
+        rows = self._fit_sample(items, valid)
         if not rows.size:
             raise ValueError(f"{owner} with precision='int8' measures the int8 network on the items given to fit, "
                              f"and none of the {len(items)} can be encoded. Fit on some of the data you will "
@@ -165,8 +174,9 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         if settings["calibrated"]:
             chosen = rows[:_quantize.CALIBRATION_ITEMS]
             calibration, failed = self._items_inputs(reference, fp32, [items[i] for i in chosen])
-            settle_failures(owner, [(int(chosen[p]), items[chosen[p]], reason) for p, reason in failed], len(items),
-                            self.on_error)
+            if self.on_error == "raise":  # with "nan", transform reports them: calibration takes the others
+                settle_failures(owner, [(int(chosen[p]), items[chosen[p]], reason) for p, reason in failed],
+                                len(items), "raise", describe=self._describe)
             if not calibration:
                 raise ValueError(f"{owner} with precision='int8' calibrates on the items given to fit, and none of "
                                  "those sampled could be read.")
@@ -174,6 +184,10 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
             # content order, so that the same items in another order are the same calibration.
             calibration = sorted((tuple(a.astype(np.float16) if a.dtype.kind == "f" else a for a in batch)
                                   for batch in calibration), key=lambda batch: _quantize.calibration_digest([batch]))
+            if not all(np.isfinite(a).all() for batch in calibration for a in batch if a.dtype.kind == "f"):
+                raise ValueError(f"{owner} with precision='int8': the preprocessed fit items hold values beyond "
+                                 "float16's range (65504), which calibration keeps them in; scale the "
+                                 "preprocessing's output, or use precision='fp32'.")
             self.calibration_ = calibration
         settings["calibration"] = None if calibration is None else _quantize.calibration_digest(calibration)
         quantized = dataclasses.replace(
@@ -182,35 +196,59 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
             summary={**identity.summary, "int8": f"{settings['method']} by {settings['tool']}"})
         return quantized, reference, rows
 
+    def _fit_sample(self, items: list, valid: np.ndarray) -> np.ndarray:
+        """The distinct valid rows, in an order that does not depend on the input's: by content key,
+        then the items without one (in-memory images) in a seeded order of their positions."""
+        first = {}
+        unkeyed = []
+        for row in np.flatnonzero(valid):
+            key = self._sample_key(items[row])
+            if key is None:
+                unkeyed.append(int(row))
+            else:
+                first.setdefault(key, int(row))
+        keyed = [first[key] for key in sorted(first)]
+        return np.asarray(keyed + list(np.random.default_rng(0).permutation(unkeyed)), dtype=np.intp)
+
     def _int8_spec(self, identity: EncoderIdentity):
-        """``(settings, calibration)`` for `sktransfer._backends.exported_network`, checked against the
-        identity (None without int8)."""
+        """For `sktransfer._backends.exported_network`: None without int8, else ``(settings, make)``, where
+        ``make()`` returns the calibration inputs, checked against the identity; it runs only when the
+        int8 network must be made (an export found on disk is verified by its own manifest)."""
         settings = identity.settings.get("int8")
         if settings is None:
             return None
+        return settings, lambda: self._calibration_for(settings)
+
+    def _calibration_for(self, settings: dict):
         owner = type(self).__name__
         _quantize.check_recipe(settings, owner)
         if settings["calibration"] is None:
-            return settings, None
+            return None
         calibration = self.__dict__.get("calibration_")
         if calibration is None or _quantize.calibration_digest(calibration) != settings["calibration"]:
             raise ModelMismatchError(
                 f"{owner} was fitted with precision='int8' calibrated on inputs {settings['calibration'][:12]}, but "
                 + ("holds no calibration inputs" if calibration is None else "holds other calibration inputs")
                 + ": its int8 network cannot be made again. Use the fitted encoder as it was pickled, or fit again.")
-        return settings, [tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in batch)
-                          for batch in calibration]
+        return [tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in batch) for batch in calibration]
 
     def _measure_fidelity(self, reference, items: list, rows: np.ndarray) -> None:
         """``fidelity_``: the int8 vectors of up to ``FIDELITY_ITEMS`` fit items against float32's,
         beyond the calibration sample where there are enough; a warning below ``FIDELITY_WARNING``."""
         calibrated = self.identity_.settings["int8"]["calibration"] is not None
-        held_out = calibrated and rows.size > _quantize.CALIBRATION_ITEMS
+        # Items the calibration did not see, when there are enough of them; else the first ones.
+        held_out = calibrated and rows.size >= _quantize.CALIBRATION_ITEMS + _quantize.FIDELITY_ITEMS
         start = _quantize.CALIBRATION_ITEMS if held_out else 0
-        sample = [items[i] for i in rows[start:start + _quantize.FIDELITY_ITEMS]]
+        chosen = rows[start:start + _quantize.FIDELITY_ITEMS]
+        sample = [items[i] for i in chosen]
         with torch_threads(self.n_threads):
-            expected, _ = self._encode_items(reference, sample)
-            found, _ = self._encode_items(self.model_, sample)
+            expected, failed = self._encode_items(reference, sample)
+            found, failed_int8 = self._encode_items(self.model_, sample)
+        failed = {**failed, **failed_int8}
+        if failed and self.on_error == "raise":
+            settle_failures(type(self).__name__, [(int(chosen[p]), sample[p], reason) for p, reason in failed.items()],
+                            len(items), "raise", describe=self._describe)
+        expected[list(failed)] = np.nan  # rows not encoded are not compared
         figures = {**_quantize.fidelity(expected, found), "held_out": bool(held_out or not calibrated)}
         self.fidelity_ = figures
         shown = (f"{self.identity_.summary['int8']}; at fit, cosine to fp32 min {figures['min_cosine']:.4f}, "
@@ -247,7 +285,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
     @staticmethod
     def _torch_identity(identity: EncoderIdentity) -> EncoderIdentity:
         """The identity of the torch model a backend's export is made from (same settings, torch's registry key)."""
-        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision", "int8"))
+        shaping = tuple(n for n in identity.model_settings if n not in ("backend", "precision", "int8", "preprocess"))
         return dataclasses.replace(identity, model_settings=shaping)
 
     def _network_payload(self, identity: EncoderIdentity, **layout) -> dict:

@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ._cli_embed import EmbedError, add_embed_arguments, atomic_output, embed, read_items
+from ._cli_embed import EmbedError, add_embed_arguments, atomic_output, embed, probe_writable, read_items
 from ._messages import flag_style
 from .cache import CacheError, EmbeddingCache, default_cache_dir, export_part_name
 
@@ -197,12 +197,19 @@ def _embed(args) -> int:
 
 
 def _speed(args) -> int:
-    from .speed import speed
+    from .speed import configuration_names, speed
 
     if args.max_items < 1 or args.repeats < 1:
         return _fail("--max-items and --repeats must be at least 1", 2)
     try:
+        if args.json:
+            probe_writable(args.json)  # before minutes of measuring, not after
         items, kind, _, _ = read_items(args.input, args.kind, args.column)
+        known = configuration_names(kind)
+        for name in args.only or []:
+            if name not in known:
+                raise EmbedError(f"--only {name!r} is not a configuration this machine can run for {kind}s; "
+                                 f"choose among {', '.join(repr(k) for k in known)}")
         params = {"batch_size": args.batch_size}
         if args.weights is not None:
             if kind != "image":
@@ -210,7 +217,7 @@ def _speed(args) -> int:
                                  "image)")
             params["weights"] = args.weights
         report = speed(items, kind=kind, model=args.model, max_items=args.max_items, repeats=args.repeats,
-                       show_progress=not args.quiet, **params)
+                       configurations=args.only, show_progress=not args.quiet, **params)
     except EmbedError as exc:
         return _fail(str(exc), 2)
     except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as exc:
@@ -219,7 +226,11 @@ def _speed(args) -> int:
     if args.json:
         import json
 
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        try:
+            with atomic_output(args.json) as temporary:
+                Path(temporary).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"cannot write {args.json}: {exc}")
     return 0
 
 
@@ -263,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--max-items", type=int, default=200, help="size of the sample measured, drawn with a fixed "
                        "seed (default: %(default)s)")
     speed.add_argument("--repeats", type=int, default=3, help="timed rounds per configuration (default: %(default)s)")
+    speed.add_argument("--only", action="append", default=None, metavar="CONFIG", help="measure only this "
+                       "configuration, named as the table names it (e.g. 'onnx int8' or 'torch fp32, n_streams=1'); "
+                       "repeat for several (torch fp32, the reference, is always measured)")
     speed.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE as JSON")
     speed.add_argument("--quiet", action="store_true", help="no progress bar")
     speed.set_defaults(handler=_speed, usage_parser=speed)

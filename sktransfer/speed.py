@@ -25,7 +25,7 @@ from ._quantize import fidelity
 from .image import ImageEncoder
 from .text import TextEncoder
 
-__all__ = ["SpeedReport", "machine_description", "speed"]
+__all__ = ["SpeedReport", "configuration_names", "machine_description", "speed"]
 
 #: A configuration whose first round is this many times slower than torch fp32 is not timed again.
 SLOW_CUTOFF = 4.0
@@ -90,6 +90,11 @@ def _configurations(kind: str) -> tuple[list[Configuration], list[str]]:
     return runnable, missing
 
 
+def configuration_names(kind: str) -> list[str]:
+    """The configurations `speed` can measure on this machine for ``kind``, named as its table names them."""
+    return [c.name for c in _configurations(kind)[0]]
+
+
 @dataclasses.dataclass
 class SpeedReport:
     """What `speed` measured: one row per configuration, the fastest at each fidelity level.
@@ -107,13 +112,14 @@ class SpeedReport:
     """
 
     kind: str
-    model: str
+    model: object
     n_items: int
     repeats: int
     machine: str
     rows: list
     unavailable: list
     encoder_params: dict
+    device: str = "cpu"
 
     @property
     def recommended(self) -> dict:
@@ -125,18 +131,23 @@ class SpeedReport:
 
     def python(self, row: dict) -> str:
         """The line of Python that builds the encoder ``row`` measured."""
-        cls = "TextEncoder" if self.kind == "text" else "ImageEncoder"
-        params = {**self.encoder_params}
+        cls = TextEncoder if self.kind == "text" else ImageEncoder
+        defaults = cls().get_params()
+        params = {k: v for k, v in self.encoder_params.items() if k not in defaults or defaults[k] != v}
+        if self.device == "cpu" and _default_device_is_not_cpu():
+            params["device"] = "cpu"  # what was measured; "auto" would take the GPU here
         if row["backend"] != "torch":
             params["backend"] = row["backend"]
         if row["precision"] != "fp32":
             params["precision"] = row["precision"]
         params.update(row["params"])
-        shown = ", ".join([repr(self.model)] + [f"{k}={v!r}" for k, v in params.items()])
-        return f"{cls}({shown})"
+        model = repr(self.model) if isinstance(self.model, str) else "model"  # a module: the user's own variable
+        shown = ", ".join([model] + [f"{k}={v!r}" for k, v in params.items()])
+        return f"{cls.__name__}({shown})"
 
     def __str__(self) -> str:
-        lines = [f"sktransfer speed: {self.n_items} {self.kind}s, {self.model}, {self.repeats} alternating rounds",
+        model = self.model if isinstance(self.model, str) else type(self.model).__name__
+        lines = [f"sktransfer speed: {self.n_items} {self.kind}s, {model}, {self.repeats} alternating rounds",
                  f"machine: {self.machine}", "",
                  f"{'configuration':<28} {'items/s':>9} {'vs torch fp32':>14} {'min cosine':>11} "
                  f"{'mean cosine':>12} {'set-up':>8}  note"]
@@ -158,9 +169,18 @@ class SpeedReport:
 
     def to_dict(self) -> dict:
         """Everything measured, as JSON-serialisable values."""
-        return {"kind": self.kind, "model": self.model, "n_items": self.n_items, "repeats": self.repeats,
-                "machine": self.machine, "rows": self.rows, "unavailable": self.unavailable,
+        def plain(value):  # NaN (a configuration that failed) as JSON's null
+            return None if isinstance(value, float) and value != value else value
+
+        rows = [{k: plain(v) for k, v in row.items()} for row in self.rows]
+        return {"kind": self.kind, "model": str(self.model), "n_items": self.n_items, "repeats": self.repeats,
+                "machine": self.machine, "rows": rows, "unavailable": self.unavailable,
                 "recommended": {str(level): row and row["configuration"] for level, row in self.recommended.items()}}
+
+
+def _default_device_is_not_cpu() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def _image_like(item) -> bool:
@@ -222,16 +242,25 @@ def speed(items, *, kind: str = "auto", model=None, max_items: int = 200, repeat
         kind = "image" if all(map(_image_like, items)) else "text"
     if kind not in ("text", "image"):
         raise ValueError(f"kind must be 'auto', 'text' or 'image', got {kind!r}")
-    if not (isinstance(repeats, int) and repeats >= 1 and isinstance(max_items, int) and max_items >= 1):
-        raise ValueError(f"repeats and max_items must be positive integers, got {repeats!r} and {max_items!r}")
+    for name, value in (("repeats", repeats), ("max_items", max_items)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    fixed = sorted({"backend", "precision", "n_streams", "cache", "show_progress"} & set(encoder_params))
+    if fixed:
+        raise ValueError(f"speed sets {fixed[0]} itself for each configuration; choose configurations with "
+                         "configurations=[...] instead of passing it.")
     cls = TextEncoder if kind == "text" else ImageEncoder
     model = model if model is not None else cls().model
     sample = _sample(items, max_items)
     runnable, unavailable = _configurations(kind)
     if configurations is not None:  # names as the table shows them, or (backend, precision) for the plain ones
         wanted = {c if isinstance(c, str) else Configuration(*c).name for c in configurations}
+        unknown = sorted(wanted - {c.name for c in runnable})
+        if unknown:
+            raise ValueError(f"configuration {unknown[0]!r} is not one this machine can run for {kind}s; choose among "
+                             f"{[c.name for c in runnable]}" + (f" ({'; '.join(unavailable)})" if unavailable else ""))
         runnable = [c for c in runnable if c.name in wanted]
-    if not runnable or (runnable[0].backend, runnable[0].precision) != ("torch", "fp32"):
+    if not runnable or runnable[0].name != "torch fp32":
         runnable.insert(0, Configuration("torch", "fp32"))  # the reference every figure is relative to
     base = {"device": "cpu", **encoder_params, "cache": None, "show_progress": False}
 
@@ -251,7 +280,7 @@ def speed(items, *, kind: str = "auto", model=None, max_items: int = 200, repeat
                 encoder = cls(model, backend=configuration.backend, precision=configuration.precision,
                               **configuration.params, **base).fit(sample)
                 encoder.transform(sample[: encoder.batch_size])  # warm-up: sessions and kernels ready
-        except (ValueError, ImportError, OSError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one configuration's failure is a row of the report
             if configuration is runnable[0]:
                 raise
             row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
@@ -271,14 +300,22 @@ def speed(items, *, kind: str = "auto", model=None, max_items: int = 200, repeat
                 continue
             bar.set_postfix_str(f"round {round_index + 1}: {row['configuration']}")
             start = time.perf_counter()
-            vectors = encoder.transform(sample)
+            try:
+                vectors = encoder.transform(sample)
+            except Exception as exc:  # noqa: BLE001 - one configuration's failure is a row of the report
+                if row is rows[0]:
+                    raise
+                row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                row["seconds"] = []
+                encoders.pop(row["configuration"])
+                continue
             row["seconds"].append(round(time.perf_counter() - start, 4))
             bar.update(1)
             if round_index == 0:
                 reference = vectors if reference is None else reference
                 row.update({k: v for k, v in fidelity(reference, vectors).items() if k != "n_items"})
                 slower = row["seconds"][0] / rows[0]["seconds"][0]
-                if slower > SLOW_CUTOFF:
+                if row is not rows[0] and slower > SLOW_CUTOFF:
                     row["note"] = f"{slower:.1f}x slower than torch fp32 in round 1: not timed again"
                     bar.update(repeats - 1)
     bar.close()
@@ -288,6 +325,7 @@ def speed(items, *, kind: str = "auto", model=None, max_items: int = 200, repeat
     for row in rows:
         if row["items_per_second"]:
             row["ratio"] = round(row["items_per_second"] / rows[0]["items_per_second"], 3)
-    return SpeedReport(kind=kind, model=str(model), n_items=len(sample), repeats=repeats,
+    return SpeedReport(kind=kind, model=model, n_items=len(sample), repeats=repeats,
                        machine=machine_description(), rows=rows, unavailable=unavailable,
-                       encoder_params={k: v for k, v in encoder_params.items() if k != "device"})
+                       encoder_params={k: v for k, v in encoder_params.items() if k != "device"},
+                       device=base["device"])

@@ -222,3 +222,13 @@ def test_a_damaged_export_is_made_again_with_a_warning(backend, photos, tmp_path
         encoder = image_encoder(backend=backend).fit(photos[:2])
     assert encoder.model_.network.exported
     np.testing.assert_allclose(encoder.transform(photos[:2]), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", [BACKENDS[1]])
+def test_two_input_sizes_in_one_process_each_get_their_own_export(backend, photos):
+    # An export is made for one input size: a second encoder at another size must not be served
+    # the first one's network from the registry.
+    for size in (224, 160):
+        encoder = image_encoder(backend=backend, image_size=size).fit(photos[:3])
+        reference = image_encoder(image_size=size).fit(photos[:3])
+        assert cosines(encoder.transform(photos[:3]), reference.transform(photos[:3])).min() >= 0.9999

@@ -131,9 +131,11 @@ def test_a_pickle_quantizes_again_elsewhere_from_what_it_carries(onnx_image, pho
 
 
 @needs_onnx
-def test_calibration_inputs_and_the_quantizer_version_are_checked(onnx_image, photos, monkeypatch):
+def test_calibration_inputs_and_the_quantizer_version_are_checked(onnx_image, photos, monkeypatch, tmp_path):
     from sktransfer import model_registry
 
+    # Checked where they are used: when the int8 network is made (here, in an empty export folder).
+    monkeypatch.setenv("SKTRANSFER_EXPORTS", str(tmp_path / "exports"))
     tampered = pickle.loads(pickle.dumps(onnx_image))
     tampered.calibration_[0] = (tampered.calibration_[0][0] * 0,)
     model_registry.clear()
@@ -143,10 +145,13 @@ def test_calibration_inputs_and_the_quantizer_version_are_checked(onnx_image, ph
     del missing.calibration_
     with pytest.raises(ModelMismatchError, match="holds no calibration inputs"):
         missing.transform(photos[:1])
-    monkeypatch.setattr(_quantize, "_version", lambda distribution: "0.0.1")
+    versions = _quantize.recipe("onnx", "image")["versions"]
+    monkeypatch.setattr(_quantize, "_version", lambda module: "0.0.1" if module == "onnxruntime" else
+                        {"torch": versions["exporter"][6:], "onnxscript": versions["onnxscript"]}[module])
     other_tool = pickle.loads(pickle.dumps(onnx_image))
-    with pytest.raises(ModelMismatchError, match=r"onnxruntime==\d"):
+    with pytest.raises(ModelMismatchError, match=r"Install onnxruntime==\d"):
         other_tool.transform(photos[:1])
+    model_registry.clear()
 
 
 @needs_onnx
@@ -170,6 +175,33 @@ def test_int8_refusals_name_the_fix(texts, tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="none of the 2 can be encoded"):
             TextEncoder(device="cpu", backend="onnx", precision="int8", on_error="nan").fit([None, 3.0])
+
+
+@needs_onnx
+def test_unreadable_fit_items_are_named_or_left_out_of_calibration_and_fidelity(onnx_image, photos, tmp_path):
+    from sktransfer._messages import ItemError
+
+    missing = str(tmp_path / "missing.jpg")
+    with pytest.raises(ItemError, match=r"index 8 .*missing\.jpg"):
+        image_encoder(backend="onnx", precision="int8").fit(photos + [missing])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tolerant = image_encoder(backend="onnx", precision="int8", on_error="nan").fit(photos + [missing])
+    # Left out: the same calibration as the readable photos alone, and 8 rows compared, not 9.
+    assert tolerant.identity_.fingerprint == onnx_image.identity_.fingerprint
+    assert tolerant.fidelity_["n_items"] == len(photos)
+    assert tolerant.fidelity_["mean_cosine"] == pytest.approx(onnx_image.fidelity_["mean_cosine"], abs=1e-4)
+
+
+def test_the_fit_sample_is_distinct_and_does_not_depend_on_the_input_order():
+    texts = [f"review number {i}" for i in range(150)]
+    encoder = TextEncoder()
+    valid = np.ones(len(texts), dtype=bool)
+    chosen = [texts[i] for i in encoder._fit_sample(texts, valid)]
+    assert len(chosen) == len(set(chosen)) == 150
+    shuffled = list(np.random.default_rng(3).permutation(texts)) + texts[:20]  # and duplicates
+    again = [shuffled[i] for i in encoder._fit_sample(shuffled, np.ones(len(shuffled), dtype=bool))]
+    assert again == chosen  # the same calibration and fidelity items, in the same order
 
 
 @needs_onnx

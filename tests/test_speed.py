@@ -55,7 +55,19 @@ def test_the_recommendation_is_the_fastest_faithful_row_and_its_line_builds_it(r
     json.dumps(report.to_dict())  # serialisable as it is
 
 
-def test_a_slow_configuration_is_not_timed_again():
+def test_a_configuration_slower_than_the_cutoff_is_timed_once(sst2_sample, monkeypatch):
+    from sktransfer import speed as module
+
+    monkeypatch.setattr(module, "SLOW_CUTOFF", 1e-9)  # every configuration is "slower" than the reference
+    report = speed(sst2_sample[0][:8], configurations=["torch fp32, n_streams=1"], repeats=3, show_progress=False)
+    reference, other = report.rows
+    assert len(reference["seconds"]) == 3 and len(other["seconds"]) == 1
+    assert "not timed again" in other["note"] and other["items_per_second"] > 0
+    with pytest.raises(ValueError, match="speed sets backend itself"):
+        speed(sst2_sample[0][:8], backend="onnx")
+
+
+def test_the_recommendation_ignores_rows_that_were_not_faithful():
     rows = [{"items_per_second": 10.0, "mean_cosine": 1.0, "configuration": "torch fp32", "backend": "torch",
              "precision": "fp32", "params": {}, "ratio": 1.0},
             {"items_per_second": 1.0, "mean_cosine": 0.9999, "configuration": "torch bf16", "backend": "torch",
@@ -73,13 +85,18 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys, hymenopt
         (folder / path.name).write_bytes(path.read_bytes())
     out = tmp_path / "speed.json"
     code = cli.main(["speed", str(folder), "--weights", "IMAGENET1K_V1", "--repeats", "1", "--batch-size", "2",
-                     "--json", str(out), "--quiet"])
+                     "--only", "onnx int8", "--only", "torch bf16", "--json", str(out), "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "3 images, mobilenet_v2" in printed and "onnx int8" in printed
+    assert "ImageEncoder('mobilenet_v2', batch_size=2, weights='IMAGENET1K_V1'" in printed
     found = json.loads(out.read_text())
-    assert found["kind"] == "image" and [r["configuration"] for r in found["rows"]][0] == "torch fp32"
+    assert found["kind"] == "image"
+    assert [r["configuration"] for r in found["rows"]] == ["torch fp32", "torch bf16", "onnx int8"]
+    # Usage errors exit 2 with one line: a text flag on photos, a configuration this machine has not.
     assert cli.main(["speed", str(folder), "--kind", "text", "--weights", "X"]) == 2
+    assert cli.main(["speed", str(folder), "--only", "onnx int4", "--quiet"]) == 2
+    assert "is not a configuration this machine can run" in capsys.readouterr().err
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns_at_fit(monkeypatch, sst2_sample):
