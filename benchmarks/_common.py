@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from sktransfer.speed import machine_description  # noqa: F401  (the one description, with bf16 instructions)
 
 DATA_DIR = Path(os.environ.get("SKTRANSFER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def machine_description() -> str:
-    """CPU model, cores, torch version and intra-op threads, as one line."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cpu}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, CUDA {torch.cuda.is_available()}"
-    )
 
 
 def time_alternating(candidates: dict, repeats: int) -> dict:
