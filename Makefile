@@ -26,7 +26,7 @@ docs: setup
 	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	@echo "documentation site built in site/ (open site/index.html)"
 
-# Every benchmark, then docs/benchmarks.md and its charts are rewritten (about 65 min on 2 cores:
+# Every benchmark, then docs/benchmarks.md and its charts are rewritten (about 50 min on 2 cores:
 # the sections' times are recorded at the top of docs/benchmarks.md, and the README says the same).
 bench: setup
 	@HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
