@@ -24,10 +24,11 @@ stamp_file="$venv/.sktransfer-install-stamp"
 stamp="$(cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh" | sha256sum | cut -c1-16) $torch_spec"
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   echo "[bootstrap] installing sktransfer and its test/example/docs/cli/lint/dask/ray/spark/domain/lora/timm/onnx/openvino extras (a few minutes the first time)"
-  # --no-compile: byte-compiling all 22,000 modules took about a minute; Python compiles the ones a
-  # run imports, once, on first use.
+  # Byte-compiled at install (pip's default), not --no-compile: these machines set
+  # PYTHONDONTWRITEBYTECODE=1, so a module without a .pyc is compiled again in every process (the
+  # test suite took about 5 minutes longer that way).
   # shellcheck disable=SC2086
-  "$venv/bin/python" -m pip install --quiet --progress-bar off --no-compile $torch_spec -e "$root[test,examples,docs,cli,lint,dask,ray,spark,domain,lora,timm,onnx,openvino]" \
+  "$venv/bin/python" -m pip install --quiet --progress-bar off $torch_spec -e "$root[test,examples,docs,cli,lint,dask,ray,spark,domain,lora,timm,onnx,openvino]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$stamp" > "$stamp_file"
 fi
