@@ -158,7 +158,7 @@ class BaseEncoder(DocLinkMixin, TransformerMixin, BaseEstimator):
         """The identity of ``identity``'s network quantized to int8, and the float32 model it is measured against.
 
         A calibrated recipe takes the network inputs of up to ``CALIBRATION_ITEMS`` fit items
-        (seeded sample) as ``calibration_``: fitted state that pickles carry, whose digest enters
+        (the first of `_fit_sample`, an order by content) as ``calibration_``: fitted state that pickles carry, whose digest enters
         the identity, so the same quantized network can be made again elsewhere.
         """
         owner = type(self).__name__

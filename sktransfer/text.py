@@ -13,6 +13,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _backends, _text_head
+from ._quantize import items_per_call
 from ._content import folder_digest, sha256_hex, text_key
 from ._device import autocast
 from ._identity import EncoderIdentity
@@ -408,7 +409,8 @@ class TextEncoder(BaseEncoder):
         each batch finishes. On a CPU, single-threaded streams keep every core busy where small
         batches leave torch's threads waiting (SST-2 at bf16: 1.26x one stream of 2 threads).
         """
-        batches = length_sorted_batches(texts, self.batch_size)
+        # A dynamic int8 network takes one text per call (its ranges are the call's: _quantize.recipe).
+        batches = length_sorted_batches(texts, items_per_call(self.identity_.settings.get("int8")) or self.batch_size)
         out = np.empty((len(texts), self.embedding_dim_), dtype=np.float32)
         streams = self._forward_streams(len(batches))
         per_stream = max(1, torch.get_num_threads() // streams) if streams > 1 else None
@@ -434,8 +436,9 @@ class TextEncoder(BaseEncoder):
         if self.n_streams != "auto":
             return min(self.n_streams, n_batches)
         if self._backend() == "openvino":
-            # Its own thread pool beats two single-thread requests (300 SST-2 sentences, 2 cores, AVX-512:
-            # int8 580 texts/s with one stream, 360 with two; ONNX Runtime int8 468 with two, 382 with one).
+            # Its own thread pool beats two single-thread requests (docs/speed_advice.json, 200 SST-2
+            # sentences, 2 cores, AVX-512: int8 591 texts/s with one stream, 356 with two; ONNX Runtime
+            # fp32 214 with two, 197 with one).
             return 1
         return 2 if torch.get_num_threads() >= 2 else 1
 

@@ -67,14 +67,20 @@ def test_a_configuration_slower_than_the_cutoff_is_timed_once(sst2_sample, monke
         speed(sst2_sample[0][:8], backend="onnx")
 
 
-def test_the_recommendation_ignores_rows_that_were_not_faithful():
-    rows = [{"items_per_second": 10.0, "mean_cosine": 1.0, "configuration": "torch fp32", "backend": "torch",
-             "precision": "fp32", "params": {}, "ratio": 1.0},
-            {"items_per_second": 1.0, "mean_cosine": 0.9999, "configuration": "torch bf16", "backend": "torch",
-             "precision": "bf16", "params": {}, "ratio": 0.1}]
+def test_the_recommendation_is_the_fastest_row_at_each_level_and_skips_unfaithful_ones():
+    def row(name, speed, cosine):
+        backend, precision = name.split()
+        return {"items_per_second": speed, "mean_cosine": cosine, "configuration": name, "backend": backend,
+                "precision": precision, "params": {}, "ratio": speed and speed / 10.0}
+
+    rows = [row("torch fp32", 10.0, 1.0), row("torch bf16", 14.0, 0.9995), row("onnx int8", 30.0, 0.98),
+            row("openvino int8", 20.0, 0.995)]
+    rows.append({**row("openvino bf16", None, float("nan")), "note": "failed"})
     report = SpeedReport("text", "m", 4, 3, machine_description(), rows, [], {})
-    assert report.recommended[0.999]["configuration"] == "torch fp32"
+    assert report.recommended[0.99]["configuration"] == "openvino int8"  # onnx int8 is faster, not faithful
+    assert report.recommended[0.999]["configuration"] == "torch bf16"
     assert report.python(rows[1]) == "TextEncoder('m', precision='bf16')"
+    assert json.loads(json.dumps(report.to_dict()))["rows"][-1]["mean_cosine"] is None  # NaN as null
 
 
 @needs_onnx
