@@ -1,12 +1,14 @@
-"""Does the speed advisor's recommendation hold on other data? `sktransfer.speed.speed` on one corpus,
-its recommendation applied to another.
+"""Does the speed advisor's recommendation, applied, give the ratio it measured? `sktransfer.speed.speed`
+on a sample of one corpus, its recommendation applied to other items of that corpus and to another.
 
 For texts (SST-2 training sentences, fashion product names) and for photos (hymenoptera, fashion
 catalogue photos): the advisor measures every configuration on a sample of corpus A and names the
-fastest at mean cosine >= 0.99; that configuration is then fitted on corpus B and timed against
-torch fp32 (the baseline) on a larger sample of B, alternating, in this process. Each corpus is A
-once and B once. Reported: the ratio the advisor measured on A, the ratio measured on B, and the
-cosine on B.
+fastest at mean cosine >= 0.99; that configuration is then fitted and timed against torch fp32
+(the baseline), alternating, in this process, on items of A the advisor did not see (the
+reproduction check) and on a sample of corpus B (how far the advice travels). Each corpus is A once
+and B once. The machine's noise is the spread of the per-round ratios (round r: torch fp32's time
+over the configuration's, both in that round): a ratio reproduces when the applied run's range of
+per-round ratios overlaps the advisor's.
 
 Usage: python benchmarks/bench_speed_advice.py [--advise 200] [--apply 1000] [--repeats 3] [--kind text image]
 Writes docs/speed_advice.json (the run docs/cpu_speed.md quotes).
@@ -44,9 +46,18 @@ def corpora(kind: str) -> dict:
     return {"hymenoptera photos": hymenoptera_files(), "fashion catalogue photos": photos}
 
 
-def sample(items: list, n: int, seed: int) -> list:
-    chosen = np.sort(np.random.default_rng(seed).choice(len(items), min(n, len(items)), replace=False))
-    return [items[i] for i in chosen]
+def sample_rows(n_items: int, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct row numbers out of ``n_items`` (all of them if fewer), in order."""
+    return np.sort(np.random.default_rng(seed).choice(n_items, min(n, n_items), replace=False))
+
+
+def round_ratios(baseline: list, candidate: list) -> list:
+    """Torch fp32's seconds over the candidate's, round by round (the two ran back to back)."""
+    return [round(b / c, 3) for b, c in zip(baseline, candidate)]
+
+
+def overlaps(a: list, b: list) -> bool:
+    return min(a) <= max(b) and min(b) <= max(a)
 
 
 def apply(kind: str, row: dict, items: list, repeats: int) -> dict:
@@ -62,7 +73,9 @@ def apply(kind: str, row: dict, items: list, repeats: int) -> dict:
                               "advised": lambda: advised.transform(items)}, repeats)
     ratio = float(np.median(times["torch fp32"]) / np.median(times["advised"]))
     return {"n_items": len(items), "torch fp32": summary(times["torch fp32"]), "advised": summary(times["advised"]),
-            "seconds": times, "ratio": round(ratio, 3), **fidelity(expected, found)}
+            "seconds": times, "ratio": round(ratio, 3), "round_ratios": round_ratios(times["torch fp32"],
+                                                                                   times["advised"]),
+            **fidelity(expected, found)}
 
 
 def main(argv=None) -> int:
@@ -82,21 +95,31 @@ def main(argv=None) -> int:
         found = corpora(kind)
         names = list(found)
         for a, b in [(names[0], names[1]), (names[1], names[0])]:
-            report = speed(sample(found[a], args.advise, 0), kind=kind, repeats=args.repeats, show_progress=False,
+            chosen = sample_rows(len(found[a]), args.advise, 0)
+            report = speed([found[a][i] for i in chosen], kind=kind, repeats=args.repeats, show_progress=False,
                            **({"weights": "IMAGENET1K_V1"} if kind == "image" else {}))
             print(report)
             row = report.recommended[0.99]
             if row is None:
                 print(f"{kind}: nothing reaches mean cosine 0.99 on {a}")
                 continue
+            advised = round_ratios(report.rows[0]["seconds"], row["seconds"])
             n_apply = args.apply if kind == "text" else min(args.apply, 400)
-            applied = apply(kind, row, sample(found[b], n_apply, 1), args.repeats)
+            unseen = np.setdiff1d(np.arange(len(found[a])), chosen)  # items of A the advisor did not time
+            unseen = unseen[sample_rows(len(unseen), n_apply, 1)]
+            same = apply(kind, row, [found[a][i] for i in unseen], args.repeats)
+            other = apply(kind, row, [found[b][i] for i in sample_rows(len(found[b]), n_apply, 1)], args.repeats)
+            same["reproduced"] = overlaps(advised, same["round_ratios"])
             line = (f"{kind}: advised on {a} ({report.n_items}): {row['configuration']} at {row['ratio']:.2f}x torch "
-                    f"fp32; applied on {b} ({applied['n_items']}): {applied['ratio']:.2f}x, cosine min "
-                    f"{applied['min_cosine']:.4f} mean {applied['mean_cosine']:.4f}")
+                    f"fp32 (rounds {min(advised):.2f}-{max(advised):.2f}); applied on {same['n_items']} other items "
+                    f"of {a}: {same['ratio']:.2f}x (rounds {min(same['round_ratios']):.2f}-"
+                    f"{max(same['round_ratios']):.2f}, {'within' if same['reproduced'] else 'outside'} the noise); "
+                    f"on {b} ({other['n_items']}): {other['ratio']:.2f}x, cosine min {other['min_cosine']:.4f} mean "
+                    f"{other['mean_cosine']:.4f}")
             print(line)
             results["runs"].append({"kind": kind, "advised_on": a, "applied_on": b, "report": report.to_dict(),
-                                    "python": report.python(row), "applied": applied, "line": line})
+                                    "python": report.python(row), "advised_round_ratios": advised,
+                                    "applied_same_corpus": same, "applied": other, "line": line})
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

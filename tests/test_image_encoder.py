@@ -69,9 +69,40 @@ def test_penultimate_features_reproduce_torchvision_logits(encoder, photos, phot
     with torch.inference_mode():
         logits = reference(torch.stack([transform(Image.open(p).convert("RGB")) for p in photos]))
         ours = reference.classifier(torch.from_numpy(photo_features))
-    np.testing.assert_allclose(ours.numpy(), logits.numpy(), atol=1e-3)
+        # the weights' own preset passed as preprocess: PIL's resize, the tutorial's pixels exactly
+        tutorial = clone(encoder).set_params(preprocess=transform).fit(photos).transform(photos)
+        exact = reference.classifier(torch.from_numpy(tutorial))
+    np.testing.assert_allclose(exact.numpy(), logits.numpy(), atol=1e-3)
+    # the default preset resizes the 8-bit tensor: pixels at most one level apart, the same classes
+    np.testing.assert_allclose(ours.numpy(), logits.numpy(), atol=5e-2)
+    assert (ours.argmax(1) == logits.argmax(1)).all()
+    assert min(cosine(a, b) for a, b in zip(photo_features, tutorial)) > 0.9999
     assert photo_features.shape == (6, 1280) and photo_features.dtype == np.float32
     assert list(encoder.preprocess_.crop_size) == [224] and list(encoder.preprocess_.resize_size) == [256]
+
+
+def test_default_preset_matches_torchvision_preset_within_one_level(photos):
+    """ClassificationPreset against torchvision's ImageClassification on real photos and odd inputs:
+    every interpolation the presets use, a grey PIL image, a uint8 tensor; a clear error otherwise."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms._presets import ImageClassification
+
+    from sktransfer._backbones import ClassificationPreset
+
+    images = [Image.open(p).convert("RGB") for p in photos[:3]] + [synthetic(size=(17, 300))]
+    for interpolation in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
+        ours = ClassificationPreset(crop_size=224, resize_size=232, interpolation=interpolation)
+        theirs = ImageClassification(crop_size=224, resize_size=232, interpolation=interpolation)
+        for image in images:
+            a, b = ours(image), theirs(image)
+            assert a.shape == b.shape == (3, 224, 224) and a.dtype == torch.float32 and a.is_contiguous()
+            # one 8-bit level is 1 / (255 * std) in normalised units (bicubic may overshoot by one more)
+            assert float((a - b).abs().max()) <= 2.01 / (255 * 0.224)
+        assert torch.equal(ours(images[0].convert("L")), ours(images[0].convert("L").convert("RGB")))
+        pixels = torch.from_numpy(np.array(images[0])).permute(2, 0, 1)
+        assert torch.equal(ours(pixels), ours(images[0]))
+    with pytest.raises(TypeError, match="RGB PIL.Image or a .3, H, W. uint8 tensor, got ndarray"):
+        ours(np.zeros((8, 8, 3), np.uint8))
 
 
 def test_ants_vs_bees_well_above_chance(hymenoptera):
