@@ -45,10 +45,10 @@ def recipe(backend: str, kind: str) -> dict:
     """How ``backend`` quantizes a ``kind`` ("text" or "image") network: settings that enter the identity.
 
     ONNX Runtime quantizes a transformer dynamically (int8 weights per channel, activation
-    ranges per batch: no calibration) and a CNN statically (QDQ, int8 weights per channel, uint8
+    ranges per text: no calibration) and a CNN statically (QDQ, int8 weights per channel, uint8
     activations whose ranges come from calibration items, percentile). OpenVINO quantizes through
-    NNCF, its own post-training tool, calibrated, with its transformer rules for texts. The
-    versions of the quantizer and of what made the float32 graph it quantizes are part of it:
+    NNCF, its own post-training tool, calibrated, with its transformer rules for texts and its full
+    bias correction for CNNs. The versions of the quantizer and of what made the float32 graph it quantizes are part of it:
     another graph or tool may quantize other operations, or choose other ranges.
     """
     if backend == "onnx":
@@ -68,8 +68,13 @@ def recipe(backend: str, kind: str) -> dict:
         optional_import("nncf", "openvino", "precision='int8' with backend='openvino'")
         versions = {"quantizer": f"nncf-{_version('nncf')}", "exporter": f"torch-{_version('torch')}",
                     "converter": f"openvino-{_version('openvino')}"}
-        return {"tool": versions["quantizer"], "versions": versions, "method": "nncf.quantize", "calibrated": True,
-                "model_type": "transformer" if kind == "text" else "default", "preset": "performance"}
+        settings = {"tool": versions["quantizer"], "versions": versions, "method": "nncf.quantize", "calibrated": True,
+                    "model_type": "transformer" if kind == "text" else "default", "preset": "performance"}
+        if kind == "image":
+            # NNCF's full bias correction, not its fast one: MobileNetV2 on 64 hymenoptera photos held out
+            # from calibration, cosine to fp32 min 0.9936 / mean 0.9973 against 0.9860 / 0.9966 (a probe).
+            settings["bias_correction"] = "full"
+        return settings
     raise ValueError(f"precision='int8' runs on backend='onnx' or backend='openvino', not {backend!r}.")
 
 
@@ -164,6 +169,8 @@ def _quantize_openvino(settings, source: Path, calibration, output: Path) -> Non
     options = {"preset": getattr(nncf.QuantizationPreset, settings["preset"].upper()), "subset_size": len(calibration)}
     if settings["model_type"] == "transformer":
         options["model_type"] = nncf.ModelType.TRANSFORMER
+    if settings.get("bias_correction") == "full":
+        options["fast_bias_correction"] = False
     quantized = nncf.quantize(model, nncf.Dataset([tuple(batch) for batch in calibration]), **options)
     ov.save_model(quantized, str(output), compress_to_fp16=False)
 

@@ -19,6 +19,12 @@ __all__ = ["ZeroShotClassifier"]
 #: Similarity scale for encoders without a learned one: CLIP's (its logit scale is 100).
 DEFAULT_TEMPERATURE = 0.01
 
+#: ``template="auto"`` on images: CLIP's own prompt (Radford et al. 2021).
+PHOTO_TEMPLATE = "a photo of a {}."
+
+#: ``template="auto"`` on texts: TEXT_TEMPLATE_PLACEHOLDER
+TEXT_TEMPLATE = None
+
 
 def _template_problem(template: str) -> str | None:
     """Why ``template`` does not hold exactly one plain ``{}``, or None."""
@@ -51,9 +57,11 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     labels : list of str or dict
         The classes: a list of names (also their descriptions), or a dict mapping each class (as in
         ``y``) to a description or a list of them, whose embeddings are averaged. Each class once.
-    template : str or None, default="a photo of a {}."
+    template : str, None or "auto", default="auto"
         Filled with each description: exactly one ``{}``, literal braces doubled (``"{{{}}}"`` gives
-        ``"{ant}"``); ``fit`` refuses any other. ``None``: descriptions as they are.
+        ``"{ant}"``); ``fit`` refuses any other. ``None``: descriptions as they are. ``"auto"``:
+        CLIP's ``"a photo of a {}."`` when the items are images (a ClipEncoder on images), else
+        ``TEXT_TEMPLATE``, a template for texts (docs/clip.md has what each scored on SST-2).
     temperature : float or "auto", default="auto"
         ``predict_proba`` is the softmax of the similarities divided by it; ``"auto"``: a
         ClipEncoder's learned scale (CLIP: 1/100), else 0.01.
@@ -62,6 +70,8 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         The classes, in the order of ``labels``.
+    template_ : str or None
+        The template in effect.
     prompts_ : list of list of str
         The texts each class was described by.
     label_embeddings_ : ndarray of shape (n_classes, embedding_dim)
@@ -87,17 +97,17 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "encoder": [object],
         "labels": [list, tuple, dict],
-        "template": [str, None],
+        "template": [str, None],  # "auto" is a str: resolved in fit
         "temperature": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
     }
 
-    def __init__(self, encoder, labels, *, template="a photo of a {}.", temperature="auto"):
+    def __init__(self, encoder, labels, *, template="auto", temperature="auto"):
         self.encoder = encoder
         self.labels = labels
         self.template = template
         self.temperature = temperature
 
-    def _class_prompts(self):
+    def _class_prompts(self, template):
         if isinstance(self.labels, dict):
             classes = list(self.labels)
             descriptions = [[d] if isinstance(d, str) else list(d) for d in self.labels.values()]
@@ -114,13 +124,13 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(f"ZeroShotClassifier's labels name the class {repeated[0]} more than once, so predictions "
                              "could not tell the copies apart: list each class once, or give one class several "
                              "descriptions with a dict ({class: [description, ...]}).")
-        problem = _template_problem(self.template) if self.template is not None else None
+        problem = _template_problem(template) if template is not None else None
         if problem is not None:
             raise ValueError(
-                f"ZeroShotClassifier's template={self.template!r} {problem}. A template holds exactly one '{{}}', "
+                f"ZeroShotClassifier's template={template!r} {problem}. A template holds exactly one '{{}}', "
                 "filled with each label's description (e.g. 'a photo of a {}.'); write a literal brace twice ('{{' "
                 "or '}}'), or pass template=None to use the descriptions as they are.")
-        prompts = [[text if self.template is None else self.template.format(text) for text in texts]
+        prompts = [[text if template is None else template.format(text) for text in texts]
                    for texts in descriptions]
         owner = {}  # the same texts embed to the same point: the first class would win every tie
         for cls, texts, filled in zip(classes, descriptions, prompts):
@@ -148,8 +158,10 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self : object
         """
         self._validate_params()
-        classes, prompts = self._class_prompts()
+        self._class_prompts(None if self.template == "auto" else self.template)  # refused before the model loads
         self.encoder_ = clone(self.encoder).fit(X)
+        self.template_ = self._template(self.encoder_)
+        classes, prompts = self._class_prompts(self.template_)
         flat = [text for texts in prompts for text in texts]
         if isinstance(self.encoder_, ClipEncoder):
             # The items may be images: label texts go through a text twin (same model and settings, same space).
@@ -164,6 +176,12 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self.classes_, self.prompts_ = np.asarray(classes), prompts
         self.temperature_ = 1.0 / scale if self.temperature == "auto" else float(self.temperature)
         return self
+
+    def _template(self, encoder):
+        if self.template != "auto":
+            return self.template
+        on_images = isinstance(encoder, ClipEncoder) and encoder.modality_ != "text"
+        return PHOTO_TEMPLATE if on_images else TEXT_TEMPLATE
 
     def similarities(self, X):
         """Cosine similarity of each item to each class's label text.
