@@ -22,8 +22,10 @@ DEFAULT_TEMPERATURE = 0.01
 #: ``template="auto"`` on images: CLIP's own prompt (Radford et al. 2021).
 PHOTO_TEMPLATE = "a photo of a {}."
 
-#: ``template="auto"`` on texts: TEXT_TEMPLATE_PLACEHOLDER
-TEXT_TEMPLATE = None
+#: ``template="auto"`` on texts. Chosen on the SST-2 dev split (872 sentences, all-MiniLM-L6-v2) among
+#: four text templates and none: with labels "negative"/"positive" 0.687 (none: 0.637, CLIP's photo
+#: template: 0.656), with "a negative review"/"a positive review" 0.725 (none: 0.696).
+TEXT_TEMPLATE = "This text is {}."
 
 
 def _template_problem(template: str) -> str | None:

@@ -167,6 +167,25 @@ def test_zero_shot_mechanics(tiny_clip, reference, hymenoptera):
     assert classifier.score(photos, truth) == np.mean(classifier.predict(photos) == truth)
 
 
+def test_zero_shot_default_template_follows_the_items(tiny_clip, hymenoptera):
+    """template="auto": CLIP's photo prompt for images, a text template for texts (never
+    'a photo of a a negative review.'), an explicit template or None as given."""
+    from sktransfer.zeroshot import PHOTO_TEMPLATE, TEXT_TEMPLATE
+
+    reviews = {0: "a negative review", 1: "a positive review"}
+    on_texts = ZeroShotClassifier(TextEncoder(device="cpu"), labels=reviews).fit(["a film"])
+    assert on_texts.template_ == TEXT_TEMPLATE == "This text is {}."
+    assert on_texts.prompts_ == [["This text is a negative review."], ["This text is a positive review."]]
+    photos = hymenoptera["val"]["ants"][:1]
+    on_photos = ZeroShotClassifier(clip(tiny_clip), labels=["ant", "bee"]).fit(photos)
+    assert on_photos.template_ == PHOTO_TEMPLATE and on_photos.prompts_ == [["a photo of a ant."], ["a photo of a bee."]]
+    captions = ZeroShotClassifier(clip(tiny_clip), labels=["ant", "bee"]).fit(CAPTIONS)
+    assert captions.encoder_.modality_ == "text" and captions.template_ == TEXT_TEMPLATE
+    plain = ZeroShotClassifier(TextEncoder(device="cpu"), labels=reviews, template=None).fit(["a film"])
+    assert plain.template_ is None and plain.prompts_ == [["a negative review"], ["a positive review"]]
+    assert ZeroShotClassifier(TextEncoder(), labels=reviews).get_params()["template"] == "auto"
+
+
 def test_zero_shot_errors_name_the_fix(tiny_clip):
     with pytest.raises(ValueError, match="at least 2 labels"):
         ZeroShotClassifier(clip(tiny_clip), labels=["ant"]).fit(CAPTIONS)

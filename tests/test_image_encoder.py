@@ -103,6 +103,14 @@ def test_default_preset_matches_torchvision_preset_within_one_level(photos):
         assert torch.equal(ours(pixels), ours(images[0]))
     with pytest.raises(TypeError, match="RGB PIL.Image or a .3, H, W. uint8 tensor, got ndarray"):
         ours(np.zeros((8, 8, 3), np.uint8))
+    # equal when they describe the same preprocessing (copies and pickles included), not otherwise
+    import copy
+    import pickle
+
+    assert ours == copy.deepcopy(ours) == pickle.loads(pickle.dumps(ours))
+    assert hash(ours) == hash(copy.deepcopy(ours))
+    assert ours != ClassificationPreset(crop_size=224, resize_size=256, interpolation=InterpolationMode.BICUBIC)
+    assert ours != ClassificationPreset(crop_size=224, resize_size=232)
 
 
 def test_ants_vs_bees_well_above_chance(hymenoptera):
