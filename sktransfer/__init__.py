@@ -10,6 +10,7 @@ from ._registry import model_registry
 from .base import BaseEncoder
 from .cache import CacheCorruptError, CacheError, EmbeddingCache
 from .clip import ClipEncoder
+from .fewshot import FewShotClassifier
 from .finetune import FineTuningClassifier
 from .image import ImageEncoder
 from .model_store import ModelNotFoundError, models_dir, resolve_text_model
@@ -26,6 +27,7 @@ __all__ = [
     "ClipEncoder",
     "EmbeddingCache",
     "EncoderIdentity",
+    "FewShotClassifier",
     "FineTuningClassifier",
     "IdentityError",
     "ImageEncoder",

@@ -75,7 +75,12 @@ class ImageTuner(Tuner):
         self.rng = np.random.default_rng(self.seed)
         self.optimizer = torch.optim.Adam([*self.network.parameters(), *self.classifier.parameters()],
                                           lr=self.learning_rate)
+        self.steps_per_epoch = -(-len(self.train_rows) // self.batch_size)
         self.__dict__.pop("activations", None)  # a new start computes them again
+
+    def adopt_inputs(self, other: ImageTuner) -> None:
+        """Reuse ``other``'s frozen-block activations (started on the same items): computed once per fit."""
+        self.__dict__["activations"] = other.activations
 
     @functools.cached_property
     def activations(self) -> torch.Tensor:

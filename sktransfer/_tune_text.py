@@ -87,7 +87,8 @@ class TextTuner(Tuner):
             self.pair_loss = CosineSimilarityLoss(self.model)
             examples = min(2 * PAIR_ROUNDS * len(self.texts), MAX_PAIRS_PER_EPOCH)
         self.optimizer = torch.optim.AdamW(params, lr=self.learning_rate)
-        steps = self.max_epochs * math.ceil(examples / self.batch_size)
+        self.steps_per_epoch = math.ceil(examples / self.batch_size)
+        steps = self.max_epochs * self.steps_per_epoch
         warmup = max(1, int(0.1 * steps))  # SetFit's warmup_proportion
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))

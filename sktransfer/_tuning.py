@@ -39,6 +39,11 @@ class Tuner:
         with seeded(self.seed):
             return nn.Linear(self.encoder.embedding_dim_, n_classes).to(device)
 
+    steps_per_epoch = 0  # set by ``start``
+
+    def adopt_inputs(self, other: Tuner) -> None:
+        """Reuse what ``other``, started on the same items, computed from them once (nothing by default)."""
+
     def train_epoch(self, epoch: int, progress) -> float:
         with seeded(self.seed * 1000 + epoch):  # dropout and augmentation, reproducibly
             return float(np.mean([self._step(loss) for loss in self.batch_losses(progress)]))

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._device import PRECISIONS
+from .heads import tuned_head
 from ._weights import weights_to_bytes
 from ._columns import column_to_list, is_missing, read_once
 from .base import BaseEncoder, DocLinkMixin
@@ -37,6 +38,10 @@ PATIENCE = 2
 
 #: Below this many validation items the decision moves in steps of over 2.5 points: a warning says so.
 SMALL_VALIDATION = 40
+
+#: ``show_progress="auto"`` shows the epoch bar when the fit plans at least this many optimiser steps
+#: (on 2 CPU cores about 10 s for texts).
+AUTO_PROGRESS_STEPS = 50
 
 #: Adapters start from zero and hold few parameters: they take a larger step than the whole model.
 LORA_LEARNING_RATE = 2e-4
@@ -73,9 +78,10 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     """Fine-tune a pretrained encoder on labelled data, then classify with a scikit-learn head.
 
     The top of the network is adapted to the labels and a classifier is fitted on the adapted
-    embeddings. A stratified validation split of the training data scores the frozen encoder
-    before tuning and after every epoch; the best epoch is kept, or the frozen encoder if no epoch
-    beats it (``tuned_`` is False, with a warning). See docs/adapting.md.
+    embeddings. Stratified validation splits of the training data score the frozen encoder and,
+    after every epoch, the tuned one, each with the same tuned head; tuning is kept only when it
+    wins beyond the splits' spread, otherwise the frozen encoder is (``tuned_`` is False, with a
+    warning). See docs/adapting.md.
 
     Parameters
     ----------
@@ -98,17 +104,26 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     batch_size : int or None, default=None
         Training batch size (``None``: 16 pairs or texts, 32 images).
     validation_fraction : float in [0, 1), default=0.2
-        Share of the training data held out, stratified, to score every epoch and the frozen
-        baseline. ``0`` trains on everything for ``max_epochs`` with no safety net: the tuned
-        encoder is kept whatever it does. ``fit`` checks from ``y``, before anything is encoded,
-        that the split leaves every class two training items (one for images or
-        ``objective="classification"``), naming the fractions that work.
+        Share of the training data held out, stratified, in each of the ``n_splits`` validation
+        splits that judge the frozen and the tuned encoder. ``0`` trains on everything for
+        ``max_epochs`` with no safety net: the tuned encoder is kept whatever it does. ``fit`` checks
+        from ``y``, before anything is encoded, that every split leaves every class two training items
+        (one for images or ``objective="classification"``), naming the fractions that work.
+    n_splits : int, default=3
+        Stratified validation splits (each drawn with its own seed). Every split tunes its own copy
+        of the model, epoch by epoch, and scores frozen and tuned on its held-out part; tuned is kept
+        only when its mean accuracy gain over the splits exceeds their standard error, and is then
+        trained again on all the training data for the chosen number of epochs. The cost is
+        ``n_splits + 1`` tuning runs (``n_splits`` when frozen is kept); ``n_splits=1`` is one split
+        and one run, its decision a coin flip on small data.
     early_stopping : bool, default=True
-        Stop after 2 epochs without a better validation score, and keep the best epoch. With
-        ``False`` every epoch runs and the last one is compared with the frozen baseline.
+        Stop after 2 epochs without a better mean validation score over the splits, and keep the
+        best epoch. With ``False`` every epoch runs and the last one is judged.
     head : classifier or None, default=None
-        The scikit-learn classifier fitted on the embeddings (``None``: ``LogisticRegression``
-        with ``max_iter=1000``). It is cloned; the validation scores use it too.
+        The scikit-learn classifier fitted on the embeddings, cloned, used as given. ``None``: the
+        tuned head of [`sktransfer.heads.tuned_head`][sktransfer.heads.tuned_head] (``StandardScaler`` +
+        ``LogisticRegressionCV``, ``C`` by log loss on the training part only), for the frozen and the
+        tuned candidates alike.
     augment : bool or "auto", default="auto"
         Images: train on random resized crops and flips, decoding every image every epoch.
         ``"auto"`` augments only with ``unfreeze="all"``; otherwise the frozen blocks' output is
@@ -118,8 +133,10 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     random_state : int, RandomState instance or None, default=None
         Fixes the validation split, the pairs, the augmentation, dropout and the new layer's
         initialisation: two fits with the same integer give the same predictions on a CPU.
-    show_progress : bool, default=False
-        Progress bars over epochs and batches.
+    show_progress : bool or "auto", default="auto"
+        A progress bar over the epochs of every split and of the final run, with its ETA (``"auto"``:
+        shown when the fit plans at least 50 optimiser steps, about 10 s of CPU; ``True`` adds a bar
+        over each epoch's batches; ``False`` is silent).
     cache : None, str, os.PathLike or EmbeddingCache, default=None
         An [`EmbeddingCache`][sktransfer.EmbeddingCache] for every encoder involved (frozen, the frozen
         blocks' activations, tuned: each under its own fingerprint). ``None`` keeps the encoder's own.
@@ -132,29 +149,36 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
     head_ : classifier
         The head, refitted on all the training data's embeddings by ``encoder_``.
     tuned_ : bool
-        Whether tuning beat the frozen encoder on the validation split (False: the frozen one is kept).
+        Whether tuning beat the frozen encoder beyond the splits' spread (False: the frozen one is kept).
     best_epoch_ : int
-        The epoch kept (0: the frozen encoder).
+        The epochs the kept encoder was trained for (0: the frozen encoder).
+    decision_ : dict or None
+        ``n_splits``, the judged ``epoch``, per split ``frozen_accuracy``, ``tuned_accuracy`` and
+        ``gains``, their ``mean_gain`` and ``std_error``, and ``kept`` ("tuned" or "frozen");
+        None with ``validation_fraction=0``.
     history_ : list of dict
-        One entry per epoch (epoch 0 is the frozen baseline): ``epoch``, ``train_loss``,
+        One entry per split and epoch (epoch 0 is the frozen baseline), then one per epoch of the
+        final run (``split`` None, no validation): ``epoch``, ``split``, ``train_loss``,
         ``val_accuracy``, ``val_log_loss`` and ``seconds``.
     classes_ : ndarray of shape (n_classes,)
         The class labels.
     n_validation_ : int
-        Size of the validation split.
+        Size of each validation split.
 
     Notes
     -----
-    The best epoch is kept from the run on the training part of the split (not retrained on all the
-    data: the epoch count would not carry over exactly); the head is then refitted on all of it. A
-    pickle holds the head and the tuned tensors, never a module, and predicts identically without a GPU.
+    The splits choose the number of epochs and whether to tune at all; the kept encoder is then
+    trained on all the training data for that many epochs (the same learning-rate schedule), and
+    the head is refitted on all of it. A pickle holds the head and the tuned tensors, never a
+    module, and predicts identically without a GPU.
 
     Examples
     --------
     >>> from sktransfer import FineTuningClassifier, TextEncoder
     >>> texts = ["a gripping, beautiful film", "dull and far too long", "a joy from start to finish",
     ...          "i want those two hours back", "wonderful acting", "a boring plot"] * 2
-    >>> clf = FineTuningClassifier(TextEncoder(), max_epochs=1, validation_fraction=0, random_state=0)
+    >>> clf = FineTuningClassifier(TextEncoder(), max_epochs=1, validation_fraction=0, random_state=0,
+    ...                            show_progress=False)
     >>> clf.fit(texts, [1, 0, 1, 0, 1, 0] * 2).predict(["what a lovely film", "so dull"]).tolist()
     [1, 0]
     """
@@ -174,13 +198,14 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         "augment": ["boolean", StrOptions({"auto"})],
         "precision": [StrOptions(set(PRECISIONS) - {"int8"})],  # training arithmetic: int8 is an export's
         "random_state": ["random_state"],
-        "show_progress": ["boolean"],
+        "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
+        "show_progress": ["boolean", StrOptions({"auto"})],
         "cache": [None, str, os.PathLike, EmbeddingCache],
     }
 
     def __init__(self, encoder, *, unfreeze="auto", objective="auto", max_epochs=None, learning_rate=None,
-                 batch_size=None, validation_fraction=0.2, early_stopping=True, head=None, augment="auto",
-                 precision="fp32", random_state=None, show_progress=False, cache=None):
+                 batch_size=None, validation_fraction=0.2, n_splits=3, early_stopping=True, head=None,
+                 augment="auto", precision="fp32", random_state=None, show_progress="auto", cache=None):
         self.encoder = encoder
         self.unfreeze = unfreeze
         self.objective = objective
@@ -188,6 +213,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
+        self.n_splits = n_splits
         self.early_stopping = early_stopping
         self.head = head
         self.augment = augment
@@ -222,7 +248,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 "Pass X and y of the same length (the same rows).")
         self.classes_, codes = np.unique(y, return_inverse=True)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        train, val = self._split(codes, seed, self._objective(modality))
+        splits = self._splits(codes, seed, self._objective(modality))
         frozen = clone(self.encoder)
         if self.cache is not None:
             frozen.set_params(cache=self.cache)
@@ -233,9 +259,15 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             raise ValueError(
                 f"FineTuningClassifier cannot train on the item at index {first} ({items[first]!r}): the encoder's "
                 "on_error policy leaves it without an embedding. Fix or drop it, or use on_error='empty' for texts.")
-        tuner = self._make_tuner(modality, frozen, seed)
-        tuner.start(items, train, codes[train])
-        frozen_features = tuner.features()  # before any step: the frozen encoder's embeddings
+        everything = np.arange(len(codes))
+        tuners = []
+        for train, _ in splits or [(everything, None)]:
+            tuner = self._make_tuner(modality, frozen, seed)
+            tuner.start(items, train, codes[train])
+            if tuners:
+                tuner.adopt_inputs(tuners[0])
+            tuners.append(tuner)
+        frozen_features = tuners[0].features()  # before any step: the frozen encoder's embeddings
         bad = np.flatnonzero(~np.isfinite(frozen_features).all(axis=1))
         if bad.size:
             raise ValueError(
@@ -243,48 +275,93 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 f"({items[bad[0]]!r}): every training item must be encodable. Fix or drop it "
                 "(the encoder's on_error='nan' marks such items).")
 
-        self.history_, best = [], None
-        if val.size:
-            start = time.perf_counter()
-            best = self._validation_score(frozen_features, codes, train, val)
-            self._record(0, math.nan, best, time.perf_counter() - start)
-        baseline, best_state, best_epoch, stale, score = best, None, 0, 0, None
         epochs = self._setting("max_epochs", modality)
-        batches = functools.partial(tqdm, desc="batches", unit="batch", leave=False, disable=not self.show_progress)
-        bar = tqdm(range(1, epochs + 1), desc="FineTuningClassifier", unit="epoch", disable=not self.show_progress)
-        for epoch in bar:
-            start = time.perf_counter()
-            loss = tuner.train_epoch(epoch, batches)
-            if val.size:
-                score = self._validation_score(tuner.features(), codes, train, val)
-            self._record(epoch, loss, score, time.perf_counter() - start)
-            if not val.size or not self.early_stopping:
-                continue  # decided after the last epoch
-            if score > best:
-                best, best_state, best_epoch, stale = score, tuner.snapshot(), epoch, 0
-            else:
+        steps = tuners[0].steps_per_epoch * epochs * (len(splits) + 1)
+        shown = self.show_progress is True or (self.show_progress == "auto" and steps >= AUTO_PROGRESS_STEPS)
+        batches = functools.partial(tqdm, desc="batches", unit="batch", leave=False,
+                                    disable=self.show_progress is not True)
+        bar = tqdm(total=epochs * max(1, len(splits)), desc="FineTuningClassifier", unit="epoch",
+                   disable=not shown)
+        self.history_ = []
+        scores = [[self._validation_score(frozen_features, codes, train, val, 0, split)]
+                  for split, (train, val) in enumerate(splits)]  # scores[split][epoch]
+        best, best_epoch, stale = self._mean_score(scores, 0), 0, 0
+        ran = 0
+        for epoch in range(1, epochs + 1):
+            if not splits:
+                break
+            for split, ((train, val), tuner) in enumerate(zip(splits, tuners)):
+                bar.set_postfix_str(f"split {split + 1}/{len(splits)}")
+                start = time.perf_counter()
+                loss = tuner.train_epoch(epoch, batches)
+                scores[split].append(self._validation_score(tuner.features(), codes, train, val, epoch, split,
+                                                            loss, start))
+                bar.update()
+            ran = epoch
+            if self._mean_score(scores, epoch) > best:
+                best, best_epoch, stale = self._mean_score(scores, epoch), epoch, 0
+            elif self.early_stopping:
                 stale += 1
                 if stale >= PATIENCE:
                     break
-        if not val.size or (not self.early_stopping and score > baseline):
-            best_state, best_epoch = tuner.snapshot(), epochs  # the last epoch
-        bar.close()
-
-        self.n_validation_, self.tuned_, self.best_epoch_ = int(val.size), best_state is not None, best_epoch
+        if splits and not self.early_stopping:
+            best_epoch = ran  # the last epoch is the one judged
+        elif splits and best_epoch == 0:
+            best_epoch = max(range(1, ran + 1), key=lambda e: self._mean_score(scores, e))  # judged, and lost
+        self.decision_ = self._decide(scores, best_epoch) if splits else None
+        self.n_validation_ = int(splits[0][1].size) if splits else 0
+        self.tuned_ = not splits or self.decision_["kept"] == "tuned"
+        self.best_epoch_ = (best_epoch if splits else epochs) if self.tuned_ else 0
         if self.tuned_:
-            tuner.restore(best_state)
-            features = tuner.features()
-            frozen.adopt_tuned_weights(weights_to_bytes(best_state))
+            # The judged recipe (best_epoch_ epochs of the max_epochs schedule), on all the training items.
+            final = tuners[0] if not splits else self._make_tuner(modality, frozen, seed)
+            if splits:
+                final.start(items, everything, codes)
+                final.adopt_inputs(tuners[0])
+            del tuners
+            bar.reset(total=bar.total + self.best_epoch_)
+            bar.update(bar.total - self.best_epoch_)
+            bar.set_postfix_str("all items")
+            for epoch in range(1, self.best_epoch_ + 1):
+                start = time.perf_counter()
+                loss = final.train_epoch(epoch, batches)
+                self._record(epoch, None, loss, None, time.perf_counter() - start)
+                bar.update()
+            state = final.snapshot()
+            features = final.features()
+            frozen.adopt_tuned_weights(weights_to_bytes(state))
         else:
             features = frozen_features
-            baseline = self.history_[0]
+            d = self.decision_
             warnings.warn(
-                f"FineTuningClassifier kept the frozen encoder: no epoch of tuning beat it on the validation split "
-                f"({self.n_validation_} items; frozen accuracy {baseline['val_accuracy']:.3f}, best tuned "
-                f"{max(h['val_accuracy'] for h in self.history_[1:]):.3f}). See history_.", UserWarning, stacklevel=2)
+                f"FineTuningClassifier kept the frozen encoder: tuning did not beat it beyond the spread over "
+                f"{d['n_splits']} validation splits of {self.n_validation_} items (mean accuracy gain "
+                f"{d['mean_gain']:+.3f}, standard error {d['std_error']:.3f}, at epoch {d['epoch']}). See decision_ "
+                "and history_.", UserWarning, stacklevel=2)
+        bar.close()
         self.encoder_ = frozen
-        self.head_ = self._new_head().fit(features, y)
+        self.head_ = self._new_head(y).fit(features, y)
         return self
+
+    @staticmethod
+    def _mean_score(scores: list, epoch: int) -> tuple:
+        """(mean accuracy, mean -log loss) over the splits at ``epoch``: compared in that order."""
+        return tuple(float(np.mean([split[epoch][k] for split in scores])) for k in (0, 1))
+
+    def _decide(self, scores: list, epoch: int) -> dict:
+        """Tuned is kept when its mean accuracy gain over the splits exceeds their standard error (one split:
+        when it beats frozen in accuracy, then log loss)."""
+        frozen = [split[0][0] for split in scores]
+        tuned = [split[epoch][0] for split in scores]
+        gains = np.subtract(tuned, frozen)
+        error = float(gains.std(ddof=1) / math.sqrt(len(gains))) if len(gains) > 1 else 0.0
+        if len(gains) > 1:
+            wins = gains.mean() > error
+        else:
+            wins = scores[0][epoch] > scores[0][0]
+        return {"n_splits": len(scores), "epoch": epoch, "frozen_accuracy": frozen, "tuned_accuracy": tuned,
+                "gains": gains.tolist(), "mean_gain": float(gains.mean()), "std_error": error,
+                "kept": "tuned" if wins else "frozen"}
 
     def _modality(self) -> str:
         if getattr(self.encoder, "backend", "torch") != "torch":
@@ -353,10 +430,12 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 "drop it.")
         return y
 
-    def _split(self, codes: np.ndarray, seed: int, objective: str):
+    def _splits(self, codes: np.ndarray, seed: int, objective: str) -> list:
+        """``n_splits`` stratified (train, validation) splits, the k-th drawn with seed ``seed + k``; checked."""
         rows = np.arange(len(codes))
         if self.validation_fraction == 0:
-            return rows, rows[:0]
+            return []
+        seeds = [(seed + k) % np.iinfo(np.int32).max for k in range(self.n_splits)]
         n, counts = len(codes), np.bincount(codes)
         n_classes = len(counts)
         n_val = math.ceil(self.validation_fraction * n)
@@ -364,8 +443,8 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         fallback = "set validation_fraction=0 (no validation: no frozen fallback)."
 
         def advice(label_more: str, none_works: str) -> str:
-            works = [m for m in range(n_classes, n - 2 * n_classes + 1)  # the sizes whose split (this seed) works
-                     if stratified_train_counts(counts, n - m, seed).min() >= needed]
+            works = [m for m in range(n_classes, n - 2 * n_classes + 1)  # the sizes whose splits (these seeds) work
+                     if min(stratified_train_counts(counts, n - m, s).min() for s in seeds) >= needed]
             if works:
                 return f"Use validation_fraction {self._fractions(works, n)}, {label_more}"
             return f"No validation_fraction works: {none_works}. L{label_more[1:]}"
@@ -382,8 +461,22 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 f"({self._class_counts(counts)}): too few for a stratified split, which needs as many validation "
                 f"items as classes ({n_classes}) and 2 training items per class ({2 * n_classes}). {fix}, or {fallback}"
             )
-        train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=seed)
-        # Stratifying rounds each class's share: a small class can lose its training items to validation.
+        splits = []
+        for split_seed in seeds:
+            train, val = train_test_split(rows, test_size=n_val, stratify=codes, random_state=split_seed)
+            self._check_split(codes, train, counts, needed, advice)
+            splits.append((np.sort(train), np.sort(val)))
+        if n_val * len(seeds) < SMALL_VALIDATION:
+            warnings.warn(
+                f"FineTuningClassifier's {len(seeds)} validation split(s) hold {n_val} items each: each scores in "
+                f"steps of {100 / n_val:.1f} accuracy points, so the choice between frozen and tuned is coarse. More "
+                "labels (or a larger n_splits) make it finer.", UserWarning, stacklevel=3)
+        return splits
+
+    def _check_split(self, codes, train, counts, needed, advice) -> None:
+        """Stratifying rounds each class's share: a small class can lose its training items to validation."""
+        n, n_classes = len(codes), len(counts)
+        fallback = "set validation_fraction=0 (no validation: no frozen fallback)."
         kept = np.bincount(codes[train], minlength=n_classes)
         short = np.flatnonzero(kept < needed)
         if short.size:
@@ -398,12 +491,6 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 f"{self.validation_fraction}) leaves {kept[k]} of the {counts[k]} items of class {label!r} for "
                 f"training, and {why} ({needed} needed). {fix}"
                 + (", use objective='classification'" if needed == 2 else "") + f", or {fallback}")
-        if n_val < SMALL_VALIDATION:
-            warnings.warn(
-                f"FineTuningClassifier's validation split has {n_val} items: it scores in steps of "
-                f"{100 / n_val:.1f} accuracy points (ties are broken by log loss), so the choice between frozen and "
-                "tuned is coarse. More labels make it finer.", UserWarning, stacklevel=3)
-        return np.sort(train), np.sort(val)
 
     def _label(self, k: int):
         return np.asarray(self.classes_).tolist()[k]  # a Python value ('a', 1) for messages
@@ -444,20 +531,23 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
 
         return ImageTuner(encoder, augment=unfreeze == "all" if self.augment == "auto" else bool(self.augment), **common)
 
-    def _new_head(self):
-        return clone(self.head) if self.head is not None else LogisticRegression(max_iter=1000)
+    def _new_head(self, labels):
+        """The user's head as given, or the tuned head (C chosen by CV on ``labels``' items only)."""
+        return clone(self.head) if self.head is not None else tuned_head(labels)
 
-    def _validation_score(self, features, codes, train, val) -> tuple:
-        """(accuracy, -log loss) of the head on the validation split: compared in that order."""
-        head = self._new_head().fit(features[train], codes[train])
+    def _validation_score(self, features, codes, train, val, epoch, split, loss=math.nan, start=None) -> tuple:
+        """(accuracy, -log loss) of a head fitted on the split's training part, on its validation part; recorded."""
+        head = self._new_head(codes[train]).fit(features[train], codes[train])
         X_val, y_val = features[val], codes[val]
         accuracy = float(accuracy_score(y_val, head.predict(X_val)))
-        loss = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_) if hasattr(head, "predict_proba") \
-            else math.nan
-        return accuracy, -math.inf if math.isnan(loss) else -float(loss)
+        loss_val = log_loss(y_val, head.predict_proba(X_val), labels=head.classes_) \
+            if hasattr(head, "predict_proba") else math.nan
+        score = accuracy, -math.inf if math.isnan(loss_val) else -float(loss_val)
+        self._record(epoch, split, loss, score, 0.0 if start is None else time.perf_counter() - start)
+        return score
 
-    def _record(self, epoch, loss, score, seconds) -> None:
-        self.history_.append({"epoch": epoch, "train_loss": float(loss),
+    def _record(self, epoch, split, loss, score, seconds) -> None:
+        self.history_.append({"epoch": epoch, "split": split, "train_loss": float(loss),
                               "val_accuracy": math.nan if score is None else score[0],
                               "val_log_loss": math.nan if score is None else -score[1], "seconds": round(seconds, 3)})
 

@@ -20,7 +20,8 @@ LAYERS = {
                                      "_quantize", "_backends", "_pipeline"],
     "estimator base": ["base"],
     "encoders": ["text", "image", "clip"],
-    "built on encoders": ["_tuning", "_tune_text", "_tune_images", "finetune", "zeroshot", "tables"],
+    "built on encoders": ["_tuning", "_tune_text", "_tune_images", "heads", "finetune", "zeroshot", "fewshot",
+                          "tables"],
     "entry points": ["_cluster", "dask", "ray", "spark", "speed", "_cli_embed", "cli", "__main__", "__init__"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

@@ -22,7 +22,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import ClipEncoder, ImageEncoder, TextEncoder, ZeroShotClassifier
+from sktransfer import ClipEncoder, FewShotClassifier, ImageEncoder, TextEncoder, ZeroShotClassifier
 from sktransfer.testing import make_tiny_clip
 
 # A tiny random CLIP for ClipEncoder's checks (no CLIP weights exist offline), built once at import
@@ -91,7 +91,8 @@ ZERO_SHOT_FAILED_CHECKS = {
 }
 
 
-@parametrize_with_checks([ZeroShotClassifier(TextEncoder(), labels=["negative", "positive"])],
+@parametrize_with_checks([ZeroShotClassifier(TextEncoder(), labels=["negative", "positive"]),
+                          FewShotClassifier(TextEncoder(), labels=["negative", "positive"])],
                          expected_failed_checks=lambda est: ZERO_SHOT_FAILED_CHECKS)
 def test_zero_shot_classifier_is_compatible(estimator, check):
     check(estimator)
@@ -216,7 +217,7 @@ def test_html_repr_links_every_public_estimator_to_its_entry_in_the_api_referenc
                   if inspect.isclass(getattr(sktransfer, name)) and issubclass(getattr(sktransfer, name), BaseEstimator)
                   and name != "BaseEncoder"]  # the base class: docs/base_contract.md, never instantiated
     assert {cls.__name__ for cls in estimators} >= {"TextEncoder", "ImageEncoder", "ClipEncoder", "ZeroShotClassifier",
-                                                    "FineTuningClassifier"}
+                                                    "FineTuningClassifier", "FewShotClassifier"}
     api = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
     for cls in estimators:
         link = cls._get_doc_link(cls.__new__(cls))

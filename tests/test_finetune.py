@@ -39,7 +39,7 @@ def texts(sst2_sample):
 
 def quiet_fit(estimator, X, y):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*validation split has.*")
+        warnings.filterwarnings("ignore", message=".*validation split")
         return estimator.fit(X, y)
 
 
@@ -124,7 +124,7 @@ def test_text_tuning_changes_vectors_and_identity(tuned_text, texts):
     tuned_identity = tuned_text.encoder_.identity_
     assert tuned_identity.fingerprint != frozen.identity_.fingerprint
     assert tuned_identity.registry_key("cpu") != frozen.identity_.registry_key("cpu")
-    assert set(tuned_text.history_[0]) == {"epoch", "train_loss", "val_accuracy", "val_log_loss", "seconds"}
+    assert set(tuned_text.history_[0]) == {"epoch", "split", "train_loss", "val_accuracy", "val_log_loss", "seconds"}
     tuned, base = tuned_text.transform(X), frozen.transform(X)
     assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-3)
     # Only the top layer's tensors are state.
@@ -247,6 +247,13 @@ def test_tuning_that_cannot_help_keeps_the_frozen_encoder(photos):
     with pytest.warns(UserWarning, match="kept the frozen encoder"):
         harmful.fit(X, y)
     assert not harmful.tuned_ and harmful.best_epoch_ == 0
+    decision = harmful.decision_
+    assert decision["kept"] == "frozen" and decision["n_splits"] == 3 and len(decision["gains"]) == 3
+    np.testing.assert_allclose(decision["gains"], np.subtract(decision["tuned_accuracy"], decision["frozen_accuracy"]))
+    assert decision["mean_gain"] <= decision["std_error"]
+    # Every split scored the frozen encoder (epoch 0) and every epoch it ran; no final run on all items.
+    assert {(h["split"], h["epoch"]) for h in harmful.history_} >= {(k, 0) for k in range(3)}
+    assert all(h["split"] is not None for h in harmful.history_)
     assert "tuned" not in harmful.encoder_.identity_.settings
     np.testing.assert_allclose(harmful.transform(X), image_encoder().fit(X).transform(X), atol=1e-5)
 
@@ -299,3 +306,51 @@ def test_lora_adapters_are_the_state_and_merge_into_the_same_vectors(texts):
     merged = pickle.loads(pickle.dumps(encoder)).transform(X)
     cosine = (merged * during).sum(1) / np.linalg.norm(merged, axis=1) / np.linalg.norm(during, axis=1)
     assert cosine.min() > 0.9999 and not np.allclose(before, during, atol=1e-3)
+
+
+def test_tuned_wins_beyond_the_spread_then_trains_on_all_items(tuned_images, photos):
+    decision = tuned_images.decision_
+    assert decision["n_splits"] == 3 and len(decision["frozen_accuracy"]) == 3
+    if tuned_images.tuned_:
+        assert decision["kept"] == "tuned" and decision["mean_gain"] > decision["std_error"]
+        final = [h for h in tuned_images.history_ if h["split"] is None]
+        assert [h["epoch"] for h in final] == list(range(1, tuned_images.best_epoch_ + 1))
+        assert all(np.isnan(h["val_accuracy"]) for h in final)
+    else:
+        assert decision["kept"] == "frozen" and tuned_images.best_epoch_ == 0
+
+
+def test_one_split_decides_by_accuracy_then_log_loss():
+    from sktransfer.finetune import FineTuningClassifier as F
+
+    clf = F(TextEncoder(), n_splits=1)
+    wins = clf._decide([[(0.5, -0.7), (0.5, -0.6)]], 1)  # same accuracy, lower log loss
+    assert wins["kept"] == "tuned" and wins["std_error"] == 0.0
+    assert clf._decide([[(0.5, -0.7), (0.5, -0.8)]], 1)["kept"] == "frozen"
+    # Several splits: a mean gain within one standard error keeps frozen.
+    spread = [[(0.5, 0.0), (0.6, 0.0)], [(0.5, 0.0), (0.4, 0.0)], [(0.5, 0.0), (0.6, 0.0)]]
+    assert clf._decide(spread, 1)["kept"] == "frozen"
+    steady = [[(0.5, 0.0), (0.6, 0.0)], [(0.5, 0.0), (0.55, 0.0)], [(0.5, 0.0), (0.6, 0.0)]]
+    assert clf._decide(steady, 1)["kept"] == "tuned"
+
+
+def test_default_head_is_tuned_on_training_items_only(tuned_images):
+    from sklearn.linear_model import LogisticRegressionCV
+
+    head = tuned_images.head_
+    assert isinstance(head[-1], LogisticRegressionCV) and head[-1].scoring == "neg_log_loss"
+    assert head[-1].C_ is not None
+
+
+def test_progress_is_shown_by_default_for_long_fits_and_silenced(photos, capsys):
+    X, y = photos
+    quiet_fit(FineTuningClassifier(image_encoder(), unfreeze=1, max_epochs=3, validation_fraction=0,
+                                   batch_size=1, random_state=0), X, y)  # 24 steps x 3 epochs: above the threshold
+    shown = capsys.readouterr().err
+    assert "FineTuningClassifier" in shown and "epoch" in shown
+    quiet_fit(FineTuningClassifier(image_encoder(), unfreeze=1, max_epochs=3, validation_fraction=0,
+                                   batch_size=1, random_state=0, show_progress=False), X, y)
+    assert "FineTuningClassifier" not in capsys.readouterr().err
+    quiet_fit(FineTuningClassifier(image_encoder(), unfreeze=1, max_epochs=1, validation_fraction=0,
+                                   random_state=0), X, y)  # 1 step: a bar would only flicker
+    assert "FineTuningClassifier" not in capsys.readouterr().err

@@ -179,7 +179,7 @@ class NoFitTextEncoder(TextEncoder):
 
 def fine_tune(y, **params):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*validation split has.*")
+        warnings.filterwarnings("ignore", message=".*validation split")
         FineTuningClassifier(NoFitTextEncoder(), random_state=0, **params).fit([f"text {i}" for i in range(len(y))], y)
 
 
