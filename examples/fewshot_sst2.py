@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 50, 100, 200])
     parser.add_argument("--draws", type=int, default=10, help="random labelled sets per size (default: %(default)s)")
     parser.add_argument("--split", choices=["dev", "test"], default="test", help="where to score (default: test)")
+    parser.add_argument("--eval-size", type=int, default=None, help="score on the first N sentences only")
     parser.add_argument("--output", type=Path, default=DOCS / "fewshot_sst2.json", help="JSON results")
     args = parser.parse_args(argv)
     folder = args.data / "sst2"
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
         return 2
     train_texts, train_labels = read_sst2(folder / "stsa.binary.train")
     eval_texts, eval_labels = read_sst2(folder / f"stsa.binary.{args.split}")
+    eval_texts, eval_labels = eval_texts[: args.eval_size], eval_labels[: args.eval_size]
     cache_dir = tempfile.mkdtemp(prefix="sktransfer-fewshot-")
     cache = EmbeddingCache(cache_dir)
     encoder = TextEncoder(cache=cache)

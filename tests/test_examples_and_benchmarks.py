@@ -10,6 +10,7 @@ outputs. They never assert on timings.
 """
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -75,7 +76,6 @@ def test_precision_benchmark_smoke(data_dir, capsys, monkeypatch):
 
 
 def test_cluster_benchmark_smoke(data_dir, tmp_path, capsys, monkeypatch):
-    import json
 
     import pytest
 
@@ -108,6 +108,9 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     out = run_in_process("examples/domain_shift_fashion.py", "--limit", "20", "--output", str(tmp_path / "shift.json"),
                          capsys=capsys).out
     assert "CORAL (StandardScaler, CORALAdapter)" in out
+    out = run_in_process("examples/fewshot_sst2.py", "--sizes", "8", "--draws", "2", "--split", "dev", "--eval-size",
+                         "40", "--output", str(tmp_path / "fewshot.json"), capsys=capsys).out
+    assert "FewShotClassifier" in out and json.loads((tmp_path / "fewshot.json").read_text())["n_eval"] == 40
 
 
 def test_learning_curve_plot_names_the_test_set_it_used_and_its_legend_covers_no_point():
