@@ -318,7 +318,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             if splits:
                 final.start(items, everything, codes)
                 final.adopt_inputs(tuners[0])
-            del tuners
+            del tuners, tuner  # the splits' models are not needed for the final run
             bar.reset(total=bar.total + self.best_epoch_)
             bar.update(bar.total - self.best_epoch_)
             bar.set_postfix_str("all items")

@@ -334,7 +334,7 @@ def test_one_split_decides_by_accuracy_then_log_loss():
     assert clf._decide(steady, 1)["kept"] == "tuned"
 
 
-def test_default_head_is_tuned_on_training_items_only(tuned_images):
+def test_default_head_is_the_tuned_head(tuned_images):
     from sklearn.linear_model import LogisticRegressionCV
 
     head = tuned_images.head_
