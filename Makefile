@@ -11,8 +11,11 @@ setup:
 demo: setup
 	@HF_HUB_OFFLINE=1 $(PY) -m sktransfer demo
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures and each file's cluster
+# start stay in one process): many tests wait on subprocesses, clusters and file I/O, which the
+# other worker fills with work.
 test: setup
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadfile
 
 # The linter, with the rule set agreed in pyproject.toml ([tool.ruff]).
 lint: setup

@@ -11,10 +11,13 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Exported networks (backend="onnx"/"openvino") go to a folder of this test session, so every
-# run exports afresh and the tests' export counts start from an empty folder.
+# run exports afresh and the tests' export counts start from an empty folder. Each pytest-xdist
+# worker (`make test` runs two) gets its own: a worker inherits the controller's variable, and
+# another worker's exports would change its counts.
 import tempfile  # noqa: E402
 
-os.environ.setdefault("SKTRANSFER_EXPORTS", tempfile.mkdtemp(prefix="sktransfer-test-exports-"))
+if "PYTEST_XDIST_WORKER" in os.environ or "SKTRANSFER_EXPORTS" not in os.environ:
+    os.environ["SKTRANSFER_EXPORTS"] = tempfile.mkdtemp(prefix="sktransfer-test-exports-")
 
 # The cluster helpers' modules import their optional extra; without it, their doctests are not
 # collected (the tests of tests/test_cluster.py skip and say which extra is missing).

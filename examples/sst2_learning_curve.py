@@ -1,16 +1,20 @@
-"""What transfer learning buys with little labelled data: SST-2 sentiment, frozen MiniLM vs TF-IDF.
+"""What transfer learning buys with little labelled data: SST-2 sentiment, from zero labels to all.
 
 For each training-set size (50, 100, 200, 500, 1000 sentences, several random draws each, and
-the full 6920) a LogisticRegression is trained on
+the full 6920), on the same sentences, scored on the official SST-2 test split (1821 sentences):
 
-* TextEncoder() features (sentence-transformers all-MiniLM-L6-v2, frozen), and
-* TfidfVectorizer(ngram_range=(1, 2)) features fitted on the same training sentences,
+* frozen: TextEncoder() features (sentence-transformers all-MiniLM-L6-v2) + the tuned head
+  (``sktransfer.heads.tuned_head``: StandardScaler + LogisticRegressionCV, C chosen on the
+  training sentences only);
+* TF-IDF: TfidfVectorizer(ngram_range=(1, 2)) + LogisticRegressionCV over the same C values;
+* few-shot: ``FewShotClassifier`` (the label texts blended with the labelled sentences);
+* fine-tuned: ``FineTuningClassifier(TextEncoder())`` with its defaults, at ``--finetune-sizes``
+  and ``--finetune-draws`` draws each (the first draws of the frozen curve; each fit takes minutes).
 
-and scored on the official SST-2 test split (1821 sentences). The first point uses no labels
-at all: ``ZeroShotClassifier(TextEncoder(), labels={0: "a negative review", 1: "a positive
-review"})`` picks the label text closest to each sentence. Every sentence is encoded once (the
-zero-shot classifier reads the test vectors from the encoder's cache); the learning curve only
-refits the logistic regressions. Prints a table and saves a PNG plot.
+The first point uses no labels at all: ``ZeroShotClassifier(TextEncoder(), labels={0: "a negative
+review", 1: "a positive review"})`` picks the label text closest to each sentence. Every sentence
+is encoded once for the frozen curves (the zero-shot and few-shot classifiers read the vectors
+from the encoder's cache). Prints a table and saves a PNG plot.
 
 Run: ``make demo`` (sets everything up), or ``python examples/sst2_learning_curve.py --help``.
 """
@@ -23,14 +27,21 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import accuracy_score
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import EmbeddingCache, TextEncoder, ZeroShotClassifier
+from sktransfer import EmbeddingCache, FewShotClassifier, FineTuningClassifier, TextEncoder, ZeroShotClassifier
+from sktransfer.heads import C_GRID, tuned_head
+
+#: The curves, in the table's and the plot's order.
+SERIES = ["frozen + tuned head", "TF-IDF + tuned LR", "few-shot", "fine-tuned"]
 
 #: The zero-shot label texts, fixed before looking at any score (never tuned on the test set).
 ZERO_SHOT_LABELS = {0: "a negative review", 1: "a positive review"}
@@ -60,20 +71,38 @@ def subsample(texts, labels, n, seed):
     return [texts[i] for i in idx], labels[idx]
 
 
-def learning_curve(sizes, draws, seed, train_texts, y_train, test_texts, y_test, E_train, E_test):
-    """Test accuracy of both models for each size; yields (size, emb_scores, tfidf_scores)."""
-    rng = np.random.default_rng(seed)
+def draws_of(size: int, n_train: int, draws: int, seed: int) -> list:
+    """The training rows of each draw at ``size``: all of them once when ``size`` reaches the training set."""
+    if size >= n_train:
+        return [np.arange(n_train)]
+    rng = np.random.default_rng(seed + size)
+    return [rng.choice(n_train, size, replace=False) for _ in range(draws)]
+
+
+def learning_curve(sizes, draws, seed, train_texts, y_train, test_texts, y_test, E_train, E_test, encoder,
+                   finetune_sizes=(), finetune_draws=1, finetune_params=None):
+    """Test accuracy of every series for each size; yields ``(size, {series: scores})``."""
     for size in sizes:
-        n_draws = 1 if size >= len(train_texts) else draws
-        emb_scores, tfidf_scores = [], []
-        for _ in range(n_draws):
-            idx = np.arange(len(train_texts)) if n_draws == 1 else rng.choice(len(train_texts), size, replace=False)
-            head = LogisticRegression(max_iter=2000).fit(E_train[idx], y_train[idx])
-            emb_scores.append(head.score(E_test, y_test))
-            tfidf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), LogisticRegression(max_iter=2000))
-            tfidf.fit([train_texts[i] for i in idx], y_train[idx])
-            tfidf_scores.append(tfidf.score(test_texts, y_test))
-        yield min(size, len(train_texts)), np.asarray(emb_scores), np.asarray(tfidf_scores)
+        scores = {name: [] for name in SERIES}
+        for k, idx in enumerate(draws_of(size, len(train_texts), draws, seed)):
+            X, y = [train_texts[i] for i in idx], y_train[idx]
+            # accuracy_score, not .score: LogisticRegressionCV scores by its scoring (log loss here)
+            head = tuned_head(y).fit(E_train[idx], y)
+            scores["frozen + tuned head"].append(accuracy_score(y_test, head.predict(E_test)))
+            tfidf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)),
+                                  LogisticRegressionCV(Cs=C_GRID, scoring="neg_log_loss", l1_ratios=(0.0,),
+                                                       use_legacy_attributes=False, max_iter=2000))
+            scores["TF-IDF + tuned LR"].append(accuracy_score(y_test, tfidf.fit(X, y).predict(test_texts)))
+            quiet = clone(encoder).set_params(show_progress=False)  # the same cache: its vectors are read, not encoded
+            few = FewShotClassifier(quiet, labels=ZERO_SHOT_LABELS, template=None, random_state=k).fit(X, y)
+            scores["few-shot"].append(few.score(test_texts, y_test))
+            if size in finetune_sizes and k < finetune_draws:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "kept the frozen encoder" is in the table
+                    tuned = FineTuningClassifier(TextEncoder(model=encoder.model, precision=encoder.precision),
+                                                 random_state=k, **(finetune_params or {}))
+                    scores["fine-tuned"].append(tuned.fit(X, y).score(test_texts, y_test))
+        yield min(size, len(train_texts)), {name: np.asarray(values) for name, values in scores.items()}
 
 
 def figure(rows, model: str, n_test: int, zero_shot: float | None = None):
@@ -84,13 +113,23 @@ def figure(rows, model: str, n_test: int, zero_shot: float | None = None):
     import matplotlib.pyplot as plt
 
     sizes = [r[0] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 5.2))
-    for label, col, color in [(f"TextEncoder({model}) + LogisticRegression", 1, "tab:blue"),
-                              ("TF-IDF (1-2 grams) + LogisticRegression", 2, "tab:orange")]:
-        mean = np.array([r[col].mean() for r in rows])
-        std = np.array([r[col].std() for r in rows])
-        ax.plot(sizes, mean, "o-", label=label, color=color)
-        ax.fill_between(sizes, mean - std, mean + std, alpha=0.2, color=color)
+    fig, ax = plt.subplots(figsize=(7, 5.6))
+    colors = {"frozen + tuned head": "tab:blue", "TF-IDF + tuned LR": "tab:orange", "few-shot": "tab:purple",
+              "fine-tuned": "tab:red"}
+    labels = {"frozen + tuned head": f"TextEncoder({model}) + tuned head (frozen)",
+              "TF-IDF + tuned LR": "TF-IDF (1-2 grams) + tuned LogisticRegression",
+              "few-shot": "FewShotClassifier (label names + labels)",
+              "fine-tuned": "FineTuningClassifier (defaults)"}
+    for name in SERIES:
+        points = [(size, scores[name]) for size, scores in rows if len(scores.get(name, ()))]
+        if not points:
+            continue
+        x = [size for size, _ in points]
+        mean = np.array([values.mean() for _, values in points])
+        std = np.array([values.std() for _, values in points])
+        ax.plot(x, mean, "o-" if name != "fine-tuned" else "s--", label=labels[name], color=colors[name])
+        if name != "fine-tuned":
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=colors[name])
     if zero_shot is not None:
         at = sizes[0] / 2
         ax.plot([at], [zero_shot], "D", color="tab:green", label="ZeroShotClassifier(TextEncoder()): 0 labels")
@@ -133,6 +172,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None,
                         help="use only a stratified random N training and N test sentences (quick check)")
+    parser.add_argument("--finetune-sizes", type=int, nargs="*", default=[50, 100],
+                        help="sizes at which FineTuningClassifier is fitted too (default: %(default)s; none: skip)")
+    parser.add_argument("--finetune-draws", type=int, default=1, help="fine-tuned draws per size (default: %(default)s)")
+    parser.add_argument("--finetune-unfreeze", default="auto",
+                        help='FineTuningClassifier(unfreeze=...): "auto" (the default recipe) or a number of top layers')
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="FineTuningClassifier(max_epochs=...) (default: the recipe's)")
     parser.add_argument("--output", type=Path, default=Path("output") / "sst2_learning_curve.png",
                         help="where to save the plot (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -159,21 +205,28 @@ def main(argv=None) -> int:
     # Zero labels: the label texts closest to each test sentence (its vectors come from the cache).
     zero_shot = ZeroShotClassifier(encoder, labels=ZERO_SHOT_LABELS, template=None).fit(train_texts[:1])
     zero_shot_accuracy = zero_shot.score(test_texts, y_test)
-    shutil.rmtree(cache.path, ignore_errors=True)
     n = len(train_texts) + len(test_texts)
     print(f"Encoded {n} sentences once with TextEncoder({args.model!r}, precision={args.precision!r}) "
           f"on {encoder.device_}: {elapsed:.0f} s ({n / elapsed:.0f} sentences/s, incl. model load)")
 
     rows = []
-    print(f"\n{'train size':>10} | {'draws':>5} | {'TextEncoder + LR':>18} | {'TF-IDF + LR':>18} | gain")
-    print("-" * 70)
-    print(f"{0:>10} | {'-':>5} | {zero_shot_accuracy:.3f} (zero-shot)  | {'-':>18} |  (labels "
+    unfreeze = int(args.finetune_unfreeze) if args.finetune_unfreeze.isdigit() else args.finetune_unfreeze
+    header = " | ".join(f"{name:>19}" for name in SERIES)
+    print(f"\n{'train size':>10} | {'draws':>5} | {header}")
+    print("-" * (21 + 22 * len(SERIES)))
+    print(f"{0:>10} | {'-':>5} | {'zero-shot ' + format(zero_shot_accuracy, '.3f'):>19} |  (labels "
           f"{list(ZERO_SHOT_LABELS.values())})")
-    for size, emb, tfidf in learning_curve(args.sizes, args.draws, args.seed, train_texts, y_train,
-                                           test_texts, y_test, E_train, E_test):
-        rows.append((size, emb, tfidf))
-        print(f"{size:>10} | {len(emb):>5} | {emb.mean():.3f} +/- {emb.std():.3f}    | "
-              f"{tfidf.mean():.3f} +/- {tfidf.std():.3f}    | {emb.mean() - tfidf.mean():+.3f}")
+    try:
+        for size, scores in learning_curve(args.sizes, args.draws, args.seed, train_texts, y_train, test_texts,
+                                           y_test, E_train, E_test, encoder, set(args.finetune_sizes),
+                                           args.finetune_draws,
+                                           {"unfreeze": unfreeze, "max_epochs": args.finetune_epochs}):
+            rows.append((size, scores))
+            cells = [f"{v.mean():.3f} +/- {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}" if len(v) else "-"
+                     for v in (scores[name] for name in SERIES)]
+            print(f"{size:>10} | {len(scores[SERIES[0]]):>5} | " + " | ".join(f"{c:>19}" for c in cells), flush=True)
+    finally:
+        shutil.rmtree(cache.path, ignore_errors=True)
     plot(rows, args.output, args.model, len(test_texts), zero_shot_accuracy)
     print(f"\nLearning curve saved to {args.output}")
     return 0

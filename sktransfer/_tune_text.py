@@ -24,7 +24,9 @@ from .text import TOKENIZER_LOCK, TextEncoder
 __all__ = ["TextTuner", "contrastive_pairs"]
 
 #: Rounds of one positive and one negative partner per text and epoch (SetFit's ``num_iterations``).
-PAIR_ROUNDS = 5
+#: On the SST-2 dev split (100 labels, 3 draws) 2 rounds for 3 epochs at 5e-5 gained as much over frozen +
+#: the tuned head as 5 rounds for 2 epochs at 2e-5 (+4.8 and +4.7 points) in 0.6 of the time.
+PAIR_ROUNDS = 2
 
 #: Most pairs per epoch: beyond about 100 labelled texts more pairs cost time linearly and gained
 #: little in SetFit-style runs on SST-2 (500 sentences: 2000 pairs in all reached 0.805).

@@ -149,7 +149,8 @@ def _models(args) -> int:
 
 
 QUICK_ARGS = {  # the examples `demo` runs, in order, and their --quick arguments
-    "sst2_learning_curve.py": ["--limit", "60", "--sizes", "20", "1000", "--draws", "2"],
+    "sst2_learning_curve.py": ["--limit", "60", "--sizes", "20", "1000", "--draws", "2", "--finetune-sizes", "20",
+                               "--finetune-unfreeze", "1", "--finetune-epochs", "1"],
     "hymenoptera_transfer.py": ["--limit", "6", "--cv", "2"],
     "fashion_products.py": ["--limit", "5"],
 }

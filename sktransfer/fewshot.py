@@ -8,12 +8,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_is_fitted
 
 from ._columns import column_to_list, is_missing, read_once
 from .base import DocLinkMixin
-from .zeroshot import ZeroShotClassifier
+from .zeroshot import SimilarityClassifierMixin, ZeroShotClassifier
 
 __all__ = ["FewShotClassifier"]
 
@@ -35,7 +34,7 @@ SE_BAND = 1.0
 MAX_SCORED = 1000
 
 
-class FewShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
+class FewShotClassifier(DocLinkMixin, SimilarityClassifierMixin, ClassifierMixin, BaseEstimator):
     """Classify with a few labelled items and the classes' names: each class a blend of its label text and its items.
 
     Each class is represented by ``alpha_ * t + (1 - alpha_) * m`` (both unit length, the sum made unit
@@ -135,7 +134,7 @@ class FewShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             return self
         codes = self._codes(y, len(column_to_list(X, "FewShotClassifier")))
         self.n_labelled_ = len(codes)
-        Z = self._unit_embeddings(X).astype(np.float64)
+        Z = self.zero_shot_.unit_embeddings(X).astype(np.float64)
         sums = np.zeros_like(texts)
         np.add.at(sums, codes, Z)
         counts = np.bincount(codes, minlength=len(self.classes_))
@@ -159,15 +158,6 @@ class FewShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
                     "the unlabelled items.")
             codes[i] = index[value]
         return codes
-
-    def _unit_embeddings(self, X) -> np.ndarray:
-        Z = self.zero_shot_.encoder_.transform(X)
-        bad = np.flatnonzero(~np.isfinite(Z).all(axis=1))
-        if bad.size:
-            raise ValueError(f"the encoder returned a NaN row for the item at index {bad[0]} (on_error='nan'); "
-                             "filter or impute such items before classifying them.")
-        norms = np.linalg.norm(Z, axis=1, keepdims=True)
-        return Z / np.where(norms == 0, 1.0, norms)
 
     def _select(self, Z, codes, sums, counts, texts) -> dict:
         """Leave-one-out log loss of every weight in `ALPHAS`: each scored item is left out of its class's mean."""
@@ -201,54 +191,7 @@ class FewShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self, "class_vectors_")
-        return self._unit_embeddings(X) @ self.class_vectors_.T
-
-    def decision_function(self, X):
-        """Scores in scikit-learn's convention: for two classes, the second's similarity minus the first's.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
-        """
-        scores = self.similarities(X)
-        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
-
-    def predict_proba(self, X):
-        """Softmax of the similarities divided by ``temperature_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        return softmax(self.similarities(X) / self.temperature_, copy=False)
-
-    def predict(self, X):
-        """The class whose vector is most similar to each item.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-        """
-        scores = self.similarities(X)  # checks the fit before classes_ is read
-        return self.classes_[scores.argmax(axis=1)]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.one_d_array = True
-        return tags
+        return self.zero_shot_.unit_embeddings(X) @ self.class_vectors_.T
 
 
 def _blend(alpha: float, texts: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:

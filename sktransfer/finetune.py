@@ -46,8 +46,9 @@ AUTO_PROGRESS_STEPS = 50
 #: Adapters start from zero and hold few parameters: they take a larger step than the whole model.
 LORA_LEARNING_RATE = 2e-4
 
-_DEFAULTS = {  # SetFit's recipe for texts; for images as measured on hymenoptera (docs/adapting.md)
-    "text": {"unfreeze": "all", "max_epochs": 2, "learning_rate": 2e-5, "batch_size": 16},
+_DEFAULTS = {  # texts: SetFit's recipe, its pairs, epochs and rate chosen on the SST-2 dev split
+    # (benchmarks/bench_text_recipe.py, docs/adapting.md); images: as measured on hymenoptera
+    "text": {"unfreeze": "all", "max_epochs": 3, "learning_rate": 5e-5, "batch_size": 16},
     "image": {"unfreeze": 4, "max_epochs": 8, "learning_rate": 1e-4, "batch_size": 32},
 }
 
@@ -152,9 +153,13 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         Whether tuning beat the frozen encoder beyond the splits' spread (False: the frozen one is kept).
     best_epoch_ : int
         The epochs the kept encoder was trained for (0: the frozen encoder).
+    recipe_ : dict
+        What the ``"auto"``/None settings resolved to for this encoder: ``objective``, ``unfreeze``,
+        ``max_epochs``, ``learning_rate`` and ``batch_size``.
     decision_ : dict or None
         ``n_splits``, the judged ``epoch``, per split ``frozen_accuracy``, ``tuned_accuracy`` and
-        ``gains``, their ``mean_gain`` and ``std_error``, and ``kept`` ("tuned" or "frozen");
+        ``gains``, their ``mean_gain`` and ``std_error``, per split ``log_loss_gains`` (frozen's
+        validation log loss minus tuned's), and ``kept`` ("tuned" or "frozen");
         None with ``validation_fraction=0``.
     history_ : list of dict
         One entry per split and epoch (epoch 0 is the frozen baseline), then one per epoch of the
@@ -275,7 +280,10 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
                 f"({items[bad[0]]!r}): every training item must be encodable. Fix or drop it "
                 "(the encoder's on_error='nan' marks such items).")
 
-        epochs = self._setting("max_epochs", modality)
+        self.recipe_ = {"objective": self._objective(modality),
+                        **{name: self._setting(name, modality)
+                           for name in ("unfreeze", "max_epochs", "learning_rate", "batch_size")}}
+        epochs = self.recipe_["max_epochs"]
         steps = tuners[0].steps_per_epoch * epochs * (len(splits) + 1)
         shown = self.show_progress is True or (self.show_progress == "auto" and steps >= AUTO_PROGRESS_STEPS)
         batches = functools.partial(tqdm, desc="batches", unit="batch", leave=False,
@@ -285,7 +293,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         self.history_ = []
         scores = [[self._validation_score(frozen_features, codes, train, val, 0, split)]
                   for split, (train, val) in enumerate(splits)]  # scores[split][epoch]
-        best, best_epoch, stale = self._mean_score(scores, 0), 0, 0
+        best, best_epoch, stale = (self._mean_score(scores, 0) if splits else None), 0, 0
         ran = 0
         for epoch in range(1, epochs + 1):
             if not splits:
@@ -354,6 +362,8 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
         frozen = [split[0][0] for split in scores]
         tuned = [split[epoch][0] for split in scores]
         gains = np.subtract(tuned, frozen)
+        # Scores hold -log loss: tuned's minus frozen's is frozen's log loss minus tuned's (> 0: tuned is better).
+        log_loss_gains = [float(split[epoch][1] - split[0][1]) for split in scores]
         error = float(gains.std(ddof=1) / math.sqrt(len(gains))) if len(gains) > 1 else 0.0
         if len(gains) > 1:
             wins = gains.mean() > error
@@ -361,6 +371,7 @@ class FineTuningClassifier(DocLinkMixin, MetaEstimatorMixin, ClassifierMixin, Ba
             wins = scores[0][epoch] > scores[0][0]
         return {"n_splits": len(scores), "epoch": epoch, "frozen_accuracy": frozen, "tuned_accuracy": tuned,
                 "gains": gains.tolist(), "mean_gain": float(gains.mean()), "std_error": error,
+                "log_loss_gains": log_loss_gains,
                 "kept": "tuned" if wins else "frozen"}
 
     def _modality(self) -> str:

@@ -33,6 +33,12 @@ def tuned_head(labels: np.ndarray):
     head : Pipeline
         Unfitted. With a class of one item no fold can hold it out: plain ``LogisticRegression`` (C=1)
         after the scaler.
+
+    Notes
+    -----
+    ``LogisticRegressionCV.score`` scores by its ``scoring``: this head's ``score`` is the negative
+    log loss, not the accuracy. For the accuracy, use ``accuracy_score(y, head.predict(X))``, or
+    wrap it in a classifier whose ``score`` is the accuracy (``FineTuningClassifier`` does).
     """
     folds = min(CV_FOLDS, int(np.unique(labels, return_counts=True)[1].min()))
     if folds < 2:

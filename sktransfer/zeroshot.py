@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from .base import DocLinkMixin
 from .clip import ClipEncoder
 
-__all__ = ["ZeroShotClassifier"]
+__all__ = ["SimilarityClassifierMixin", "ZeroShotClassifier"]
 
 #: Similarity scale for encoders without a learned one: CLIP's (its logit scale is 100).
 DEFAULT_TEMPERATURE = 0.01
@@ -46,7 +46,59 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
-class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
+class SimilarityClassifierMixin:
+    """``predict``, ``predict_proba`` and ``decision_function`` of a classifier that scores items by
+    ``similarities(X)`` (one column per class of ``classes_``) at the scale ``temperature_``."""
+
+    def decision_function(self, X):
+        """Scores in scikit-learn's convention: for two classes, the second's similarity minus the first's.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
+        scores = self.similarities(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict_proba(self, X):
+        """Softmax of the similarities divided by ``temperature_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return softmax(self.similarities(X) / self.temperature_, copy=False)
+
+    def predict(self, X):
+        """The most similar class of each item.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        scores = self.similarities(X)  # checks the fit before classes_ is read
+        return self.classes_[scores.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.one_d_array = True
+        return tags
+
+
+class ZeroShotClassifier(DocLinkMixin, SimilarityClassifierMixin, ClassifierMixin, BaseEstimator):
     """Classify items by the label text they are most similar to; no labelled data needed.
 
     Images with a [`ClipEncoder`][sktransfer.ClipEncoder], texts with a
@@ -185,6 +237,30 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         on_images = isinstance(encoder, ClipEncoder) and encoder.modality_ != "text"
         return PHOTO_TEMPLATE if on_images else TEXT_TEMPLATE
 
+    def unit_embeddings(self, X) -> np.ndarray:
+        """The items' embeddings by ``encoder_``, each scaled to unit length (a zero row stays zero).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embedding_dim)
+
+        Raises
+        ------
+        ValueError
+            Naming the first item the encoder returned a NaN row for (``on_error="nan"``).
+        """
+        check_is_fitted(self, "label_embeddings_")
+        Z = self.encoder_.transform(X)
+        bad = np.flatnonzero(~np.isfinite(Z).all(axis=1))
+        if bad.size:
+            raise ValueError(f"the encoder returned a NaN row for the item at index {bad[0]} (on_error='nan'); "
+                             "filter or impute such items before classifying them.")
+        return _unit(Z)
+
     def similarities(self, X):
         """Cosine similarity of each item to each class's label text.
 
@@ -196,60 +272,7 @@ class ZeroShotClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self, "label_embeddings_")
-        scores = _unit(self.encoder_.transform(X)) @ self.label_embeddings_.T
-        if np.isnan(scores).any():
-            first = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
-            raise ValueError(f"the encoder returned a NaN row for the item at index {first} (on_error='nan'); "
-                             "filter or impute such items before classifying them.")
-        return scores
-
-    def decision_function(self, X):
-        """Scores in scikit-learn's convention: for two classes, the second's similarity minus the first's.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
-        """
-        scores = self.similarities(X)
-        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
-
-    def predict_proba(self, X):
-        """Softmax of the similarities divided by ``temperature_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        return softmax(self.similarities(X) / self.temperature_, copy=False)
-
-    def predict(self, X):
-        """The class whose label text is most similar to each item.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples,) or (n_samples, 1)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-        """
-        scores = self.similarities(X)  # checks the fit before classes_ is read
-        return self.classes_[scores.argmax(axis=1)]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.one_d_array = True
-        return tags
+        return self.unit_embeddings(X) @ self.label_embeddings_.T
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -195,7 +195,7 @@ def test_demo_runs_the_three_examples(data_dir, tmp_path):
     # --quick: tiny subsets of the same three scripts the README's main job runs in full.
     result = sktransfer("demo", "--quick", "--data", str(data_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    for expected in ["TextEncoder + LR", "TF-IDF + LR", "(zero-shot)", "ImageEncoder(mobilenet_v2, IMAGENET1K_V1) + LogReg",
+    for expected in ["frozen + tuned head", "TF-IDF + tuned LR", "few-shot", "fine-tuned", "zero-shot", "ImageEncoder(mobilenet_v2, IMAGENET1K_V1) + LogReg",
                      "ImageEncoder(timm:tf_efficientnet_lite0) + LogReg", "raw pixels", "tabular only", "tabular + photo", "tabular + photo + name"]:
         assert expected in result.stdout, expected
     assert (tmp_path / "output" / "sst2_learning_curve.png").stat().st_size > 10_000

@@ -13,6 +13,9 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from conftest import REPO_ROOT
 
@@ -102,15 +105,45 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
                          "--unfreeze", "1", "--output", str(tmp_path / "sst2.json"), "--plot", str(tmp_path / "sst2.png"),
                          capsys=capsys).out
     assert "fine-tuned" in out and (tmp_path / "sst2.png").stat().st_size > 10_000
-    out = run_in_process("examples/finetune_hymenoptera.py", "--limit", "3", "--seeds", "1", "--full-epochs", "1",
-                         "--output", str(tmp_path / "hym.json"), capsys=capsys).out
-    assert "whole network" in out and (tmp_path / "hym.json").exists()
+    replayed = run_in_process("examples/finetune_sst2.py", "--replay", "--output", str(tmp_path / "sst2.json"),
+                              "--plot", str(tmp_path / "sst2.png"), capsys=capsys).out
+    assert "not-worse" in replayed and json.loads((tmp_path / "sst2.json").read_text())["dev_rules"]["never"]["fits"] == 1
+    out = run_in_process("examples/finetune_hymenoptera.py", "--tasks", "hymenoptera", "hymenoptera-10", "--limit", "3",
+                         "--seeds", "1", "--whole-network", "--full-epochs", "1", "--output", str(tmp_path / "hym.json"),
+                         capsys=capsys).out
+    assert "whole network" in out and "frozen+tuned head" in out
+    assert {r["task"] for r in json.loads((tmp_path / "hym.json").read_text())["runs"]} == {"hymenoptera",
+                                                                                            "hymenoptera-10"}
     out = run_in_process("examples/domain_shift_fashion.py", "--limit", "20", "--output", str(tmp_path / "shift.json"),
                          capsys=capsys).out
     assert "CORAL (StandardScaler, CORALAdapter)" in out
     out = run_in_process("examples/fewshot_sst2.py", "--sizes", "8", "--draws", "2", "--split", "dev", "--eval-size",
                          "40", "--output", str(tmp_path / "fewshot.json"), capsys=capsys).out
     assert "FewShotClassifier" in out and json.loads((tmp_path / "fewshot.json").read_text())["n_eval"] == 40
+
+
+def test_fashion_few_shot_photo_task_is_ten_per_class_and_held_out(data_dir):
+    spec = importlib.util.spec_from_file_location("finetune_hymenoptera", REPO_ROOT / "examples/finetune_hymenoptera.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    X, y, X_test, y_test = example.task("fashion-10", data_dir, seed=0, limit=None)
+    classes, counts = np.unique(y, return_counts=True)
+    assert len(classes) == 23 and set(counts) == {10} and set(np.unique(y_test, return_counts=True)[1]) == {30}
+    assert not set(X) & set(X_test) and all(Path(p).is_file() for p in X[:3])
+    again = example.task("fashion-10", data_dir, seed=0, limit=None)
+    assert again[0] == X and example.task("fashion-10", data_dir, seed=1, limit=None)[0] != X  # a draw per seed
+
+
+def test_text_recipe_benchmark_smoke(data_dir, tmp_path, capsys):
+    # The benchmark that chose the text recipe, on 8 sentences, its cheapest recipe, 10 dev sentences.
+    from sktransfer import _tune_text
+
+    rounds = _tune_text.PAIR_ROUNDS
+    out = run_in_process("benchmarks/bench_text_recipe.py", "--n", "8", "--draws", "1", "--recipes",
+                         "classification-all-8ep", "--dev-size", "10", "--output", str(tmp_path / "r.json"),
+                         capsys=capsys).out
+    assert "classification-all-8ep" in out and json.loads((tmp_path / "r.json").read_text())["rows"][0]["n"] == 8
+    assert _tune_text.PAIR_ROUNDS == rounds  # the benchmark's per-recipe rounds do not leak
 
 
 def test_learning_curve_plot_names_the_test_set_it_used_and_its_legend_covers_no_point():
@@ -121,13 +154,20 @@ def test_learning_curve_plot_names_the_test_set_it_used_and_its_legend_covers_no
     spec = importlib.util.spec_from_file_location("sst2_learning_curve", REPO_ROOT / "examples/sst2_learning_curve.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    rows = [(20, np.array([0.5, 0.6]), np.array([0.5, 0.52])), (40, np.array([0.9, 0.95]), np.array([0.55, 0.6]))]
+    rows = [(20, {"frozen + tuned head": np.array([0.5, 0.6]), "TF-IDF + tuned LR": np.array([0.5, 0.52]),
+                  "few-shot": np.array([0.7, 0.71]), "fine-tuned": np.array([0.62])}),
+            (40, {"frozen + tuned head": np.array([0.9, 0.95]), "TF-IDF + tuned LR": np.array([0.55, 0.6]),
+                  "few-shot": np.array([0.9, 0.91]), "fine-tuned": np.array([])})]
     fig = example.figure(rows, "all-MiniLM-L6-v2", n_test=60, zero_shot=0.98)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "SST-2 test accuracy (60 sentences)"  # the quick demo's 60, not 1821
     fig.canvas.draw()
     legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert not legend.overlaps(axes_box)  # below the axes: no point (even at 0.98) can sit under it
+    shown = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert shown[:4] == ["TextEncoder(all-MiniLM-L6-v2) + tuned head (frozen)",
+                         "TF-IDF (1-2 grams) + tuned LogisticRegression", "FewShotClassifier (label names + labels)",
+                         "FineTuningClassifier (defaults)"]  # a fine-tuned point at 20 only: still in the legend
 
 
 def test_image_neighbours_example_smoke(data_dir, tmp_path, capsys):

@@ -308,16 +308,44 @@ def test_lora_adapters_are_the_state_and_merge_into_the_same_vectors(texts):
     assert cosine.min() > 0.9999 and not np.allclose(before, during, atol=1e-3)
 
 
-def test_tuned_wins_beyond_the_spread_then_trains_on_all_items(tuned_images, photos):
+def test_the_fixture_fit_followed_the_rule_over_three_splits(tuned_images):
+    # Whichever way these photos decided, the recorded decision is the rule's (the tuned branch is
+    # forced in the next test).
     decision = tuned_images.decision_
     assert decision["n_splits"] == 3 and len(decision["frozen_accuracy"]) == 3
-    if tuned_images.tuned_:
-        assert decision["kept"] == "tuned" and decision["mean_gain"] > decision["std_error"]
-        final = [h for h in tuned_images.history_ if h["split"] is None]
-        assert [h["epoch"] for h in final] == list(range(1, tuned_images.best_epoch_ + 1))
-        assert all(np.isnan(h["val_accuracy"]) for h in final)
-    else:
-        assert decision["kept"] == "frozen" and tuned_images.best_epoch_ == 0
+    wins = decision["mean_gain"] > decision["std_error"]
+    assert decision["kept"] == ("tuned" if wins else "frozen") and tuned_images.tuned_ == wins
+    assert (tuned_images.best_epoch_ > 0) == wins
+    loss = {(h["split"], h["epoch"]): h["val_log_loss"] for h in tuned_images.history_ if h["split"] is not None}
+    np.testing.assert_allclose(decision["log_loss_gains"],
+                               [loss[k, 0] - loss[k, decision["epoch"]] for k in range(3)], rtol=1e-9)
+
+
+def test_a_kept_tuning_is_retrained_on_all_items_for_the_judged_epochs(photos, monkeypatch):
+    # The tuned branch, whatever these 24 photos would decide: the decision is forced to "tuned".
+    decide = FineTuningClassifier._decide
+
+    def tuned_wins(self, scores, epoch):
+        return {**decide(self, scores, epoch), "kept": "tuned"}
+
+    monkeypatch.setattr(FineTuningClassifier, "_decide", tuned_wins)
+    X, y = photos
+    clf = quiet_fit(FineTuningClassifier(image_encoder(), unfreeze=1, max_epochs=2, early_stopping=False,
+                                         validation_fraction=0.25, random_state=0, show_progress=False), X, y)
+    assert clf.tuned_ and clf.best_epoch_ == 2 and clf.decision_["epoch"] == 2
+    final = [h for h in clf.history_ if h["split"] is None]
+    assert [h["epoch"] for h in final] == [1, 2] and all(np.isnan(h["val_accuracy"]) for h in final)
+    assert "tuned" in clf.encoder_.identity_.settings
+    assert not np.allclose(clf.transform(X), image_encoder().fit(X).transform(X), atol=1e-4)
+
+
+def test_without_validation_every_epoch_runs_on_all_items_and_nothing_warns(photos):
+    X, y = photos
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a mean over no splits once warned "Mean of empty slice"
+        clf = FineTuningClassifier(image_encoder(), unfreeze=1, max_epochs=1, validation_fraction=0, random_state=0,
+                                   show_progress=False).fit(X, y)
+    assert clf.tuned_ and clf.decision_ is None and [h["split"] for h in clf.history_] == [None]
 
 
 def test_one_split_decides_by_accuracy_then_log_loss():
@@ -332,6 +360,29 @@ def test_one_split_decides_by_accuracy_then_log_loss():
     assert clf._decide(spread, 1)["kept"] == "frozen"
     steady = [[(0.5, 0.0), (0.6, 0.0)], [(0.5, 0.0), (0.55, 0.0)], [(0.5, 0.0), (0.6, 0.0)]]
     assert clf._decide(steady, 1)["kept"] == "tuned"
+
+
+def test_recipe_says_what_the_automatic_settings_resolved_to(tuned_images, tuned_text):
+    from sktransfer.finetune import _DEFAULTS
+
+    assert tuned_images.recipe_ == {"objective": "classification", "unfreeze": 2, "max_epochs": 3,
+                                    "learning_rate": _DEFAULTS["image"]["learning_rate"],
+                                    "batch_size": _DEFAULTS["image"]["batch_size"]}
+    assert tuned_text.recipe_["objective"] == "classification" and tuned_text.recipe_["learning_rate"] == 1e-3
+    assert tuned_text.recipe_["batch_size"] == _DEFAULTS["text"]["batch_size"]
+
+
+def test_tuned_head_scores_by_log_loss_as_its_notes_say():
+    from sklearn.metrics import accuracy_score, log_loss
+
+    from sktransfer.heads import tuned_head
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.r_[np.zeros(20, int), np.ones(20, int)]
+    X[y == 1] += 1.0
+    head = tuned_head(y).fit(X, y)
+    assert head.score(X, y) == pytest.approx(-log_loss(y, head.predict_proba(X)))
+    assert head.score(X, y) != pytest.approx(accuracy_score(y, head.predict(X)))
 
 
 def test_default_head_is_the_tuned_head(tuned_images):
