@@ -25,9 +25,30 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sktransfer import ClipEncoder, FewShotClassifier, ImageEncoder, TextEncoder, ZeroShotClassifier
 from sktransfer.testing import make_tiny_clip
 
-# A tiny random CLIP for ClipEncoder's checks (no CLIP weights exist offline), built once at import
-# because the checks are parametrized at collection.
-TINY_CLIP = make_tiny_clip(__import__("tempfile").mkdtemp(prefix="sktransfer-tiny-clip-"))
+
+
+def _tiny_clip_folder() -> str:
+    """A tiny random CLIP for ClipEncoder's checks (no CLIP weights exist offline), built once at import
+    because the checks are parametrized at collection. Its path is in the checks' ids, and pytest-xdist
+    workers must collect the same ids: under xdist the folder is named by the run, each worker builds a
+    private copy (the weights are seeded: identical) and the first rename wins."""
+    import os
+    import tempfile
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return make_tiny_clip(tempfile.mkdtemp(prefix="sktransfer-tiny-clip-"))
+    target = os.path.join(tempfile.gettempdir(), f"sktransfer-tiny-clip-{run}")
+    if not os.path.isdir(target):
+        built = make_tiny_clip(os.path.join(tempfile.mkdtemp(prefix="sktransfer-tiny-clip-build-"), "model"))
+        try:
+            os.rename(os.path.dirname(built), target)
+        except OSError:  # another worker's copy is there already
+            pass
+    return os.path.join(target, "model")
+
+
+TINY_CLIP = _tiny_clip_folder()
 
 NUMERIC = ("fits on a column of numbers, which the encoder rejects at fit by design (TextEncoder: "
            "'expects strings'; ImageEncoder: 'unsupported item type float'); guarded on real input below")
