@@ -175,7 +175,7 @@ def main(argv=None) -> int:
                          "rules": replay(clf.history_), "pickle_bytes": len(pickle.dumps(clf)),
                          "history": clf.history_})
             with open(args.output.with_suffix(".partial.jsonl"), "a") as partial:  # each fit as it ends
-                partial.write(json.dumps({k: v for k, v in rows[-1].items() if k != "history"}, default=float) + "\n")
+                partial.write(json.dumps(rows[-1], default=float) + "\n")
             f, t = frozen["test"], tuned["test"]
             shown = f"{alone['test']:>7.3f} {100 * (alone['test'] - f):>+6.1f}" if alone else f"{'-':>7} {'-':>6}"
             print(f"{n:>5} {draw:>4} {f:>7.3f} {t:>7.3f} {100 * (t - f):>+6.1f} {'tuned' if clf.tuned_ else 'frozen':>7} "

@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None,
                         help="use only a stratified random N training and N test sentences (quick check)")
-    parser.add_argument("--finetune-sizes", type=int, nargs="*", default=[50, 100],
+    parser.add_argument("--finetune-sizes", type=int, nargs="*", default=[100],
                         help="sizes at which FineTuningClassifier is fitted too (default: %(default)s; none: skip)")
     parser.add_argument("--finetune-draws", type=int, default=1, help="fine-tuned draws per size (default: %(default)s)")
     parser.add_argument("--finetune-unfreeze", default="auto",

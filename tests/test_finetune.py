@@ -244,7 +244,7 @@ def test_tuning_that_cannot_help_keeps_the_frozen_encoder(photos):
     X, y = photos
     harmful = FineTuningClassifier(image_encoder(), unfreeze=3, learning_rate=5.0, max_epochs=2,
                                    validation_fraction=0.25, random_state=0)
-    with pytest.warns(UserWarning, match="kept the frozen encoder"):
+    with pytest.warns(UserWarning, match="kept the frozen encoder: tuning did not beat it"):
         harmful.fit(X, y)
     assert not harmful.tuned_ and harmful.best_epoch_ == 0
     decision = harmful.decision_
@@ -256,6 +256,16 @@ def test_tuning_that_cannot_help_keeps_the_frozen_encoder(photos):
     assert all(h["split"] is not None for h in harmful.history_)
     assert "tuned" not in harmful.encoder_.identity_.settings
     np.testing.assert_allclose(harmful.transform(X), image_encoder().fit(X).transform(X), atol=1e-5)
+
+
+def test_a_harmful_tuning_is_refused_by_the_lenient_rule_too(photos):
+    X, y = photos
+    harmful = FineTuningClassifier(image_encoder(), unfreeze=3, learning_rate=5.0, max_epochs=1, keep_tuned="unless_worse",
+                                   validation_fraction=0.25, random_state=0, show_progress=False)
+    with pytest.warns(UserWarning, match="kept the frozen encoder: tuning was worse than it"):
+        harmful.fit(X, y)
+    assert not harmful.tuned_ and harmful.decision_["rule"] == "unless_worse"
+    assert harmful.decision_["mean_gain"] < -harmful.decision_["std_error"]
 
 
 def test_grid_search_reuses_the_cached_lower_activations(photos, tmp_path, monkeypatch):
@@ -360,6 +370,16 @@ def test_one_split_decides_by_accuracy_then_log_loss():
     assert clf._decide(spread, 1)["kept"] == "frozen"
     steady = [[(0.5, 0.0), (0.6, 0.0)], [(0.5, 0.0), (0.55, 0.0)], [(0.5, 0.0), (0.6, 0.0)]]
     assert clf._decide(steady, 1)["kept"] == "tuned"
+    # keep_tuned="unless_worse": within the spread keeps tuned; a loss beyond it keeps frozen.
+    lenient = F(TextEncoder(), keep_tuned="unless_worse")
+    assert lenient._decide(spread, 1)["kept"] == "tuned" and lenient._decide(spread, 1)["rule"] == "unless_worse"
+    flat = [[(0.5, 0.0), (0.45, 0.0)], [(0.5, 0.0), (0.55, 0.0)], [(0.5, 0.0), (0.5, 0.0)]]
+    assert lenient._decide(flat, 1)["kept"] == "tuned" and clf._decide(flat, 1)["kept"] == "frozen"
+    worse = [[(0.6, 0.0), (0.4, 0.0)], [(0.6, 0.0), (0.45, 0.0)], [(0.6, 0.0), (0.4, 0.0)]]
+    assert lenient._decide(worse, 1)["kept"] == "frozen"
+    one = F(TextEncoder(), n_splits=1, keep_tuned="unless_worse")
+    assert one._decide([[(0.5, -0.7), (0.5, -0.7)]], 1)["kept"] == "tuned"  # a tie is not a loss
+    assert one._decide([[(0.5, -0.7), (0.45, -0.6)]], 1)["kept"] == "frozen"
 
 
 def test_recipe_says_what_the_automatic_settings_resolved_to(tuned_images, tuned_text):
