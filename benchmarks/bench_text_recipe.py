@@ -98,6 +98,7 @@ def main(argv=None):
     if args.output:
         args.output.write_text(json.dumps({"machine": machine_description(),
                                            "cpu": torch.backends.cpu.get_cpu_capability(), "rows": rows}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
