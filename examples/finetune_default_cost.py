@@ -3,7 +3,8 @@
 One stratified draw of 100 training sentences (seed 0); the official test split (1821 sentences).
 Prints one JSON line: the CPU class, the fit's wall time, both test accuracies and ``decision_``.
 
-Run: ``python examples/finetune_default_cost.py`` (about 6 minutes on 2 cores).
+Run: ``python examples/finetune_default_cost.py`` (about 3 minutes on this project's 2-core AVX-512
+machine: the fit on seed 0 took 151 s there and kept the frozen encoder; a fit that keeps tuning, 310 s).
 """
 
 import json

@@ -18,7 +18,11 @@ sentences). The decision rules are replayed from each fit's ``history_`` on the 
 only (where this project makes its choices); the test scores are the report. Prints tables, and
 writes the figures to a JSON file and a PNG plot.
 
-Run: ``python examples/finetune_sst2.py`` (about 1.5 hours on 2 cores), or ``--help``.
+``--default-sizes`` limits the fits with the defaults (3 splits, then the final run when tuning is
+kept) to some sizes, and ``--add`` merges a run into the runs already in ``--output`` (the sizes it
+does not refit stay, with their commands, under ``commands``).
+
+Run: ``python examples/finetune_sst2.py`` (every size and fit: about 3 hours on 2 cores), or ``--help``.
 """
 
 from __future__ import annotations
@@ -84,14 +88,18 @@ def report(rows: list, sizes: list) -> tuple[list, dict]:
     summary = [summarise([r for r in rows if r["n"] == n], n) for n in sizes]
     print("\nmean over draws (test accuracy):")
     for s in summary:
-        print(f"  n={s['n']:>4}: frozen + tuned head {s['frozen_mean']:.3f} +- {s['frozen_std']:.3f}, fine-tuned "
-              f"{s['tuned_mean']:.3f} +- {s['tuned_std']:.3f} ({s['mean_gain_points']:+.1f} points, worst "
-              f"{s['worst_gain_points']:+.1f}; tuning kept {s['kept_tuned']}/{s['draws']}), fit "
-              f"{s['fit_seconds_mean']:.0f} s" + (f"; the recipe alone {s['alone_mean']:.3f} ({s['alone_gain_points']:+.1f}, "
-                                                  f"worst {s['alone_worst_gain_points']:+.1f})" if "alone_mean" in s else ""))
+        line = f"  n={s['n']:>4} ({s['draws']} draws): frozen + tuned head {s['frozen_mean']:.3f} +- {s['frozen_std']:.3f}"
+        if "tuned_mean" in s:
+            line += (f"; defaults {s['tuned_mean']:.3f} +- {s['tuned_std']:.3f} ({s['mean_gain_points']:+.1f} points, "
+                     f"worst {s['worst_gain_points']:+.1f}; tuning kept {s['kept_tuned']}/{s['draws']}, fit "
+                     f"{s['fit_seconds_mean']:.0f} s)")
+        if "alone_mean" in s:
+            line += (f"; the recipe alone {s['alone_mean']:.3f} +- {s['alone_std']:.3f} ({s['alone_gain_points']:+.1f}, "
+                     f"worst {s['alone_worst_gain_points']:+.1f})")
+        print(line)
     print("\ndecision rules replayed on the DEV split: mean gain over frozen + tuned head (points), worst, kept tuned")
     rules = {}
-    replayed = [r for r in rows if r["alone"]]
+    replayed = [r for r in rows if r["alone"] and r.get("rules")]
     for rule in RULES if replayed else []:
         keep = [rule == "always" or (rule != "never" and r["rules"].get(rule, False)) for r in replayed]
         gains = [100 * ((r["alone"] if k else r["frozen"])["dev"] - r["frozen"]["dev"]) for r, k in zip(replayed, keep)]
@@ -109,6 +117,11 @@ def main(argv=None) -> int:
                         "number, or one per size")
     parser.add_argument("--alone-sizes", type=int, nargs="*", default=None, help="sizes at which the recipe alone "
                         "is fitted where the fine-tuned fit does not give it (default: every size)")
+    parser.add_argument("--default-sizes", type=int, nargs="*", default=None, help="sizes at which "
+                        "FineTuningClassifier is fitted with its defaults (default: every size); at the others only "
+                        "frozen + tuned head and the recipe alone")
+    parser.add_argument("--add", action="store_true", help="keep the runs already in --output whose size is not "
+                        "in --sizes, and add this run's")
     parser.add_argument("--unfreeze", default="auto", help='FineTuningClassifier(unfreeze=...): "auto", "all", '
                         '"lora" or a number of top layers (default: %(default)s)')
     parser.add_argument("--test-size", type=int, default=None, help="score on the first N test and dev sentences")
@@ -120,8 +133,8 @@ def main(argv=None) -> int:
     if args.replay:
         result = json.loads(args.output.read_text())
         for r in result["runs"]:
-            r["rules"] = replay(r["history"])
-        sizes = list(dict.fromkeys(r["n"] for r in result["runs"]))
+            r["rules"] = replay(r["history"]) if r.get("history") else r["rules"]
+        sizes = sorted({r["n"] for r in result["runs"]})
         result["summary"], result["dev_rules"] = report(result["runs"], sizes)
         args.output.write_text(json.dumps(result, indent=1, default=float) + "\n")
         plot(result["summary"], args.plot)
@@ -152,15 +165,16 @@ def main(argv=None) -> int:
             # accuracy_score, not head.score: LogisticRegressionCV scores by its scoring (log loss here)
             frozen = {split: float(accuracy_score(labels, head.predict(encoder.transform(texts))))
                       for split, (texts, labels) in scored.items()}
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # small validation splits; frozen kept
-                clf = FineTuningClassifier(TextEncoder(device="cpu"), unfreeze=unfreeze, random_state=draw,
-                                           show_progress=False).fit(X, y)
-            fit_s = time.perf_counter() - start
-            tuned = scores(clf)
-            epochs = clf.recipe_["max_epochs"]
-            if clf.tuned_ and clf.best_epoch_ == epochs:
+            clf = tuned = fit_s = None
+            if args.default_sizes is None or n in args.default_sizes:
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # small validation splits; frozen kept
+                    clf = FineTuningClassifier(TextEncoder(device="cpu"), unfreeze=unfreeze, random_state=draw,
+                                               show_progress=False).fit(X, y)
+                fit_s = round(time.perf_counter() - start, 1)
+                tuned = scores(clf)
+            if clf is not None and clf.tuned_ and clf.best_epoch_ == clf.recipe_["max_epochs"]:
                 alone, alone_s = tuned, None  # the final run is the recipe alone on all the sentences
             elif args.alone_sizes is not None and n not in args.alone_sizes:
                 alone, alone_s = None, None
@@ -169,24 +183,40 @@ def main(argv=None) -> int:
                 alone = scores(FineTuningClassifier(TextEncoder(device="cpu"), unfreeze=unfreeze, validation_fraction=0,
                                                     random_state=draw, show_progress=False).fit(X, y))
                 alone_s = round(time.perf_counter() - start, 1)
-            rows.append({"n": n, "draw": draw, "frozen": frozen, "tuned": tuned, "alone": alone,
-                         "kept_tuned": clf.tuned_, "best_epoch": clf.best_epoch_, "max_epochs": epochs,
-                         "fit_seconds": round(fit_s, 1), "alone_fit_seconds": alone_s, "decision": clf.decision_,
-                         "rules": replay(clf.history_), "pickle_bytes": len(pickle.dumps(clf)),
-                         "history": clf.history_})
+            row = {"n": n, "draw": draw, "frozen": frozen, "tuned": tuned, "alone": alone, "fit_seconds": fit_s,
+                   "alone_fit_seconds": alone_s}
+            if clf is not None:
+                row.update(kept_tuned=clf.tuned_, best_epoch=clf.best_epoch_, max_epochs=clf.recipe_["max_epochs"],
+                           decision=clf.decision_, rules=replay(clf.history_), pickle_bytes=len(pickle.dumps(clf)),
+                           history=clf.history_)
+            rows.append(row)
             with open(args.output.with_suffix(".partial.jsonl"), "a") as partial:  # each fit as it ends
                 partial.write(json.dumps(rows[-1], default=float) + "\n")
-            f, t = frozen["test"], tuned["test"]
+            f = frozen["test"]
             shown = f"{alone['test']:>7.3f} {100 * (alone['test'] - f):>+6.1f}" if alone else f"{'-':>7} {'-':>6}"
-            print(f"{n:>5} {draw:>4} {f:>7.3f} {t:>7.3f} {100 * (t - f):>+6.1f} {'tuned' if clf.tuned_ else 'frozen':>7} "
-                  f"{fit_s:>6.0f} {shown}", flush=True)
+            default = (f"{tuned['test']:>7.3f} {100 * (tuned['test'] - f):>+6.1f} "
+                       f"{'tuned' if clf.tuned_ else 'frozen':>7} {fit_s:>6.0f}") if clf else f"{'-':>7} {'-':>6} {'-':>7} {'-':>6}"
+            print(f"{n:>5} {draw:>4} {f:>7.3f} {default} {shown}", flush=True)
 
-    summary, rules = report(rows, args.sizes)
-    result = {"command": "python examples/finetune_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command = "python examples/finetune_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    commands = [command]
+    if args.add and args.output.exists():  # the earlier runs of the other sizes stay, with their commands
+        earlier = json.loads(args.output.read_text())
+        if earlier.get("cpu_capability") != torch.backends.cpu.get_cpu_capability():
+            print(f"--add: {args.output} was measured on another CPU class ({earlier.get('cpu_capability')}); "
+                  "figures of two CPU classes are not mixed", file=sys.stderr)
+            return 2
+        rows = [r for r in earlier["runs"] if r["n"] not in args.sizes] + rows
+        commands = earlier.get("commands", [earlier["command"]]) + commands
+    sizes = sorted({r["n"] for r in rows})
+    summary, rules = report(rows, sizes)
+    result = {"command": command, "commands": commands,
               "date": time.strftime("%Y-%m-%d"), "machine": machine,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "test_sentences": len(scored["test"][0]), "dev_sentences": len(scored["dev"][0]),
               "summary": summary, "dev_rules": rules, "runs": rows}
+    if args.add and args.output.exists():  # what the earlier file says of its own runs stays beside them
+        result = {**{k: v for k, v in earlier.items() if k not in result}, **result}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1, default=float) + "\n")
     args.output.with_suffix(".partial.jsonl").unlink(missing_ok=True)  # the whole run is in the JSON now
@@ -196,16 +226,23 @@ def main(argv=None) -> int:
 
 
 def summarise(rows: list, n: int) -> dict:
-    frozen, tuned = (np.array([r[key]["test"] for r in rows]) for key in ("frozen", "tuned"))
-    gains = 100 * (tuned - frozen)
-    entry = {"n": n, "draws": len(rows), "frozen_mean": frozen.mean(), "frozen_std": frozen.std(),
-             "tuned_mean": tuned.mean(), "tuned_std": tuned.std(), "mean_gain_points": gains.mean(),
-             "worst_gain_points": gains.min(), "kept_tuned": int(sum(r["kept_tuned"] for r in rows)),
-             "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in rows]))}
+    """Test accuracy over the draws of size ``n``: frozen + tuned head, the defaults where they were fitted at
+    every draw, the recipe alone where it was."""
+    frozen = np.array([r["frozen"]["test"] for r in rows])
+    entry = {"n": n, "draws": len(rows), "frozen_mean": frozen.mean(), "frozen_std": frozen.std()}
+    if all(r["tuned"] for r in rows):
+        tuned = np.array([r["tuned"]["test"] for r in rows])
+        gains = 100 * (tuned - frozen)
+        entry.update(tuned_mean=tuned.mean(), tuned_std=tuned.std(), mean_gain_points=gains.mean(),
+                     worst_gain_points=gains.min(), kept_tuned=int(sum(r["kept_tuned"] for r in rows)),
+                     fit_seconds_mean=float(np.mean([r["fit_seconds"] for r in rows])))
     if all(r["alone"] for r in rows):
         alone = np.array([r["alone"]["test"] for r in rows])
         entry.update(alone_mean=alone.mean(), alone_std=alone.std(), alone_gain_points=100 * (alone - frozen).mean(),
                      alone_worst_gain_points=100 * (alone - frozen).min())
+        seconds = [r["alone_fit_seconds"] for r in rows if r["alone_fit_seconds"] is not None]
+        if seconds:
+            entry["alone_fit_seconds_mean"] = float(np.mean(seconds))
     return entry
 
 

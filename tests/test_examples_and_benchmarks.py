@@ -104,10 +104,19 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     out = run_in_process("examples/finetune_sst2.py", "--sizes", "12", "--draws", "1", "--test-size", "10",
                          "--unfreeze", "1", "--output", str(tmp_path / "sst2.json"), "--plot", str(tmp_path / "sst2.png"),
                          capsys=capsys).out
-    assert "fine-tuned" in out and (tmp_path / "sst2.png").stat().st_size > 10_000
+    assert "defaults" in out and (tmp_path / "sst2.png").stat().st_size > 10_000
     replayed = run_in_process("examples/finetune_sst2.py", "--replay", "--output", str(tmp_path / "sst2.json"),
                               "--plot", str(tmp_path / "sst2.png"), capsys=capsys).out
     assert "not-worse" in replayed and json.loads((tmp_path / "sst2.json").read_text())["dev_rules"]["never"]["fits"] == 1
+    # Another size, the recipe alone only, added to the runs already written
+    run_in_process("examples/finetune_sst2.py", "--sizes", "14", "--draws", "1", "--test-size", "10", "--unfreeze", "1",
+                   "--default-sizes", "--add", "--output", str(tmp_path / "sst2.json"), "--plot",
+                   str(tmp_path / "sst2.png"), capsys=capsys)
+    merged = json.loads((tmp_path / "sst2.json").read_text())
+    assert [r["n"] for r in merged["runs"]] == [12, 14] and len(merged["commands"]) == 2
+    only_alone = merged["summary"][1]
+    assert only_alone["n"] == 14 and "alone_mean" in only_alone and "tuned_mean" not in only_alone
+    assert merged["dev_rules"]["never"]["fits"] == 1  # rules are replayed where the defaults were fitted
     out = run_in_process("examples/finetune_hymenoptera.py", "--tasks", "hymenoptera", "hymenoptera-10", "--limit", "3",
                          "--seeds", "1", "--whole-network", "--full-epochs", "1", "--output", str(tmp_path / "hym.json"),
                          capsys=capsys).out
