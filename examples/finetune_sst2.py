@@ -22,7 +22,8 @@ writes the figures to a JSON file and a PNG plot.
 kept) to some sizes, and ``--add`` merges a run into the runs already in ``--output`` (the sizes it
 does not refit stay, with their commands, under ``commands``).
 
-Run: ``python examples/finetune_sst2.py`` (the fit times of every run are in the JSON; every size with the defaults takes hours on 2 cores), or ``--help``.
+Run: ``python examples/finetune_sst2.py`` (every size with the defaults takes hours on 2 cores; the
+fit time of every run is in the JSON), or ``--help``.
 """
 
 from __future__ import annotations
