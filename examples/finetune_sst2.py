@@ -130,7 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--replay", action="store_true", help="fit nothing: replay the decision rules and rewrite "
                         "the summary of the runs already in --output")
     parser.add_argument("--plot", type=Path, default=DOCS / "img" / "finetune_sst2.png", help="PNG plot")
+    parser.add_argument("--table", action="store_true", help="fit nothing: print the learning-curve table of "
+                        "--output as markdown (the one docs/adapting.md shows)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.output.read_text())["summary"]))
+        return 0
     if args.replay:
         result = json.loads(args.output.read_text())
         for r in result["runs"]:
@@ -245,6 +250,31 @@ def summarise(rows: list, n: int) -> dict:
         if seconds:
             entry["alone_fit_seconds_mean"] = float(np.mean(seconds))
     return entry
+
+
+def markdown_table(summary: list) -> str:
+    """The per-size summary as a markdown table: test accuracy, gains over frozen + tuned head in points."""
+    def mean(s, key):
+        return f"{s[f'{key}_mean']:.3f} ± {s[f'{key}_std']:.3f}"
+
+    lines = ["| labels | draws | frozen + tuned head | `FineTuningClassifier()` | gain (worst) | tuning kept | "
+             "the recipe alone | gain (worst) | fit s: defaults, recipe alone |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in summary:
+        cells = [str(s["n"]), str(s["draws"]), mean(s, "frozen")]
+        if "tuned_mean" in s:
+            cells += [mean(s, "tuned"), f"{s['mean_gain_points']:+.1f} ({s['worst_gain_points']:+.1f})",
+                      f"{s['kept_tuned']} of {s['draws']}"]
+        else:
+            cells += ["not fitted", "", ""]
+        if "alone_mean" in s:
+            cells += [mean(s, "alone"), f"{s['alone_gain_points']:+.1f} ({s['alone_worst_gain_points']:+.1f})"]
+        else:
+            cells += ["not fitted", ""]
+        seconds = [f"{s[key]:.0f}" if key in s else "—" for key in ("fit_seconds_mean", "alone_fit_seconds_mean")]
+        cells.append(", ".join(seconds))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(summary: list, path: Path) -> None:

@@ -186,3 +186,11 @@ def test_image_neighbours_example_smoke(data_dir, tmp_path, capsys):
                          capsys=capsys).out
     assert "6 photos; " in out and " of the 4 neighbours shown share" in out
     assert (tmp_path / "n.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+
+
+def test_adapting_page_shows_the_published_sst2_learning_curve(capsys):
+    # docs/adapting.md's learning-curve table is the one the example prints from docs/finetune_sst2.json,
+    # so the page cannot drift from the measured figures
+    table = run_in_process("examples/finetune_sst2.py", "--table", capsys=capsys).out.strip()
+    assert table.count("\n") >= 3  # the header, the rule and a row per size
+    assert table in (REPO_ROOT / "docs" / "adapting.md").read_text()
