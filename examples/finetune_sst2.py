@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     if args.replay:
         result = json.loads(args.output.read_text())
         for r in result["runs"]:
-            r["rules"] = replay(r["history"]) if r.get("history") else r["rules"]
+            if r.get("history"):  # runs without the defaults, or logged without history, keep theirs
+                r["rules"] = replay(r["history"])
         sizes = sorted({r["n"] for r in result["runs"]})
         result["summary"], result["dev_rules"] = report(result["runs"], sizes)
         args.output.write_text(json.dumps(result, indent=1, default=float) + "\n")
