@@ -146,6 +146,15 @@ def main(argv=None) -> int:
         args.output.write_text(json.dumps(result, indent=1, default=float) + "\n")
         plot(result["summary"], args.plot)
         return 0
+    earlier = json.loads(args.output.read_text()) if args.add and args.output.exists() else None
+    if earlier is not None:  # checked before hours of fitting, not after
+        clash = [f"{key} {earlier.get(key)!r} there, {mine!r} here" for key, mine in
+                 [("cpu_capability", torch.backends.cpu.get_cpu_capability()), ("test_size", args.test_size)]
+                 if earlier.get(key) != mine]
+        if clash:
+            print(f"--add: the runs in {args.output} were measured differently ({'; '.join(clash)}); figures of "
+                  "two CPU classes or two test sets are not mixed: write to another --output", file=sys.stderr)
+            return 2
     folder = args.data / "sst2"
     if not (folder / "stsa.binary.train").exists():
         print(f"SST-2 not found under {folder}; pass --data or set SKTRANSFER_DATA.", file=sys.stderr)
@@ -207,22 +216,17 @@ def main(argv=None) -> int:
 
     command = "python examples/finetune_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:])
     commands = [command]
-    if args.add and args.output.exists():  # the earlier runs of the other sizes stay, with their commands
-        earlier = json.loads(args.output.read_text())
-        if earlier.get("cpu_capability") != torch.backends.cpu.get_cpu_capability():
-            print(f"--add: {args.output} was measured on another CPU class ({earlier.get('cpu_capability')}); "
-                  "figures of two CPU classes are not mixed", file=sys.stderr)
-            return 2
+    if earlier is not None:  # the earlier runs of the other sizes stay, with their commands
         rows = [r for r in earlier["runs"] if r["n"] not in args.sizes] + rows
         commands = earlier.get("commands", [earlier["command"]]) + commands
     sizes = sorted({r["n"] for r in rows})
     summary, rules = report(rows, sizes)
     result = {"command": command, "commands": commands,
               "date": time.strftime("%Y-%m-%d"), "machine": machine,
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "test_size": args.test_size,
               "test_sentences": len(scored["test"][0]), "dev_sentences": len(scored["dev"][0]),
               "summary": summary, "dev_rules": rules, "runs": rows}
-    if args.add and args.output.exists():  # what the earlier file says of its own runs stays beside them
+    if earlier is not None:  # what the earlier file says of its own runs stays beside them
         result = {**{k: v for k, v in earlier.items() if k not in result}, **result}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1, default=float) + "\n")

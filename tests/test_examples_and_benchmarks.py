@@ -196,3 +196,21 @@ def test_adapting_page_shows_the_published_sst2_learning_curve(capsys):
     table = run_in_process("examples/finetune_sst2.py", "--table", capsys=capsys).out.strip()
     assert table.count("\n") >= 3  # the header, the rule and a row per size
     assert table in (REPO_ROOT / "docs" / "adapting.md").read_text()
+
+
+def test_sst2_add_refuses_runs_measured_differently_before_fitting(tmp_path, capsys):
+    # --add merges only runs of the same CPU class and test set, and says so before any fit
+    import torch
+
+    output = tmp_path / "sst2.json"
+    here = torch.backends.cpu.get_cpu_capability()
+    for earlier, named in [({"cpu_capability": "another class"}, "cpu_capability"),
+                           ({"cpu_capability": here, "test_size": 10}, "test_size")]:
+        output.write_text(json.dumps(earlier))
+        err = run_in_process("examples/finetune_sst2.py", "--sizes", "12", "--add", "--output", str(output),
+                             "--data", str(tmp_path), capsys=capsys, status=2).err
+        assert "--add" in err and named in err and "another --output" in err
+    output.write_text(json.dumps({"cpu_capability": here}))  # the same: on to the data, missing here
+    err = run_in_process("examples/finetune_sst2.py", "--sizes", "12", "--add", "--output", str(output),
+                         "--data", str(tmp_path), capsys=capsys, status=2).err
+    assert "SST-2 not found" in err
