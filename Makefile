@@ -13,9 +13,10 @@ demo: setup
 
 # Two pytest-xdist workers, a test file each at a time (module fixtures and each file's cluster
 # start stay in one process): many tests wait on subprocesses, clusters and file I/O, which the
-# other worker fills with work.
+# other worker fills with work. Files go out in collection order, the longest first
+# (tests/conftest.py), not pytest-xdist's order by number of tests.
 test: setup
-	@$(PY) -m pytest -n 2 --dist loadfile
+	@$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The linter, with the rule set agreed in pyproject.toml ([tool.ruff]).
 lint: setup

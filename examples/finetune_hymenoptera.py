@@ -76,6 +76,23 @@ def task(name: str, data: Path, seed: int, limit: int | None):
     return list(paths[train]), labels[train], list(paths[test]), labels[test]
 
 
+def markdown_table(result: dict) -> str:
+    """One row per task and method of a results file: held-out accuracy, gains over frozen + tuned head."""
+    what = {"hymenoptera": "hymenoptera, {n_train} training photos, {n_test} validation photos scored",
+            "hymenoptera-10": "hymenoptera, 10 photos per class ({n_train}), {n_test} validation photos scored",
+            "fashion-10": "fashion photos, {classes} article types, 10 per class ({n_train}), {n_test} others scored"}
+    lines = ["| task | method | fits | frozen + tuned head | `FineTuningClassifier()` | gains, one per fit | "
+             "tuning kept | fit s |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in result["summary"]:
+        runs = [r for r in result["runs"] if r["task"] == s["task"] and r["method"] == s["method"]]
+        task = what[s["task"]].format(**runs[0])
+        cells = [task, s["method"], str(s["fits"]), f"{s['frozen_mean']:.3f}", f"{s['finetuned_mean']:.3f}",
+                 ", ".join(f"{r['gain_points']:+.1f}" for r in runs), f"{s['kept_tuned']} of {s['fits']}",
+                 f"{min(r['fit_seconds'] for r in runs):.0f}-{max(r['fit_seconds'] for r in runs):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding hymenoptera/ and "
@@ -86,7 +103,12 @@ def main(argv=None) -> int:
     parser.add_argument("--full-epochs", type=int, default=4, help="most epochs of whole-network tuning")
     parser.add_argument("--limit", type=int, default=None, help="photos per class and split (smoke runs)")
     parser.add_argument("--output", type=Path, default=DOCS / "finetune_hymenoptera.json", help="JSON results")
+    parser.add_argument("--table", action="store_true", help="fit nothing: print the table of --output as "
+                        "markdown (the one docs/adapting.md shows)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.output.read_text())))
+        return 0
     if not (args.data / "hymenoptera" / "train").is_dir():
         print(f"hymenoptera not found under {args.data}; pass --data or set SKTRANSFER_DATA.", file=sys.stderr)
         return 2

@@ -96,7 +96,9 @@ def test_embed_list_file_of_images_matches_the_estimator(photo_folder, tmp_path)
                         "--pooling", "max", *IMAGE_FLAGS)
     assert result.returncode == 0, result.stderr
     expected = ImageEncoder(weights="IMAGENET1K_V1", layer="features.18", pooling="max", device="cpu").fit(paths)
-    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), expected.transform(paths), atol=1e-5)
+    # Float noise only: another process (thread count, kernel choice) sums the convolutions in
+    # another order; unnormalised max-pooled activations up to about 6 differ by about 1e-5 relative.
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), expected.transform(paths), rtol=1e-4, atol=1e-5)
 
 
 def test_embed_csv_text_column_to_parquet(tmp_path):
