@@ -125,6 +125,9 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     assert "whole network" in out and "frozen+tuned head" in out
     assert {r["task"] for r in json.loads((tmp_path / "hym.json").read_text())["runs"]} == {"hymenoptera",
                                                                                             "hymenoptera-10"}
+    table = run_in_process("examples/finetune_hymenoptera.py", "--table", "--output", str(tmp_path / "hym.json"),
+                           capsys=capsys).out.strip().splitlines()
+    assert len(table) == 2 + 4 and table[2].startswith("| hymenoptera, 6 training photos")  # a row per task, method
     out = run_in_process("examples/domain_shift_fashion.py", "--limit", "20", "--output", str(tmp_path / "shift.json"),
                          capsys=capsys).out
     assert "CORAL (StandardScaler, CORALAdapter)" in out
@@ -214,3 +217,11 @@ def test_sst2_add_refuses_runs_measured_differently_before_fitting(tmp_path, cap
     err = run_in_process("examples/finetune_sst2.py", "--sizes", "12", "--add", "--output", str(output),
                          "--data", str(tmp_path), capsys=capsys, status=2).err
     assert "SST-2 not found" in err
+
+
+def test_adapting_page_shows_the_published_photo_figures(capsys):
+    # The same for the photo tasks and docs/finetune_hymenoptera.json
+    table = run_in_process("examples/finetune_hymenoptera.py", "--table", capsys=capsys).out.strip()
+    assert table.count("\n") >= 4  # the header, the rule and a row per task
+    assert table in (REPO_ROOT / "docs" / "adapting.md").read_text()
+
