@@ -99,15 +99,31 @@ def report(rows: list, sizes: list) -> tuple[list, dict]:
                      f"worst {s['alone_worst_gain_points']:+.1f})")
         print(line)
     print("\ndecision rules replayed on the DEV split: mean gain over frozen + tuned head (points), worst, kept tuned")
-    rules = {}
     replayed = [r for r in rows if r["alone"] and r.get("rules")]
+    for s in summary:  # each size's own replay, in its summary entry
+        here = [r for r in replayed if r["n"] == s["n"]]
+        if here:
+            s["dev_rules"] = replay_rules(here)
+            print(f"  n={s['n']}: " + ", ".join(f"{rule} {v['mean_gain_points']:+.2f} ({v['kept']}/{v['fits']})"
+                                               for rule, v in s["dev_rules"].items()))
+    rules = replay_rules(replayed)
+    if len({r["n"] for r in replayed}) > 1:
+        print("  all sizes together:")
+    for rule, v in rules.items():
+        print(f"  {rule:9s} {v['mean_gain_points']:+5.2f} {v['worst_gain_points']:+5.2f}  {v['kept']}/{v['fits']}")
+    return summary, rules
+
+
+def replay_rules(replayed: list) -> dict:
+    """Each rule's dev gain over frozen + tuned head (points) on ``replayed`` fits: the recipe's dev accuracy
+    where the rule keeps tuning, the frozen one where it does not."""
+    rules = {}
     for rule in RULES if replayed else []:
         keep = [rule == "always" or (rule != "never" and r["rules"].get(rule, False)) for r in replayed]
         gains = [100 * ((r["alone"] if k else r["frozen"])["dev"] - r["frozen"]["dev"]) for r, k in zip(replayed, keep)]
         rules[rule] = {"mean_gain_points": float(np.mean(gains)), "worst_gain_points": float(min(gains)),
                        "kept": int(sum(keep)), "fits": len(replayed)}
-        print(f"  {rule:9s} {np.mean(gains):+5.2f} {min(gains):+5.2f}  {sum(keep)}/{len(replayed)}")
-    return summary, rules
+    return rules
 
 
 def main(argv=None) -> int:
