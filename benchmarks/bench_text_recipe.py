@@ -47,18 +47,14 @@ RECIPES = {
 
 def run(recipe, encoder, texts, labels, seed):
     objective, unfreeze, epochs, lr, rounds = RECIPES[recipe]
-    default_rounds = _tune_text.PAIR_ROUNDS
-    _tune_text.PAIR_ROUNDS = rounds or default_rounds  # read by the tuner's pair drawing; restored below
-    try:
-        tuner = _tune_text.TextTuner(encoder, objective=objective, unfreeze=unfreeze, learning_rate=lr,
-                                     batch_size=16, max_epochs=epochs, precision="fp32", seed=seed)
-        start = time.perf_counter()
-        tuner.start(texts, np.arange(len(texts)), labels)
-        for epoch in range(1, epochs + 1):
-            tuner.train_epoch(epoch, lambda batches: batches)
-        return tuner, time.perf_counter() - start
-    finally:
-        _tune_text.PAIR_ROUNDS = default_rounds
+    tuner = _tune_text.TextTuner(encoder, objective=objective, unfreeze=unfreeze, learning_rate=lr, batch_size=16,
+                                 max_epochs=epochs, precision="fp32", seed=seed,
+                                 pair_rounds=rounds or _tune_text.PAIR_ROUNDS)
+    start = time.perf_counter()
+    tuner.start(texts, np.arange(len(texts)), labels)
+    for epoch in range(1, epochs + 1):
+        tuner.train_epoch(epoch, lambda batches: batches)
+    return tuner, time.perf_counter() - start
 
 
 def main(argv=None):

@@ -65,6 +65,7 @@ class TextTuner(Tuner):
 
     encoder: TextEncoder
     objective: str
+    pair_rounds: int = PAIR_ROUNDS  # the contrastive objective's; benchmarks/bench_text_recipe.py varies it
 
     def start(self, texts: list, train_rows: np.ndarray, labels: np.ndarray) -> None:
         self.model = self.encoder.trainable_model()
@@ -87,7 +88,7 @@ class TextTuner(Tuner):
             examples = len(self.texts)
         else:
             self.pair_loss = CosineSimilarityLoss(self.model)
-            examples = min(2 * PAIR_ROUNDS * len(self.texts), MAX_PAIRS_PER_EPOCH)
+            examples = min(2 * self.pair_rounds * len(self.texts), MAX_PAIRS_PER_EPOCH)
         self.optimizer = torch.optim.AdamW(params, lr=self.learning_rate)
         self.steps_per_epoch = math.ceil(examples / self.batch_size)
         steps = self.max_epochs * self.steps_per_epoch
@@ -121,7 +122,7 @@ class TextTuner(Tuner):
     def batch_losses(self, progress):
         self.model.train()
         device, contrastive = self.model.device, self.objective == "contrastive"
-        rows = contrastive_pairs(self.labels, PAIR_ROUNDS, self.rng, MAX_PAIRS_PER_EPOCH) if contrastive \
+        rows = contrastive_pairs(self.labels, self.pair_rounds, self.rng, MAX_PAIRS_PER_EPOCH) if contrastive \
             else self.rng.permutation(len(self.texts))
         for batch in progress([rows[s : s + self.batch_size] for s in range(0, len(rows), self.batch_size)]):
             with autocast(device, self.precision):

@@ -318,6 +318,25 @@ def test_lora_adapters_are_the_state_and_merge_into_the_same_vectors(texts):
     assert cosine.min() > 0.9999 and not np.allclose(before, during, atol=1e-3)
 
 
+def test_pair_rounds_set_the_pairs_each_epoch_trains_on(texts):
+    """The tuner's pair_rounds (what the recipe benchmark varies) is its own field, not a module global."""
+    from sktransfer import _tune_text
+
+    X, y = texts
+    encoder = TextEncoder(device="cpu").fit(X)
+    seen = {}
+    for rounds in (1, 3, None):
+        extra = {} if rounds is None else {"pair_rounds": rounds}
+        tuner = _tune_text.TextTuner(encoder, unfreeze=1, objective="contrastive", learning_rate=5e-5, batch_size=8,
+                                     max_epochs=1, precision="fp32", seed=0, **extra)
+        tuner.start(X, np.arange(len(X)), y)
+        batches = []
+        tuner.train_epoch(1, lambda planned, kept=batches: kept.extend(planned) or planned)
+        seen[rounds] = (tuner.steps_per_epoch, sum(len(batch) for batch in batches))
+    # a positive and a negative partner per text and round: 2 * rounds * 16 pairs, in batches of 8
+    assert seen == {1: (4, 32), 3: (12, 96), None: (2 * _tune_text.PAIR_ROUNDS * 2, 2 * _tune_text.PAIR_ROUNDS * 16)}
+
+
 def test_the_fixture_fit_followed_the_rule_over_three_splits(tuned_images):
     # Whichever way these photos decided, the recorded decision is the rule's (the tuned branch is
     # forced in the next test).
