@@ -88,7 +88,7 @@ def markdown_table(result: dict) -> str:
         task = what[s["task"]].format(**runs[0])
         cells = [task, s["method"], str(s["fits"]), f"{s['frozen_mean']:.3f}", f"{s['finetuned_mean']:.3f}",
                  ", ".join(f"{r['gain_points']:+.1f}" for r in runs), f"{s['kept_tuned']} of {s['fits']}",
-                 f"{min(r['fit_seconds'] for r in runs):.0f}-{max(r['fit_seconds'] for r in runs):.0f}"]
+                 f"{min(r['fit_seconds'] for r in runs):.1f}-{max(r['fit_seconds'] for r in runs):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -106,12 +106,25 @@ def report(rows: list, sizes: list) -> tuple[list, dict]:
             s["dev_rules"] = replay_rules(here)
             print(f"  n={s['n']}: " + ", ".join(f"{rule} {v['mean_gain_points']:+.2f} ({v['kept']}/{v['fits']})"
                                                for rule, v in s["dev_rules"].items()))
+            s["unless_worse_on_test"] = unless_worse_on_test(here)
     rules = replay_rules(replayed)
     if len({r["n"] for r in replayed}) > 1:
         print("  all sizes together:")
     for rule, v in rules.items():
         print(f"  {rule:9s} {v['mean_gain_points']:+5.2f} {v['worst_gain_points']:+5.2f}  {v['kept']}/{v['fits']}")
     return summary, rules
+
+
+def unless_worse_on_test(replayed: list) -> dict:
+    """``keep_tuned="unless_worse"`` replayed on the TEST split, approximately: where it keeps tuning, the
+    defaults' test accuracy if they kept tuning too, else the recipe alone's (a kept model trains for the
+    judged epochs, not always the recipe's); the frozen one where it keeps frozen."""
+    gains = []
+    for r in replayed:
+        kept = r["tuned"] if r.get("kept_tuned") else r["alone"]
+        gains.append(100 * ((kept if r["rules"].get("not-worse") else r["frozen"])["test"] - r["frozen"]["test"]))
+    return {"mean_gain_points": float(np.mean(gains)), "worst_gain_points": float(min(gains)),
+            "kept": int(sum(bool(r["rules"].get("not-worse")) for r in replayed)), "per_draw": gains}
 
 
 def replay_rules(replayed: list) -> dict:

@@ -118,6 +118,7 @@ def test_adapting_examples_smoke(data_dir, tmp_path, capsys):
     assert only_alone["n"] == 14 and "alone_mean" in only_alone and "tuned_mean" not in only_alone
     assert merged["dev_rules"]["never"]["fits"] == 1  # rules are replayed where the defaults were fitted
     assert merged["summary"][0]["dev_rules"]["always"]["fits"] == 1 and "dev_rules" not in only_alone  # per size
+    assert len(merged["summary"][0]["unless_worse_on_test"]["per_draw"]) == 1
     run_in_process("examples/finetune_sst2.py", "--replay", "--output", str(tmp_path / "sst2.json"),  # and again
                    "--plot", str(tmp_path / "sst2.png"), capsys=capsys)
     out = run_in_process("examples/finetune_hymenoptera.py", "--tasks", "hymenoptera", "hymenoptera-10", "--limit", "3",
@@ -221,4 +222,3 @@ def test_adapting_page_shows_the_published_photo_figures(capsys):
     table = run_in_process("examples/finetune_hymenoptera.py", "--table", capsys=capsys).out.strip()
     assert table.count("\n") >= 4  # the header, the rule and a row per task
     assert table in (REPO_ROOT / "docs" / "adapting.md").read_text()
-
